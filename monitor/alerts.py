@@ -1,0 +1,202 @@
+"""Alerts: each complete window against its segment's reference, tested for significance.
+
+Per window, every model metric and KPI gets a one-sided z-test for worsening against the
+reference (the segment's first `reference` windows). A metric has worsened when the test is
+significant at `alpha / m` (Bonferroni over the m tests of the window) and the relative change
+is at least `min_change`. An episode starts after `patience` windows in a row and ends at the
+first window without the condition: one alert per episode, per segment and kind, naming every
+metric involved (the most significant one is its `subject`).
+
+    model_degradation   a model metric worsened
+    kpi_degradation     a KPI worsened
+    misalignment        a KPI worsened while every model metric held, or the other way round
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.spec import Spec
+from monitor.summary import Summary
+from monitor.windows import Window
+
+KINDS = ("model_degradation", "kpi_degradation", "misalignment")
+LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One metric of a window against the reference. `z` is positive when it got better."""
+
+    name: str
+    side: str  # "model" or "kpi"
+    reference: float
+    current: float
+    z: float
+    p: float  # one-sided p-value of worsening
+    change: float  # relative worsening: 0.1 means 10% worse
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "reference": _round(self.reference), "current": _round(self.current),
+                "change": _round(-self.change), "p_value": float(f"{self.p:.3g}")}
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    at: float
+    segment: dict[str, str]
+    subject: str
+    metrics: tuple[Comparison, ...]
+    kpis: tuple[Comparison, ...]
+    severity: str
+    message: str
+    window: Window
+    replay: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "at": iso(self.at), "segment": self.segment, "subject": self.subject,
+            "severity": self.severity, "message": self.message,
+            "metrics": [c.as_dict() for c in self.metrics], "kpis": [c.as_dict() for c in self.kpis],
+            "window": {"start": iso(self.window.start), "end": iso(self.window.end),
+                       "decisions": self.window.summary.n},
+            "replay": self.replay,
+        }
+
+
+@dataclass
+class _SegmentState:
+    reference: Summary | None = None
+    windows: int = 0
+    start: float = math.nan
+    streaks: dict[str, int] = field(default_factory=dict)
+
+
+class Detector:
+    """Turns complete windows into alerts, at most one per episode, segment and kind."""
+
+    def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl") -> None:
+        self.spec = spec
+        self.replay_input = replay_input
+        self.kpi_better = {k.name: k.better for k in spec.kpis}
+        self._state: dict[int, _SegmentState] = {}
+        self.misalignment: dict[int, dict[tuple[str, str], float]] = {}
+        self.active: dict[int, set[str]] = {}  # open episodes' kinds, per segment
+
+    def update(self, window: Window, at: float, segment: dict[str, str]) -> list[Alert]:
+        """Test one complete window; returns the alerts that start an episode now."""
+        settings = self.spec.alerts
+        if window.summary.n < settings.min_decisions:
+            return []
+        state = self._state.setdefault(window.segment, _SegmentState())
+        if state.windows < settings.reference:
+            state.reference = (state.reference or Summary(self.spec)).merge(window.summary)
+            state.windows += 1
+            state.start = min(state.start, window.start) if state.windows > 1 else window.start
+            return []
+        assert state.reference is not None
+        comparisons = self.compare(state.reference, window.summary)
+        worse = self.worsened(comparisons)
+        model = [c for c in worse if c.side == "model"]
+        kpis = [c for c in worse if c.side == "kpi"]
+        now = {"model_degradation": model, "kpi_degradation": kpis,
+               "misalignment": kpis if not model else model if not kpis else []}
+        self._score(window.segment, comparisons)
+        fired = []
+        for kind, involved in now.items():
+            streak = state.streaks.get(kind, 0) + 1 if involved else 0
+            state.streaks[kind] = streak
+            if streak == settings.patience:
+                fired.append(self._alert(kind, involved, comparisons, window, at, segment, state.start))
+        self.active[window.segment] = {k for k, s in state.streaks.items() if s >= settings.patience}
+        return fired
+
+    def compare(self, reference: Summary, current: Summary) -> list[Comparison]:
+        """Every testable metric and KPI of `current` against `reference`."""
+        from scipy.special import ndtr  # deferred: scipy costs a second at import
+
+        names = [(m, "model") for m in self.spec.model_metrics] + [(k.name, "kpi") for k in self.spec.kpis]
+        found = []
+        for name, side in names:
+            ref, cur = reference.estimate(name), current.estimate(name)
+            se = math.hypot(ref.se, cur.se)
+            if not (math.isfinite(se) and se > 0 and math.isfinite(ref.value) and math.isfinite(cur.value)):
+                continue
+            sign = -1.0 if self._lower_is_better(name, side) else 1.0
+            z = sign * (cur.value - ref.value) / se
+            change = -sign * (cur.value - ref.value) / max(abs(ref.value), 1e-12)
+            found.append(Comparison(name, side, ref.value, cur.value, z, float(ndtr(z)), change))
+        return found
+
+    def worsened(self, comparisons: list[Comparison]) -> list[Comparison]:
+        """The comparisons that got significantly and materially worse, most significant first."""
+        settings = self.spec.alerts
+        level = settings.alpha / max(len(comparisons), 1)
+        worse = [c for c in comparisons if c.p < level and c.change >= settings.min_change]
+        return sorted(worse, key=lambda c: c.p)
+
+    def _lower_is_better(self, name: str, side: str) -> bool:
+        return self.kpi_better.get(name) == "lower" if side == "kpi" else name in LOWER_IS_BETTER
+
+    def _score(self, segment: int, comparisons: list[Comparison]) -> None:
+        """Misalignment score per (model metric, KPI): (z_model − z_kpi) / √2."""
+        model = [c for c in comparisons if c.side == "model"]
+        kpis = [c for c in comparisons if c.side == "kpi"]
+        self.misalignment[segment] = {
+            (m.name, k.name): (m.z - k.z) / math.sqrt(2) for m in model for k in kpis
+        }
+
+    def _alert(self, kind: str, involved: list[Comparison], comparisons: list[Comparison], window: Window,
+               at: float, segment: dict[str, str], reference_start: float) -> Alert:
+        subject = involved[0]
+        held = [c for c in comparisons if c.side != subject.side] if kind == "misalignment" else []
+        model = tuple(c for c in [*involved, *held] if c.side == "model")
+        kpis = tuple(c for c in [*involved, *held] if c.side == "kpi")
+        critical = (kind == "misalignment" and subject.side == "kpi") or \
+            subject.change >= 4 * self.spec.alerts.min_change
+        replay = (f"monitor replay --spec {self.spec.source} --input {self.replay_input} "
+                  f"--from {iso(reference_start)} --to {iso(window.end + self.spec.horizon)}")
+        message = _message(kind, involved, held, segment, window, self.spec.name)
+        return Alert(kind, at, segment, subject.name, model, kpis, "critical" if critical else "warning",
+                     message, window, replay)
+
+
+def _message(kind: str, involved: list[Comparison], held: list[Comparison], segment: dict[str, str],
+             window: Window, decision: str) -> str:
+    where = ", ".join(f"{k}={v}" for k, v in segment.items()) or "all decisions"
+    side = "KPI" if involved[0].side == "kpi" else "model metric"
+    changes = "; ".join(f"{c.name} {_fmt(c.reference)} → {_fmt(c.current)} ({_pct(c)} worse, p={c.p:.1e})"
+                        for c in involved)
+    text = (f"[{decision}] {where}: {side}{'s' if len(involved) > 1 else ''} fell: {changes}; "
+            f"over {window.summary.n:,} decisions from {iso(window.start)} to {iso(window.end)},"
+            " against this segment's reference.")
+    if kind == "misalignment":
+        others = ", ".join(f"{c.name} {_fmt(c.reference)} → {_fmt(c.current)}" for c in held)
+        if involved[0].side == "kpi":
+            text += (f" Model metrics held ({others}): the model looks healthy but the business number"
+                     " it should move is falling. Check what changed downstream of the model"
+                     " (pricing, supply, the action taken on its decisions) before retraining.")
+        else:
+            text += (f" Business KPIs held ({others}): the model is getting worse without hurting the"
+                     " business yet. Check for feature drift, a bad release or delayed labels.")
+    return text
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _pct(c: Comparison) -> str:
+    return f"{100 * c.change:.0f}%"
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}")

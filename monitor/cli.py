@@ -1,0 +1,108 @@
+"""The `monitor` command line. Heavy modules are imported inside each command, to keep start-up fast."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from monitor.errors import MonitorError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Watch a model's metrics and the business KPIs it drives, side by side.")
+
+SpecOption = Annotated[Path, typer.Option("--spec", help="Decision spec (TOML).")]
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def _epoch_ms(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an RFC 3339 time", param_hint=option) from None
+    if parsed.tzinfo is None:
+        raise typer.BadParameter(f"{text!r} needs a UTC offset, e.g. 'Z'", param_hint=option)
+    return int(parsed.timestamp() * 1000)
+
+
+@app.command()
+def replay(
+    spec: SpecOption,
+    input: Annotated[Path, typer.Option("--input", help="Replay file: one Kafka record per JSON line.")],
+    report: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
+    since: Annotated[Optional[str], typer.Option("--from", help="Only records at or after this time (RFC 3339).")] = None,  # noqa: UP045
+    until: Annotated[Optional[str], typer.Option("--to", help="Only records before this time (RFC 3339).")] = None,  # noqa: UP045
+) -> None:
+    """Replay captured records through the engine and write a report."""
+    import orjson
+
+    from monitor import replay as replaying
+    from monitor import spec as specs
+
+    try:
+        loaded = specs.load(spec)
+        if not input.is_file():
+            raise MonitorError(f"--input {input} is not a readable file")
+        monitor = replaying.replay(loaded, input, _epoch_ms(since, "--from"), _epoch_ms(until, "--to"),
+                                   progress=sys.stderr.isatty())
+    except MonitorError as exc:
+        _fail(exc)
+    result = monitor.report()
+    report.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    if sys.stdout.isatty():
+        from monitor.console import summary_table
+
+        summary_table(monitor)
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Option(help="healthy, business_drop, model_rot, both_drop or label_delay.")],
+    out: Annotated[Path, typer.Option("--out", help="Replay file to write.")],
+    decisions: Annotated[int, typer.Option(min=1, help="Number of decisions.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a simulated stream, with delays, duplicates, orphans and malformed records."""
+    from monitor.simulate import simulate as simulating
+    from monitor.simulate import write_jsonl
+
+    try:
+        records = simulating(scenario, decisions, seed)
+    except ValueError as exc:
+        _fail(exc)
+    count = write_jsonl(records, out)
+    typer.echo(f"wrote {count:,} records for {decisions:,} decisions to {out}", err=True)
+
+
+@app.command()
+def demo(
+    scenario: Annotated[str, typer.Option(help="Simulated scenario to stream.")] = "business_drop",
+    port: Annotated[int, typer.Option(help="Serve /metrics on 127.0.0.1:PORT.")] = 9108,
+    duration: Annotated[float, typer.Option(help="Wall-clock seconds for the whole stream.")] = 60.0,
+    decisions: Annotated[int, typer.Option(min=1000, help="Decisions to stream.")] = 60_000,
+    spec: Annotated[Optional[Path], typer.Option(help="Spec; defaults to the bundled checkout example.")] = None,  # noqa: UP045
+) -> None:
+    """Stream a simulated scenario through the engine in-process; no broker needed."""
+    from monitor.demo import run
+
+    try:
+        run(scenario, port, duration, decisions, spec)
+    except (MonitorError, ValueError) as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The embedded demo: a simulated stream through the engine on an accelerated clock, no broker."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+from rich.console import Console
+
+from monitor import spec as specs
+from monitor.console import print_alert, summary_table
+from monitor.engine import Monitor
+from monitor.exporter import Exporter
+from monitor.simulate import simulate
+from monitor.testing import encode
+
+PUBLISH_EVERY = 0.5  # wall seconds between gauge updates
+
+
+def default_spec() -> specs.Spec:
+    text = resources.files("monitor").joinpath("checkout.toml").read_text()
+    return specs.parse(text, source="checkout.toml")
+
+
+def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Path | None) -> Monitor:
+    console = Console()
+    spec = specs.load(spec_path) if spec_path else default_spec()
+    records = simulate(scenario, decisions, seed=7)
+    registry = CollectorRegistry()
+    exporter = Exporter(spec, registry)
+    monitor = Monitor(spec, replay_input=f"{scenario}.jsonl", on_alert=lambda a: print_alert(a, console))
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    first, last = records[0]["timestamp"], records[-1]["timestamp"]
+    speed = (last - first) / 1000 / duration  # simulated seconds per wall second
+    console.print(f"[bold]{spec.name}[/]: streaming {decisions:,} decisions ({scenario}), "
+                  f"{(last - first) / 3.6e6:.0f} h of events in {duration:.0f} s; "
+                  f"metrics on http://127.0.0.1:{port}/metrics")
+    started = time.monotonic()
+    next_publish = started
+    try:
+        for record in records:
+            due = started + (record["timestamp"] - first) / 1000 / speed  # type: ignore[operator]
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            monitor.process(str(record["topic"]), encode(record["value"]))
+            if time.monotonic() >= next_publish:
+                exporter.publish(monitor)
+                next_publish = time.monotonic() + PUBLISH_EVERY
+        monitor.finish()
+        exporter.publish(monitor)
+        summary_table(monitor, console)
+    finally:
+        server.shutdown()
+        thread.join(timeout=2)
+    return monitor

@@ -1,0 +1,165 @@
+"""The monitor engine: decode, join, roll up and alert. No Faust, no I/O of its own.
+
+The same `Monitor` runs inside the Faust agents, in `monitor replay` and in the embedded demo, so
+a stream and its replay give the same numbers by construction.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from monitor.alerts import Alert, Detector, iso
+from monitor.errors import RecordError
+from monitor.events import Outcome, Prediction, decode_outcome, decode_prediction, event_time
+from monitor.join import Decision, Joiner
+from monitor.segments import OVERALL, Segments
+from monitor.spec import Spec
+from monitor.windows import Window, Windows
+
+_VALUES = re.compile(r"'[^']*'|\"[^\"]*\"|\(byte \d+\)|(?<!\w)-?\d+(?:\.\d+)?(?:e-?\d+)?")  # group reasons, not values
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record the monitor could not use, with the reason in plain words."""
+
+    topic: str
+    reason: str
+    value: bytes
+    partition: int | None = None
+    offset: int | None = None
+
+
+class Monitor:
+    """Feeds records through the join, the windows and the detector, and keeps what they found."""
+
+    def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl",
+                 on_alert: Callable[[Alert], None] | None = None,
+                 on_dead_letter: Callable[[DeadLetter], None] | None = None) -> None:
+        self.spec = spec
+        self.segments = Segments(spec)
+        self.windows = Windows(spec, self._window)
+        self.detector = Detector(spec, replay_input)
+        self.joiner = Joiner(spec, self._final)
+        self.on_alert = on_alert
+        self.on_dead_letter = on_dead_letter
+        self.alerts: list[Alert] = []
+        self.timeline: dict[int, list[dict[str, Any]]] = {}
+        self.records: Counter[str] = Counter()
+        self.invalid: Counter[str] = Counter()  # reasons, for the report
+        self.delays: list[float] = []  # outcome delays since the exporter last drained them
+        self._binary = spec.task == "binary"
+        self._by = bool(spec.segment_by)
+        self._frontier = -math.inf
+
+    # -- input -----------------------------------------------------------------------------------
+    def process(self, topic: str, value: bytes, partition: int | None = None,
+                offset: int | None = None) -> None:
+        """Handle one raw record from `predictions` or `outcomes`; a bad one is dead-lettered."""
+        self.records[topic] += 1
+        try:
+            if topic == self.spec.topics.predictions:
+                self.prediction(decode_prediction(value))
+            elif topic == self.spec.topics.outcomes:
+                self.outcome(decode_outcome(value))
+            else:
+                raise RecordError(f"topic {topic!r} is neither predictions nor outcomes")
+        except RecordError as exc:
+            self.reject(topic, exc.reason, value, partition, offset)
+
+    def reject(self, topic: str, reason: str, value: bytes, partition: int | None = None,
+               offset: int | None = None) -> None:
+        """Count a bad record and hand it to the dead-letter sink."""
+        self.joiner.tally.invalid += 1
+        self.invalid[_VALUES.sub("…", reason)] += 1
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(DeadLetter(topic, reason, bytes(value), partition, offset))
+
+    def prediction(self, p: Prediction) -> None:
+        ts = event_time(p.ts)
+        score = p.score
+        if not math.isfinite(score) or (self._binary and not 0.0 <= score <= 1.0):
+            raise RecordError(f"prediction: score {score!r} is outside [0, 1]" if self._binary
+                              else f"prediction: score {score!r} is not a finite number")
+        if p.prediction is None:
+            predicted = score >= self.spec.threshold
+        elif self._binary and p.prediction in (0, 1):
+            predicted = bool(p.prediction)
+        else:
+            raise RecordError(f"prediction: prediction {p.prediction!r} is not 0, 1 or a bool")
+        self.joiner.prediction(p.decision_id, ts, score, self.segments.of(p), predicted)
+        self._advance()
+
+    def outcome(self, o: Outcome) -> None:
+        ts = event_time(o.ts)
+        if self._binary and o.label not in (0, 1):
+            raise RecordError(f"outcome: label {o.label!r} is not 0, 1 or a bool")
+        numbers = [float(o.label), *([] if o.value is None else [o.value]), *(o.kpis or {}).values()]
+        if not all(math.isfinite(x) for x in numbers):
+            raise RecordError("outcome: label, value and kpis must be finite numbers")
+        self.joiner.outcome(o, ts)
+        self._advance()
+
+    def finish(self) -> None:
+        """End of input: held outcomes become orphans. Pending decisions stay pending."""
+        self.joiner.finish()
+
+    # -- results ---------------------------------------------------------------------------------
+    def totals(self) -> dict[int, dict[str, Any]]:
+        """Per segment: finalized decisions, model metrics and KPIs over the whole run."""
+        found = {}
+        for segment in sorted(self.windows.segments() | {OVERALL}):
+            summary = self.windows.total(segment)
+            found[segment] = {"decisions": summary.n, "model": summary.model(), "kpi": summary.kpi()}
+        return found
+
+    def report(self) -> dict[str, Any]:
+        """The replay report: join counts, per-segment totals and timelines, alerts."""
+        totals = self.totals()
+        return {
+            "decision": self.spec.name,
+            "join": self.joiner.counts().as_dict(),
+            "invalid_reasons": dict(self.invalid.most_common()),
+            "segments": [
+                {"segment": self.segments.labels(s), "decisions": t["decisions"],
+                 "model": _clean(t["model"]), "kpi": _clean(t["kpi"]),
+                 "timeline": self.timeline.get(s, [])}
+                for s, t in totals.items()
+            ],
+            "alerts": [a.as_dict() for a in self.alerts],
+        }
+
+    # -- internals -------------------------------------------------------------------------------
+    def _final(self, d: Decision) -> None:
+        if d.delay is not None:
+            self.delays.append(d.delay)
+        self.windows.add(OVERALL, d)
+        if self._by:
+            self.windows.add(d.segment, d)
+
+    def _advance(self) -> None:
+        frontier = self.joiner.watermark - self.spec.horizon
+        if frontier > self._frontier:
+            self._frontier = frontier
+            self.windows.close(frontier)
+
+    def _window(self, window: Window) -> None:
+        summary = window.summary
+        self.timeline.setdefault(window.segment, []).append({
+            "start": iso(window.start), "end": iso(window.end), "decisions": summary.n,
+            "model": _clean(summary.model()), "kpi": _clean(summary.kpi()),
+        })
+        for alert in self.detector.update(window, self.joiner.watermark, self.segments.labels(window.segment)):
+            self.alerts.append(alert)
+            if self.on_alert is not None:
+                self.on_alert(alert)
+
+
+def _clean(values: dict[str, float]) -> dict[str, float | None]:
+    """JSON-safe metric values: NaN (undefined) becomes null."""
+    return {k: (None if math.isnan(v) else v) for k, v in values.items()}

@@ -1,0 +1,98 @@
+"""The event contract: typed, fast decoding of predictions, outcomes and replay records.
+
+Decoding is strict (msgspec): a wrong type or a missing field raises `RecordError` with a reason
+in plain words, so a bad record is counted and dead-lettered instead of stopping the monitor.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import msgspec
+
+from monitor.errors import RecordError
+
+
+class Prediction(msgspec.Struct, frozen=True):
+    """One decision taken by a model."""
+
+    decision_id: str
+    ts: float | str
+    model: str
+    score: float
+    model_version: str | None = None
+    variant: str | None = None
+    segment: dict[str, str] | None = None
+    prediction: bool | float | None = None
+    action: str | None = None
+    features: dict[str, object] | None = None
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What happened after a decision."""
+
+    decision_id: str
+    ts: float | str
+    label: bool | float
+    value: float | None = None
+    kpis: dict[str, float] | None = None
+
+
+class Record(msgspec.Struct, frozen=True):
+    """One Kafka record as captured in a replay file; `value` stays undecoded until routed."""
+
+    topic: str
+    value: msgspec.Raw
+    key: str | None = None
+    timestamp: int | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+_predictions = msgspec.json.Decoder(Prediction)
+_outcomes = msgspec.json.Decoder(Outcome)
+_records = msgspec.json.Decoder(Record)
+
+
+def event_time(ts: float | str) -> float:
+    """Epoch seconds of a `ts` field: a number, or an RFC 3339 string with an offset."""
+    if isinstance(ts, str):
+        try:
+            parsed = datetime.fromisoformat(ts)
+        except ValueError:
+            raise RecordError(f"ts {ts!r} is neither epoch seconds nor an RFC3339 time") from None
+        if parsed.tzinfo is None:
+            raise RecordError(f"ts {ts!r} has no UTC offset (RFC3339 needs one, e.g. 'Z')")
+        return parsed.timestamp()
+    if not math.isfinite(ts) or ts < 0:
+        raise RecordError(f"ts {ts!r} is not a valid epoch time")
+    return float(ts)
+
+
+def decode_prediction(raw: bytes | memoryview) -> Prediction:
+    try:
+        return _predictions.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"prediction: {_plain(exc)}") from None
+
+
+def decode_outcome(raw: bytes | memoryview) -> Outcome:
+    try:
+        return _outcomes.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"outcome: {_plain(exc)}") from None
+
+
+def decode_record(line: bytes) -> Record:
+    try:
+        return _records.decode(line)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"replay line: {_plain(exc)}") from None
+
+
+def _plain(exc: msgspec.DecodeError) -> str:
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        return text.replace("`$.", "field `").replace("`$`", "the value")
+    return f"not valid JSON ({text})"

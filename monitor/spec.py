@@ -1,0 +1,317 @@
+"""The decision spec: one short TOML file that says what to monitor and how.
+
+`load(path)` or `parse(text)` returns a validated, frozen `Spec`. Every mistake raises `SpecError`
+naming the key, the bad value and what was expected, so a wrong spec fails at start.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from monitor.errors import SpecError
+
+Task = Literal["binary", "regression"]
+CELLS = ("tp", "fp", "fn", "tn")
+SEGMENT_FIELDS = ("model", "model_version", "variant", "action")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def parse_duration(text: object, key: str) -> float:
+    """Seconds in a duration such as "90m", "24h" or "7d"."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        raise SpecError(key, text, 'a positive duration such as "90s", "90m", "24h" or "7d"')
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Missing:
+    """What a decision with no outcome counts as once its horizon has passed."""
+
+    label: float = 0.0
+    value: float = 0.0
+    kpis: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """A business number observed on outcomes, aggregated per decision."""
+
+    name: str
+    field: str
+    agg: Literal["mean", "sum"] = "mean"
+    better: Literal["higher", "lower"] = "higher"
+
+    def read(self, label: float, value: float | None, kpis: dict[str, float] | None) -> float | None:
+        """This KPI's raw value on one outcome, or None where the outcome lacks the field."""
+        if self.field == "label":
+            return label
+        if self.field == "value":
+            return value
+        return None if kpis is None else kpis.get(self.field[5:])
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Detector settings. The defaults keep a healthy stream of 100k decisions silent."""
+
+    alpha: float = 0.001
+    patience: int = 2
+    reference: int = 4
+    min_change: float = 0.05
+    min_decisions: int = 200
+
+
+@dataclass(frozen=True)
+class Topics:
+    predictions: str = "predictions"
+    outcomes: str = "outcomes"
+    alerts: str = "monitor-alerts"
+    dead_letters: str = "monitor-dead-letters"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated decision spec."""
+
+    name: str
+    task: Task
+    horizon: float
+    threshold: float = 0.5
+    missing: Missing | None = None
+    value: dict[str, float] | None = None
+    kpis: tuple[Kpi, ...] = ()
+    window_size: int = 1000
+    window_period: float | None = None
+    segment_by: tuple[str, ...] = ()
+    max_segments: int = 500
+    alerts: Alerts = Alerts()
+    topics: Topics = Topics()
+    idle_timeout: float = 60.0
+    source: str = "<string>"
+
+    @property
+    def slice_seconds(self) -> float:
+        """Width of the decision-time slices that windows are built from."""
+        if self.window_period is not None:
+            return self.window_period
+        return max(60.0, self.horizon / 48)
+
+    @property
+    def model_metrics(self) -> tuple[str, ...]:
+        if self.task == "regression":
+            return ("mae", "rmse", "r2")
+        base = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+        return base + ("business_value",) if self.value is not None else base
+
+
+def load(path: str | Path) -> Spec:
+    """Read and validate a spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError("<file>", str(path), f"a readable spec file ({exc.strerror})") from None
+    return parse(text, source=str(path))
+
+
+def parse(text: str, source: str = "<string>") -> Spec:
+    """Validate spec text."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError("<toml>", source, f"valid TOML ({exc})") from None
+    _known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
+                     "alerts", "topics", "stream"})
+    decision = _table(doc, "decision", required=True)
+    _known(decision, "decision", {"name"})
+    model = _table(doc, "model", required=True)
+    _known(model, "model", {"task", "threshold"})
+    outcome = _table(doc, "outcome", required=True)
+    _known(outcome, "outcome", {"horizon", "missing"})
+    task = _choice(model, "model.task", ("binary", "regression"), None)
+    kpis = _kpis(doc.get("kpi", []))
+    spec = Spec(
+        name=_name(decision.get("name"), "decision.name"),
+        task=task,  # type: ignore[arg-type]
+        threshold=_number(model, "model.threshold", 0.5, low=0.0, high=1.0),
+        horizon=parse_duration(outcome.get("horizon"), "outcome.horizon"),
+        missing=_missing(outcome.get("missing"), kpis),
+        value=_business(_table(doc, "business"), task),
+        kpis=kpis,
+        **_windows(_table(doc, "windows")),
+        **_segments(_table(doc, "segments")),
+        alerts=_alerts(_table(doc, "alerts")),
+        topics=_topics(_table(doc, "topics")),
+        idle_timeout=_idle(_table(doc, "stream")),
+        source=source,
+    )
+    for i, kpi in enumerate(spec.kpis):
+        if kpi.name in spec.model_metrics:
+            raise SpecError(f"kpi[{i}].name", kpi.name, "a name that is not a model metric")
+    if task == "regression" and "threshold" in model:
+        raise SpecError("model.threshold", model["threshold"], "no threshold for a regression task")
+    return spec
+
+
+def _table(doc: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
+    if key not in doc:
+        if required:
+            raise SpecError(key, None, f"a [{key}] table")
+        return {}
+    value = doc[key]
+    if not isinstance(value, dict):
+        raise SpecError(key, value, "a table")
+    return value
+
+
+def _known(table: dict[str, Any], prefix: str, allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"{prefix}.{key}" if prefix else key
+            raise SpecError(where, table[key], f"one of the known keys: {', '.join(sorted(allowed))}")
+
+
+def _name(value: object, key: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise SpecError(key, value, "a name of letters, digits, '_' or '-', starting with a letter")
+    return value
+
+
+def _choice(table: dict[str, Any], key: str, options: tuple[str, ...], default: str | None) -> str:
+    value = table.get(key.rsplit(".", 1)[-1], default)
+    if value not in options:
+        raise SpecError(key, value, "one of " + ", ".join(f'"{o}"' for o in options))
+    return str(value)
+
+
+def _number(table: dict[str, Any], key: str, default: float, low: float | None = None,
+            high: float | None = None, integer: bool = False) -> Any:
+    value = table.get(key.rsplit(".", 1)[-1], default)
+    kind = int if integer else (int, float)
+    bounds = f" in [{low}, {high}]" if high is not None else f" ≥ {low}" if low is not None else ""
+    expected = ("an integer" if integer else "a number") + bounds
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise SpecError(key, value, expected)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise SpecError(key, value, expected)
+    return value if integer else float(value)
+
+
+def _missing(value: object, kpis: tuple[Kpi, ...]) -> Missing | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SpecError("outcome.missing", value, "a table such as { label = 0, value = 0.0 }")
+    _known(value, "outcome.missing", {"label", "value", "kpis"})
+    extra = value.get("kpis", {})
+    if not isinstance(extra, dict) or any(
+        isinstance(v, bool) or not isinstance(v, (int, float)) for v in extra.values()
+    ):
+        raise SpecError("outcome.missing.kpis", extra, "a table of KPI name = number")
+    names = {k.field[5:] for k in kpis if k.field.startswith("kpis.")}
+    filled = {name: float(extra.get(name, 0.0)) for name in names}
+    return Missing(
+        label=_number(value, "outcome.missing.label", 0.0),
+        value=_number(value, "outcome.missing.value", 0.0),
+        kpis=filled,
+    )
+
+
+def _business(table: dict[str, Any], task: str) -> dict[str, float] | None:
+    _known(table, "business", {"value"})
+    if "value" not in table:
+        return None
+    cells = table["value"]
+    if task != "binary":
+        raise SpecError("business.value", cells, "no confusion-cell values for a regression task")
+    if not isinstance(cells, dict):
+        raise SpecError("business.value", cells, "a table { tp = …, fp = …, fn = …, tn = … }")
+    _known(cells, "business.value", set(CELLS))
+    return {cell: _number(cells, f"business.value.{cell}", 0.0) for cell in CELLS}
+
+
+def _kpis(entries: object) -> tuple[Kpi, ...]:
+    if not isinstance(entries, list):
+        raise SpecError("kpi", entries, "an array of [[kpi]] tables")
+    kpis: list[Kpi] = []
+    for i, entry in enumerate(entries):
+        key = f"kpi[{i}]"
+        if not isinstance(entry, dict):
+            raise SpecError(key, entry, "a table with name, field, agg and better")
+        _known(entry, key, {"name", "field", "agg", "better"})
+        name = _name(entry.get("name"), f"{key}.name")
+        where = entry.get("field")
+        if not isinstance(where, str) or not (
+            where in ("label", "value") or (where.startswith("kpis.") and len(where) > 5)
+        ):
+            raise SpecError(f"{key}.field", where, '"label", "value" or "kpis.<name>"')
+        if any(k.name == name for k in kpis):
+            raise SpecError(f"{key}.name", name, "a name not used by another [[kpi]]")
+        agg = _choice(entry, f"{key}.agg", ("mean", "sum"), "mean")
+        better = _choice(entry, f"{key}.better", ("higher", "lower"), "higher")
+        kpis.append(Kpi(name, where, agg, better))  # type: ignore[arg-type]
+    return tuple(kpis)
+
+
+def _windows(table: dict[str, Any]) -> dict[str, Any]:
+    _known(table, "windows", {"size", "period"})
+    period = table.get("period")
+    return {
+        "window_size": _number(table, "windows.size", 1000, low=10, integer=True),
+        "window_period": None if period is None else parse_duration(period, "windows.period"),
+    }
+
+
+def _segments(table: dict[str, Any]) -> dict[str, Any]:
+    _known(table, "segments", {"by", "max"})
+    by = table.get("by", [])
+    expected = f'a list of distinct fields among {", ".join(SEGMENT_FIELDS)} or "segment.<key>"'
+    if not isinstance(by, list):
+        raise SpecError("segments.by", by, expected)
+    for item in by:
+        ok = isinstance(item, str) and (
+            item in SEGMENT_FIELDS or (item.startswith("segment.") and _NAME.match(item[8:]))
+        )
+        if not ok or by.count(item) > 1:
+            raise SpecError("segments.by", item, expected)
+    return {
+        "segment_by": tuple(by),
+        "max_segments": _number(table, "segments.max", 500, low=1, integer=True),
+    }
+
+
+def _alerts(table: dict[str, Any]) -> Alerts:
+    _known(table, "alerts", {"alpha", "patience", "reference", "min_change", "min_decisions"})
+    return Alerts(
+        alpha=_number(table, "alerts.alpha", 0.001, low=1e-12, high=0.5),
+        patience=_number(table, "alerts.patience", 2, low=1, integer=True),
+        reference=_number(table, "alerts.reference", 4, low=1, integer=True),
+        min_change=_number(table, "alerts.min_change", 0.05, low=0.0),
+        min_decisions=_number(table, "alerts.min_decisions", 200, low=2, integer=True),
+    )
+
+
+def _topics(table: dict[str, Any]) -> Topics:
+    names = ("predictions", "outcomes", "alerts", "dead_letters")
+    _known(table, "topics", set(names))
+    chosen = {}
+    for name in names:
+        value = table.get(name, getattr(Topics, name))
+        if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9._\-]{1,249}$", value):
+            raise SpecError(f"topics.{name}", value, "a Kafka topic name of letters, digits, '.', '_' or '-'")
+        chosen[name] = value
+    if len(set(chosen.values())) != len(names):
+        raise SpecError("topics", chosen, "four different topic names")
+    return Topics(**chosen)
+
+
+def _idle(table: dict[str, Any]) -> float:
+    _known(table, "stream", {"idle_timeout"})
+    return parse_duration(table.get("idle_timeout", "60s"), "stream.idle_timeout")
