@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.spec import Spec
-from monitor.summary import Summary
+from monitor.summary import Estimate, Summary
 from monitor.windows import Window
 
 KINDS = ("model_degradation", "kpi_degradation", "misalignment")
@@ -71,6 +71,7 @@ class Alert:
 @dataclass
 class _SegmentState:
     reference: Summary | None = None
+    estimates: dict[str, Estimate] = field(default_factory=dict)  # of the complete reference
     windows: int = 0
     start: float = math.nan
     streaks: dict[str, int] = field(default_factory=dict)
@@ -97,9 +98,10 @@ class Detector:
             state.reference = (state.reference or Summary(self.spec)).merge(window.summary)
             state.windows += 1
             state.start = min(state.start, window.start) if state.windows > 1 else window.start
+            if state.windows == settings.reference:
+                state.estimates = state.reference.estimates()
             return []
-        assert state.reference is not None
-        comparisons = self.compare(state.reference, window.summary)
+        comparisons = self.compare(state.estimates, window.estimates)
         worse = self.worsened(comparisons)
         model = [c for c in worse if c.side == "model"]
         kpis = [c for c in worse if c.side == "kpi"]
@@ -115,14 +117,14 @@ class Detector:
         self.active[window.segment] = {k for k, s in state.streaks.items() if s >= settings.patience}
         return fired
 
-    def compare(self, reference: Summary, current: Summary) -> list[Comparison]:
+    def compare(self, reference: dict[str, Estimate], current: dict[str, Estimate]) -> list[Comparison]:
         """Every testable metric and KPI of `current` against `reference`."""
         from scipy.special import ndtr  # deferred: scipy costs a second at import
 
         names = [(m, "model") for m in self.spec.model_metrics] + [(k.name, "kpi") for k in self.spec.kpis]
         found = []
         for name, side in names:
-            ref, cur = reference.estimate(name), current.estimate(name)
+            ref, cur = reference[name], current[name]
             se = math.hypot(ref.se, cur.se)
             if not (math.isfinite(se) and se > 0 and math.isfinite(ref.value) and math.isfinite(cur.value)):
                 continue

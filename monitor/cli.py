@@ -39,8 +39,8 @@ def replay(
     spec: SpecOption,
     input: Annotated[Path, typer.Option("--input", help="Replay file: one Kafka record per JSON line.")],
     report: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
-    since: Annotated[Optional[str], typer.Option("--from", help="Only records at or after this time (RFC 3339).")] = None,  # noqa: UP045
-    until: Annotated[Optional[str], typer.Option("--to", help="Only records before this time (RFC 3339).")] = None,  # noqa: UP045
+    since: Annotated[Optional[str], typer.Option("--from", help="Only records from this time (RFC 3339).")] = None,  # noqa: UP045
+    until: Annotated[Optional[str], typer.Option("--to", help="Only records before this time.")] = None,  # noqa: UP045
 ) -> None:
     """Replay captured records through the engine and write a report."""
     import orjson

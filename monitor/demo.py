@@ -32,7 +32,8 @@ def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Pa
     exporter = Exporter(spec, registry)
     monitor = Monitor(spec, replay_input=f"{scenario}.jsonl", on_alert=lambda a: print_alert(a, console))
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    first, last = records[0]["timestamp"], records[-1]["timestamp"]
+    stamps = [int(r["timestamp"]) for r in records]  # type: ignore[call-overload]
+    first, last = stamps[0], stamps[-1]
     speed = (last - first) / 1000 / duration  # simulated seconds per wall second
     console.print(f"[bold]{spec.name}[/]: streaming {decisions:,} decisions ({scenario}), "
                   f"{(last - first) / 3.6e6:.0f} h of events in {duration:.0f} s; "
@@ -40,8 +41,8 @@ def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Pa
     started = time.monotonic()
     next_publish = started
     try:
-        for record in records:
-            due = started + (record["timestamp"] - first) / 1000 / speed  # type: ignore[operator]
+        for record, stamp in zip(records, stamps, strict=True):
+            due = started + (stamp - first) / 1000 / speed
             now = time.monotonic()
             if due > now:
                 time.sleep(due - now)

@@ -17,7 +17,7 @@ from monitor.alerts import Alert, Detector, iso
 from monitor.errors import RecordError
 from monitor.events import Outcome, Prediction, decode_outcome, decode_prediction, event_time
 from monitor.join import Decision, Joiner
-from monitor.segments import OVERALL, Segments
+from monitor.segments import Segments
 from monitor.spec import Spec
 from monitor.windows import Window, Windows
 
@@ -54,8 +54,9 @@ class Monitor:
         self.invalid: Counter[str] = Counter()  # reasons, for the report
         self.delays: list[float] = []  # outcome delays since the exporter last drained them
         self._binary = spec.task == "binary"
-        self._by = bool(spec.segment_by)
-        self._frontier = -math.inf
+        self._threshold = spec.threshold
+        self._horizon = spec.horizon
+        self._next_close = -math.inf
 
     # -- input -----------------------------------------------------------------------------------
     def process(self, topic: str, value: bytes, partition: int | None = None,
@@ -87,7 +88,7 @@ class Monitor:
             raise RecordError(f"prediction: score {score!r} is outside [0, 1]" if self._binary
                               else f"prediction: score {score!r} is not a finite number")
         if p.prediction is None:
-            predicted = score >= self.spec.threshold
+            predicted = score >= self._threshold
         elif self._binary and p.prediction in (0, 1):
             predicted = bool(p.prediction)
         else:
@@ -113,7 +114,7 @@ class Monitor:
     def totals(self) -> dict[int, dict[str, Any]]:
         """Per segment: finalized decisions, model metrics and KPIs over the whole run."""
         found = {}
-        for segment in sorted(self.windows.segments() | {OVERALL}):
+        for segment in sorted(self.windows.segments()):
             summary = self.windows.total(segment)
             found[segment] = {"decisions": summary.n, "model": summary.model(), "kpi": summary.kpi()}
         return found
@@ -138,21 +139,20 @@ class Monitor:
     def _final(self, d: Decision) -> None:
         if d.delay is not None:
             self.delays.append(d.delay)
-        self.windows.add(OVERALL, d)
-        if self._by:
-            self.windows.add(d.segment, d)
+        self.windows.add(d.segment, d)
 
     def _advance(self) -> None:
-        frontier = self.joiner.watermark - self.spec.horizon
-        if frontier > self._frontier:
-            self._frontier = frontier
+        # Cheap per record: slices close only when the frontier crosses a slice boundary.
+        frontier = self.joiner.watermark - self._horizon
+        if frontier >= self._next_close:
             self.windows.close(frontier)
+            self._next_close = self.windows.closed_before * self.windows.width + self.windows.width
 
     def _window(self, window: Window) -> None:
-        summary = window.summary
+        model, kpi = window.values
         self.timeline.setdefault(window.segment, []).append({
-            "start": iso(window.start), "end": iso(window.end), "decisions": summary.n,
-            "model": _clean(summary.model()), "kpi": _clean(summary.kpi()),
+            "start": iso(window.start), "end": iso(window.end), "decisions": window.summary.n,
+            "model": _clean(model), "kpi": _clean(kpi),
         })
         for alert in self.detector.update(window, self.joiner.watermark, self.segments.labels(window.segment)):
             self.alerts.append(alert)

@@ -26,7 +26,7 @@ class Prediction(msgspec.Struct, frozen=True):
     segment: dict[str, str] | None = None
     prediction: bool | float | None = None
     action: str | None = None
-    features: dict[str, object] | None = None
+    features: msgspec.Raw = msgspec.Raw(b"null")  # kept undecoded: the engine never reads it
 
 
 class Outcome(msgspec.Struct, frozen=True):

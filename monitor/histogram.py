@@ -15,7 +15,7 @@ class ScoreHistogram:
     exact spike (many equal scores) is a tie in both methods and costs nothing.
     """
 
-    __slots__ = ("pos", "neg")
+    __slots__ = ("neg", "pos")
 
     def __init__(self) -> None:
         self.pos: dict[int, int] = {}

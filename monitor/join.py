@@ -61,12 +61,16 @@ class Joiner:
         self.horizon = spec.horizon
         self.missing = spec.missing
         self.kpis = spec.kpis
+        missing = spec.missing
+        self._missing_kpis = () if missing is None else tuple(
+            k.read(missing.label, missing.value, missing.kpis) for k in spec.kpis)
         self.on_final = on_final
         self.watermark = float("-inf")
         self.tally = JoinCounts()
         self.pending: dict[str, bytes] = {}
         self._order: deque[str] = deque()  # pending ids, oldest decision first
         self._newest = float("-inf")
+        self._next_expiry = float("inf")  # deadline of the oldest id in `_order` (it may have matched)
         self._stragglers: list[tuple[float, str]] = []  # out-of-order predictions, a heap
         self.held: dict[str, tuple[float, Outcome]] = {}  # outcomes waiting for their prediction
         self._held_order: list[tuple[float, str]] = []
@@ -86,19 +90,23 @@ class Joiner:
             return
         self.watermark = ts
         horizon = self.horizon
-        pending, order = self.pending, self._order
-        while order:
-            packed = pending.get(order[0])
-            if packed is None:  # matched meanwhile
-                order.popleft()
-                continue
-            if _PENDING.unpack(packed)[0] + horizon > ts:
-                break
-            self._expire(order.popleft())
+        if ts >= self._next_expiry:
+            pending, order = self.pending, self._order
+            self._next_expiry = float("inf")
+            while order:
+                packed = pending.get(order[0])
+                if packed is None:  # matched meanwhile
+                    order.popleft()
+                    continue
+                deadline = _PENDING.unpack(packed)[0] + horizon
+                if deadline > ts:
+                    self._next_expiry = deadline
+                    break
+                self._expire(order.popleft(), packed)
         while self._stragglers and self._stragglers[0][0] + horizon <= ts:
             decision_id = heapq.heappop(self._stragglers)[1]
-            if decision_id in pending:
-                self._expire(decision_id)
+            if decision_id in self.pending:
+                self._expire(decision_id, self.pending[decision_id])
         while self._held_order and self._held_order[0][0] + horizon <= ts:
             held_ts, decision_id = heapq.heappop(self._held_order)
             if decision_id in self.held and self.held[decision_id][0] == held_ts:
@@ -125,11 +133,13 @@ class Joiner:
         packed = _PENDING.pack(ts, score, segment, predicted)
         if ts + self.horizon <= self.watermark:
             self.pending[decision_id] = packed
-            self._expire(decision_id)
+            self._expire(decision_id, packed)
             return
         self.pending[decision_id] = packed
         if ts >= self._newest:
             self._newest = ts
+            if not self._order:
+                self._next_expiry = ts + self.horizon
             self._order.append(decision_id)
         else:
             heapq.heappush(self._stragglers, (ts, decision_id))
@@ -152,7 +162,8 @@ class Joiner:
             self.held[decision_id] = (ts, outcome)
             heapq.heappush(self._held_order, (ts, decision_id))
             return
-        self._match(*_PENDING.unpack(packed), ts, outcome)
+        decision_ts, score, segment, predicted = _PENDING.unpack(packed)
+        self._match(decision_ts, score, segment, predicted, ts, outcome)
         self._done[decision_id] = _MATCHED
 
     def finish(self) -> None:
@@ -172,12 +183,13 @@ class Joiner:
         self.on_final(Decision(ts, segment, score, predicted, label, outcome.value, kpis,
                                outcome_ts - ts))
 
-    def _expire(self, decision_id: str) -> None:
-        ts, score, segment, predicted = _PENDING.unpack(self.pending.pop(decision_id))
+    def _expire(self, decision_id: str, packed: bytes) -> None:
+        del self.pending[decision_id]
+        ts, score, segment, predicted = _PENDING.unpack(packed)
         self.tally.expired += 1
         self._done[decision_id] = _EXPIRED
         missing = self.missing
         if missing is None:
             return
-        kpis = tuple(k.read(missing.label, missing.value, missing.kpis) for k in self.kpis)
-        self.on_final(Decision(ts, segment, score, predicted, missing.label, missing.value, kpis, None))
+        self.on_final(Decision(ts, segment, score, predicted, missing.label, missing.value,
+                               self._missing_kpis, None))

@@ -16,7 +16,7 @@ class Moments:
     (2, 2.0, 2.0)
     """
 
-    __slots__ = ("n", "mean", "m2")
+    __slots__ = ("m2", "mean", "n")
 
     def __init__(self, n: int = 0, mean: float = 0.0, m2: float = 0.0) -> None:
         self.n, self.mean, self.m2 = n, mean, m2

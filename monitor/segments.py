@@ -8,6 +8,7 @@ from monitor.spec import Spec
 OVERALL = 0
 UNKNOWN = "unknown"  # a field the prediction lacks; never "", which marks the overall series
 OTHER = "other"  # every combination past the cardinality cap
+_NONE: dict[str, str] = {}
 
 
 class Segments:
@@ -21,12 +22,23 @@ class Segments:
         self.max = spec.max_segments
         self._ids: dict[tuple[str, ...], int] = {(): OVERALL}
         self._keys: list[tuple[str, ...]] = [()]
+        # (attribute, None) or (None, key inside `segment`), per `by` field
+        self._plan: list[tuple[str | None, str | None]] = [
+            (None, name[8:]) if name.startswith("segment.") else (name, None) for name in self.by
+        ]
 
     def of(self, prediction: Prediction) -> int:
         """The id of the prediction's combination segment (OVERALL when `by` is empty)."""
         if not self.by:
             return OVERALL
-        return self.intern(tuple(_field(prediction, name) for name in self.by))
+        tags = prediction.segment or _NONE
+        key: tuple[str | None, ...] = tuple(
+            [tags.get(k) if a is None else getattr(prediction, a) for a, k in self._plan]  # type: ignore[arg-type]
+        )
+        found = self._ids.get(key)  # type: ignore[arg-type]
+        if found is not None:
+            return found
+        return self.intern(tuple(v if v else UNKNOWN for v in key))
 
     def intern(self, key: tuple[str, ...]) -> int:
         """The id of a segment key, allocating one below the cap or folding into `other`."""
@@ -44,15 +56,8 @@ class Segments:
 
     def labels(self, segment: int) -> dict[str, str]:
         """The segment as {by field: value}; {} for the overall segment."""
-        return dict(zip(self.by, self._keys[segment]))
+        return dict(zip(self.by, self._keys[segment], strict=False))  # the overall key is ()
 
     def __len__(self) -> int:
         return len(self._keys)
 
-
-def _field(prediction: Prediction, name: str) -> str:
-    if name.startswith("segment."):
-        value = (prediction.segment or {}).get(name[8:])
-    else:
-        value = getattr(prediction, name)
-    return value if value else UNKNOWN

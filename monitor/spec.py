@@ -101,14 +101,14 @@ class Spec:
         """Width of the decision-time slices that windows are built from."""
         if self.window_period is not None:
             return self.window_period
-        return max(60.0, self.horizon / 48)
+        return max(60.0, self.horizon / 24)
 
     @property
     def model_metrics(self) -> tuple[str, ...]:
         if self.task == "regression":
             return ("mae", "rmse", "r2")
         base = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
-        return base + ("business_value",) if self.value is not None else base
+        return (*base, "business_value") if self.value is not None else base
 
 
 def load(path: str | Path) -> Spec:

@@ -17,6 +17,7 @@ from monitor.moments import Moments
 from monitor.spec import CELLS, Spec
 
 _EPS = 1e-15
+_MAX_LOSS = -math.log(_EPS)  # log loss clips probabilities to [1e-15, 1 − 1e-15], like scikit-learn
 
 
 class Estimate(NamedTuple):
@@ -29,10 +30,11 @@ class Estimate(NamedTuple):
 class Summary:
     """Sufficient statistics of a set of decisions, for one spec."""
 
-    __slots__ = ("spec", "n", "cm", "scores", "loss", "abs_err", "sq_err", "target", "kpis")
+    __slots__ = ("abs_err", "binary", "cm", "kpis", "loss", "n", "scores", "spec", "sq_err", "target")
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
+        self.binary = spec.task == "binary"
         self.n = 0
         self.cm = metrics.ConfusionMatrix()
         self.scores = ScoreHistogram()
@@ -44,18 +46,18 @@ class Summary:
 
     def update(self, d: Decision) -> None:
         self.n += 1
-        if self.spec.task == "binary":
+        if self.binary:
             positive = d.label >= 0.5
             self.cm.update(positive, d.predicted)
             self.scores.update(d.score, positive)
-            p = min(max(d.score, _EPS), 1.0 - _EPS)
-            self.loss.update(-math.log(p if positive else 1.0 - p))
+            p = d.score if positive else 1.0 - d.score
+            self.loss.update(-math.log(p) if p > _EPS else _MAX_LOSS)
         else:
             error = d.label - d.score
             self.abs_err.update(abs(error))
             self.sq_err.update(error * error)
             self.target.update(d.label)
-        for moments, x in zip(self.kpis, d.kpis):
+        for moments, x in zip(self.kpis, d.kpis, strict=True):
             if x is not None:
                 moments.update(x)
 
@@ -66,7 +68,7 @@ class Summary:
                 if weight:
                     self.cm.update(truth, predicted, w=weight)
         self.scores.merge(other.scores)
-        for mine, theirs in zip(self._moments(), other._moments()):
+        for mine, theirs in zip(self._moments(), other._moments(), strict=True):
             mine.merge(theirs)
         return self
 
@@ -88,12 +90,16 @@ class Summary:
         """KPI values: the mean per decision, or the sum for `agg = "sum"`."""
         return {
             k.name: (m.total if k.agg == "sum" else m.mean) if m.n else math.nan
-            for k, m in zip(self.spec.kpis, self.kpis)
+            for k, m in zip(self.spec.kpis, self.kpis, strict=True)
         }
+
+    def estimates(self) -> dict[str, Estimate]:
+        """Every model metric, and every KPI's mean per decision, with standard errors."""
+        return {name: self.estimate(name) for name in (*self.spec.model_metrics, *(k.name for k in self.spec.kpis))}
 
     def estimate(self, metric: str) -> Estimate:
         """Value and standard error of a model metric, or of a KPI's mean per decision."""
-        for k, m in zip(self.spec.kpis, self.kpis):
+        for k, m in zip(self.spec.kpis, self.kpis, strict=True):
             if k.name == metric:
                 return _mean(m)
         if self.n == 0:
@@ -118,11 +124,11 @@ class Summary:
 
     def _ratio(self, metric: str) -> Estimate:
         c = self.cells()
-        hits, total = {
-            "accuracy": (c["tp"] + c["tn"], self.n),
-            "precision": (c["tp"], c["tp"] + c["fp"]),
-            "recall": (c["tp"], c["tp"] + c["fn"]),
-            "f1": (2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"]),
+        total = {  # the denominator of each ratio
+            "accuracy": self.n,
+            "precision": c["tp"] + c["fp"],
+            "recall": c["tp"] + c["fn"],
+            "f1": 2 * c["tp"] + c["fp"] + c["fn"],
         }[metric]
         if metric == "f1":  # no simple standard error; reported, not tested
             return Estimate(metrics.F1(cm=self.cm).get() if total else math.nan, math.nan)

@@ -1,6 +1,7 @@
 """Windows in decision time, built from slices that close only when every decision in them is final.
 
-A decision lands in the slice of its own `ts`, whenever it finalizes. A slice closes once the
+A decision lands in the slice of its own `ts` and its own segment, whenever it finalizes. The
+overall segment is the merge of the others, done once per slice rather than once per decision. A slice closes once the
 join's frontier (watermark − horizon) has passed its end: by then each of its decisions has
 matched or expired. Closed slices roll, in time order, into windows of at least `size`
 decisions (or one slice per window with a `period`), so a rolling window never shows the bias of
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from monitor.join import Decision
+from monitor.segments import OVERALL
 from monitor.spec import Spec
-from monitor.summary import Summary
+from monitor.summary import Estimate, Summary
 
 
 @dataclass
@@ -26,6 +29,16 @@ class Window:
     end: float
     summary: Summary
 
+    @cached_property
+    def estimates(self) -> dict[str, Estimate]:
+        """A complete window never changes, so its estimates are computed once."""
+        return self.summary.estimates()
+
+    @property
+    def values(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Model metric values and KPI values (sums for `agg = "sum"`)."""
+        return {m: self.estimates[m].value for m in self.summary.spec.model_metrics}, self.summary.kpi()
+
 
 class Windows:
     """Slices per segment, their closed totals, and the windows they roll into."""
@@ -34,8 +47,9 @@ class Windows:
         self.spec = spec
         self.width = spec.slice_seconds
         self.on_window = on_window
+        self.derived = bool(spec.segment_by)  # the overall segment is merged from the others
         self.open: dict[tuple[int, int], Summary] = {}
-        self.closed: dict[int, Summary] = {}
+        self.closed: dict[int, Summary] = {}  # emitted windows, and decisions of closed slices
         self.closed_before = -(2**62)  # every slice id below this has closed
         self._building: dict[int, Window] = {}
 
@@ -43,6 +57,8 @@ class Windows:
         slice_id = int(d.ts // self.width)
         if slice_id < self.closed_before:  # its slice already closed: totals only
             self._closed(segment).update(d)
+            if self.derived:
+                self._closed(OVERALL).update(d)
             return
         summary = self.open.get((segment, slice_id))
         if summary is None:
@@ -56,19 +72,29 @@ class Windows:
             return
         self.closed_before = through
         due = sorted((slice_id, segment) for segment, slice_id in self.open if slice_id < through)
-        for slice_id, segment in due:
-            self._roll(segment, slice_id, self.open.pop((segment, slice_id)))
+        for i, (slice_id, segment) in enumerate(due):
+            part = self.open.pop((segment, slice_id))
+            if self.derived:
+                if i == 0 or due[i - 1][0] != slice_id:
+                    overall = Summary(self.spec)
+                overall.merge(part)
+                if i + 1 == len(due) or due[i + 1][0] != slice_id:
+                    self._roll(OVERALL, slice_id, overall)
+            self._roll(segment, slice_id, part)
 
     def total(self, segment: int) -> Summary:
         """Every finalized decision of a segment so far."""
         summary = self._closed(segment).copy()
+        building = self._building.get(segment)
+        if building is not None:
+            summary.merge(building.summary)
         for (seg, _), part in self.open.items():
-            if seg == segment:
+            if seg == segment or (segment == OVERALL and self.derived):
                 summary.merge(part)
         return summary
 
     def segments(self) -> set[int]:
-        return set(self.closed) | {segment for segment, _ in self.open}
+        return {OVERALL} | set(self.closed) | {segment for segment, _ in self.open}
 
     def _closed(self, segment: int) -> Summary:
         summary = self.closed.get(segment)
@@ -77,17 +103,14 @@ class Windows:
         return summary
 
     def _roll(self, segment: int, slice_id: int, part: Summary) -> None:
-        self._closed(segment).merge(part)
         start, end = slice_id * self.width, (slice_id + 1) * self.width
-        if self.spec.window_period is not None:
-            self.on_window(Window(segment, start, end, part))
-            return
         window = self._building.get(segment)
         if window is None:
             window = self._building[segment] = Window(segment, start, end, part)
         else:
             window.summary.merge(part)
             window.end = end
-        if window.summary.n >= self.spec.window_size:
+        if self.spec.window_period is not None or window.summary.n >= self.spec.window_size:
             del self._building[segment]
+            self._closed(segment).merge(window.summary)
             self.on_window(window)

@@ -54,7 +54,7 @@ def test_errors_name_key_value_and_expectation(spec_text: str, old: str, new: st
 
 
 def test_missing_table_and_bad_toml() -> None:
-    with pytest.raises(SpecError, match="`decision`.*a \\[decision\\] table"):
+    with pytest.raises(SpecError, match=r"`decision`.*a \[decision\] table"):
         specs.parse('[model]\ntask = "binary"\n')
     with pytest.raises(SpecError, match="valid TOML"):
         specs.parse("[decision\n")
@@ -67,7 +67,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_regression_rejects_business_values(spec_text: str) -> None:
     text = spec_text.replace('task = "binary"\nthreshold = 0.5', 'task = "regression"')
-    with pytest.raises(SpecError, match="business.value"):
+    with pytest.raises(SpecError, match=r"business\.value"):
         specs.parse(text)
 
 
@@ -78,5 +78,5 @@ def test_defaults_fill_missing_kpis(spec: specs.Spec) -> None:
 
 
 def test_kpi_cannot_shadow_a_model_metric(spec_text: str) -> None:
-    with pytest.raises(SpecError, match="`kpi\\[0\\].name`.*not a model metric"):
+    with pytest.raises(SpecError, match=r"`kpi\[0\]\.name`.*not a model metric"):
         specs.parse(spec_text.replace('name = "conversion"', 'name = "accuracy"'))
