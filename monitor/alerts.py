@@ -74,7 +74,30 @@ class _SegmentState:
     estimates: dict[str, Estimate] = field(default_factory=dict)  # of the complete reference
     windows: int = 0
     start: float = math.nan
-    streaks: dict[str, int] = field(default_factory=dict)
+    episodes: dict[str, _Episode] = field(default_factory=dict)
+
+
+@dataclass
+class _Episode:
+    """Hysteresis: opens after `patience` significant windows in a row, and closes only after
+    `patience` windows in a row without even a nominal worsening (p < 0.05), so a real shift that
+    hovers near the threshold stays one episode instead of an alert storm."""
+
+    active: bool = False
+    streak: int = 0
+
+    def update(self, significant: bool, nominal: bool, patience: int) -> bool:
+        """Record one window; True when this window opens the episode."""
+        if not self.active:
+            self.streak = self.streak + 1 if significant else 0
+            self.active = self.streak >= patience
+            if self.active:
+                self.streak = 0
+            return self.active
+        self.streak = 0 if nominal else self.streak + 1
+        if self.streak >= patience:
+            self.active, self.streak = False, 0
+        return False
 
 
 class Detector:
@@ -102,19 +125,16 @@ class Detector:
                 state.estimates = state.reference.estimates()
             return []
         comparisons = self.compare(state.estimates, window.estimates)
-        worse = self.worsened(comparisons)
-        model = [c for c in worse if c.side == "model"]
-        kpis = [c for c in worse if c.side == "kpi"]
-        now = {"model_degradation": model, "kpi_degradation": kpis,
-               "misalignment": kpis if not model else model if not kpis else []}
+        strict = self._kinds(self.worsened(comparisons))
+        relaxed = self._kinds(self.worsened(comparisons, relaxed=True), strict_model=strict["model_degradation"],
+                              strict_kpis=strict["kpi_degradation"])
         self._score(window.segment, comparisons)
         fired = []
-        for kind, involved in now.items():
-            streak = state.streaks.get(kind, 0) + 1 if involved else 0
-            state.streaks[kind] = streak
-            if streak == settings.patience:
-                fired.append(self._alert(kind, involved, comparisons, window, at, segment, state.start))
-        self.active[window.segment] = {k for k, s in state.streaks.items() if s >= settings.patience}
+        for kind in KINDS:
+            episode = state.episodes.setdefault(kind, _Episode())
+            if episode.update(bool(strict[kind]), bool(relaxed[kind]), settings.patience):
+                fired.append(self._alert(kind, strict[kind], comparisons, window, at, segment, state.start))
+        self.active[window.segment] = {k for k, e in state.episodes.items() if e.active}
         return fired
 
     def compare(self, reference: dict[str, Estimate], current: dict[str, Estimate]) -> list[Comparison]:
@@ -134,12 +154,26 @@ class Detector:
             found.append(Comparison(name, side, ref.value, cur.value, z, float(ndtr(z)), change))
         return found
 
-    def worsened(self, comparisons: list[Comparison]) -> list[Comparison]:
-        """The comparisons that got significantly and materially worse, most significant first."""
+    def worsened(self, comparisons: list[Comparison], relaxed: bool = False) -> list[Comparison]:
+        """The comparisons that got significantly and materially worse, most significant first.
+
+        `relaxed` asks for any nominal worsening (p < 0.05): what keeps an open episode open."""
         settings = self.spec.alerts
-        level = settings.alpha / max(len(comparisons), 1)
-        worse = [c for c in comparisons if c.p < level and c.change >= settings.min_change]
+        level = 0.05 if relaxed else settings.alpha / max(len(comparisons), 1)
+        least = 0.0 if relaxed else settings.min_change
+        worse = [c for c in comparisons if c.p < level and c.change > least - 1e-12]
         return sorted(worse, key=lambda c: c.p)
+
+    @staticmethod
+    def _kinds(worse: list[Comparison], strict_model: list[Comparison] | None = None,
+               strict_kpis: list[Comparison] | None = None) -> dict[str, list[Comparison]]:
+        """What each alert kind sees in a window. A side "held" unless it worsened significantly."""
+        model = [c for c in worse if c.side == "model"]
+        kpis = [c for c in worse if c.side == "kpi"]
+        held_model = not (model if strict_model is None else strict_model)
+        held_kpis = not (kpis if strict_kpis is None else strict_kpis)
+        return {"model_degradation": model, "kpi_degradation": kpis,
+                "misalignment": kpis if held_model else model if held_kpis else []}
 
     def _lower_is_better(self, name: str, side: str) -> bool:
         return self.kpi_better.get(name) == "lower" if side == "kpi" else name in LOWER_IS_BETTER

@@ -85,21 +85,21 @@ class Monitor:
         ts = event_time(p.ts)
         score = p.score
         if not math.isfinite(score) or (self._binary and not 0.0 <= score <= 1.0):
-            raise RecordError(f"prediction: score {score!r} is outside [0, 1]" if self._binary
-                              else f"prediction: score {score!r} is not a finite number")
+            raise RecordError(f"prediction: score {score:g} is outside [0, 1]" if self._binary
+                              else f"prediction: score {score:g} is not a finite number")
         if p.prediction is None:
             predicted = score >= self._threshold
         elif self._binary and p.prediction in (0, 1):
             predicted = bool(p.prediction)
         else:
-            raise RecordError(f"prediction: prediction {p.prediction!r} is not 0, 1 or a bool")
+            raise RecordError(f"prediction: prediction {p.prediction:g} is not 0, 1 or a bool")
         self.joiner.prediction(p.decision_id, ts, score, self.segments.of(p), predicted)
         self._advance()
 
     def outcome(self, o: Outcome) -> None:
         ts = event_time(o.ts)
         if self._binary and o.label not in (0, 1):
-            raise RecordError(f"outcome: label {o.label!r} is not 0, 1 or a bool")
+            raise RecordError(f"outcome: label {o.label:g} is not 0, 1 or a bool")
         numbers = [float(o.label), *([] if o.value is None else [o.value]), *(o.kpis or {}).values()]
         if not all(math.isfinite(x) for x in numbers):
             raise RecordError("outcome: label, value and kpis must be finite numbers")

@@ -44,6 +44,6 @@ def spec_text() -> str:
     return SPEC
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def bundled_spec_path() -> Path:
     return Path(__file__).parent.parent / "monitor" / "checkout.toml"

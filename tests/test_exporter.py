@@ -1,0 +1,80 @@
+"""The Prometheus contract, read back from a fresh registry."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from monitor.engine import Monitor
+from monitor.exporter import Exporter
+from monitor.simulate import simulate
+from monitor.spec import Spec
+from monitor.testing import encode
+
+
+@pytest.fixture(scope="module")
+def published(request: pytest.FixtureRequest) -> tuple[Monitor, CollectorRegistry]:
+    spec: Spec = request.getfixturevalue("spec")
+    registry = CollectorRegistry()
+    exporter = Exporter(spec, registry)
+    monitor = Monitor(spec)
+    for i, record in enumerate(simulate("business_drop", 40_000, seed=2)):
+        monitor.process(str(record["topic"]), encode(record["value"]))
+        if i % 10_000 == 0:
+            exporter.publish(monitor)  # counters must advance by differences, not totals
+    monitor.finish()
+    exporter.publish(monitor)
+    exporter.publish(monitor)  # idempotent
+    return monitor, registry
+
+
+def test_counters_equal_the_join_counts(published: tuple[Monitor, CollectorRegistry]) -> None:
+    monitor, registry = published
+    counts = monitor.joiner.counts()
+    for status, count in [("matched", counts.matched), ("expired", counts.expired), ("late", counts.late),
+                          ("duplicate", counts.duplicates), ("orphan", counts.orphans),
+                          ("invalid", counts.invalid)]:
+        value = registry.get_sample_value("monitor_decisions_total",
+                                          {"decision": "checkout_offer", "status": status})
+        assert value == count, status
+    assert registry.get_sample_value("monitor_pending_decisions", {"decision": "checkout_offer"}) == counts.pending
+    consumed = sum(registry.get_sample_value("monitor_records_total", {"decision": "checkout_offer", "topic": t})
+                   or 0 for t in ("predictions", "outcomes"))
+    assert consumed == sum(monitor.records.values())
+    assert registry.get_sample_value("monitor_outcome_delay_seconds_count",
+                                     {"decision": "checkout_offer"}) == counts.matched
+
+
+def test_gauges_carry_the_segment_labels(published: tuple[Monitor, CollectorRegistry]) -> None:
+    monitor, registry = published
+    totals = monitor.totals()
+    for segment, total in totals.items():
+        key = monitor.segments.key(segment)
+        labels = {"decision": "checkout_offer", "variant": key[0] if key else "",
+                  "segment_country": key[1] if key else ""}
+        auc = registry.get_sample_value("monitor_model_metric", {**labels, "metric": "roc_auc", "window": "total"})
+        assert auc == pytest.approx(total["model"]["roc_auc"])
+        revenue = registry.get_sample_value("monitor_kpi", {**labels, "kpi": "revenue", "window": "total"})
+        assert revenue == pytest.approx(total["kpi"]["revenue"])
+        rolling = registry.get_sample_value("monitor_kpi", {**labels, "kpi": "revenue", "window": "rolling"})
+        assert rolling == pytest.approx(monitor.timeline[segment][-1]["kpi"]["revenue"])
+
+
+def test_alerts_and_misalignment(published: tuple[Monitor, CollectorRegistry]) -> None:
+    monitor, registry = published
+    overall = {"decision": "checkout_offer", "variant": "", "segment_country": ""}
+    fired = registry.get_sample_value("monitor_alerts_total", {"decision": "checkout_offer",
+                                                               "kind": "misalignment"})
+    assert fired == sum(1 for a in monitor.alerts if a.kind == "misalignment") >= 1
+    assert registry.get_sample_value("monitor_alert_active", {**overall, "kind": "misalignment"}) == 1
+    assert registry.get_sample_value("monitor_alert_active", {**overall, "kind": "model_degradation"}) == 0
+    score = registry.get_sample_value("monitor_misalignment", {**overall, "model_metric": "roc_auc",
+                                                               "kpi": "revenue"})
+    assert score is not None and score > 3  # the business fell while the model held
+    text = generate_latest(registry).decode()
+    assert ('monitor_model_metric{decision="checkout_offer",metric="roc_auc",segment_country="",variant="",'
+            'window="total"}') in text
+    assert not any(math.isinf(s.value) for m in registry.collect() for s in m.samples
+                   if not s.name.endswith("_bucket"))
