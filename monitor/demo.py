@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -13,24 +14,26 @@ from monitor import spec as specs
 from monitor.console import print_alert, summary_table
 from monitor.engine import Monitor
 from monitor.exporter import Exporter
-from monitor.simulate import simulate
+from monitor.simulate import simulate, write_jsonl
 from monitor.testing import encode
 
 PUBLISH_EVERY = 0.5  # wall seconds between gauge updates
 
 
 def default_spec() -> specs.Spec:
-    text = resources.files("monitor").joinpath("checkout.toml").read_text()
-    return specs.parse(text, source="checkout.toml")
+    """The bundled checkout example."""
+    return specs.load(Path(str(resources.files("monitor").joinpath("checkout.toml"))))
 
 
 def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Path | None) -> Monitor:
     console = Console()
     spec = specs.load(spec_path) if spec_path else default_spec()
     records = simulate(scenario, decisions, seed=7)
+    capture = Path(tempfile.gettempdir()) / f"monitor-demo-{scenario}.jsonl"
+    write_jsonl(records, capture)  # so each alert's replay command works as printed
     registry = CollectorRegistry()
     exporter = Exporter(spec, registry)
-    monitor = Monitor(spec, replay_input=f"{scenario}.jsonl", on_alert=lambda a: print_alert(a, console))
+    monitor = Monitor(spec, replay_input=str(capture), on_alert=lambda a: print_alert(a, console))
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     stamps = [int(r["timestamp"]) for r in records]  # type: ignore[call-overload]
     first, last = stamps[0], stamps[-1]
