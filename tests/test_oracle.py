@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from typing import Any
@@ -117,7 +118,7 @@ def test_windows_follow_decision_time_and_tile_it(recorded: Recorder) -> None:
     for window in recorded.windows:
         by_segment.setdefault(window.segment, []).append(window)
     for windows in by_segment.values():
-        for before, after in zip(windows, windows[1:], strict=False):
+        for before, after in itertools.pairwise(windows):
             assert before.end <= after.start  # emitted in decision-time order, never overlapping
 
 
