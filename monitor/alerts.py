@@ -41,7 +41,8 @@ class Comparison:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "reference": _round(self.reference), "current": _round(self.current),
-                "change": _round(-self.change), "p_value": float(f"{self.p:.3g}")}
+                "change": _round((self.current - self.reference) / max(abs(self.reference), 1e-12)),
+                "p_value": float(f"{self.p:.3g}")}
 
 
 @dataclass(frozen=True)
