@@ -35,28 +35,87 @@ class DeadLetter:
     offset: int | None = None
 
 
+class Rollup:
+    """Final decisions in, per-segment totals, windows and alerts out. The metrics stage.
+
+    In-process it sits behind the join; in the Faust workers it is the segment-keyed reducer."""
+
+    def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl",
+                 on_alert: Callable[[Alert], None] | None = None) -> None:
+        self.spec = spec
+        self.segments = Segments(spec)
+        self.windows = Windows(spec, self._window)
+        self.detector = Detector(spec, replay_input)
+        self.on_alert = on_alert
+        self.alerts: list[Alert] = []
+        self.timeline: dict[int, list[dict[str, Any]]] = {}
+        self.delays: list[float] = []  # outcome delays since the exporter last drained them
+        self.watermark = -math.inf
+        self._horizon = spec.horizon
+        self._next_close = -math.inf
+
+    def add(self, d: Decision) -> None:
+        if d.delay is not None:
+            self.delays.append(d.delay)
+        self.windows.add(d.segment, d)
+
+    def advance(self, watermark: float) -> None:
+        """Close the slices whose decisions are all final by `watermark`; cheap when none are."""
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        frontier = watermark - self._horizon
+        if frontier >= self._next_close:
+            self.windows.close(frontier)
+            self._next_close = self.windows.closed_before * self.windows.width + self.windows.width
+
+    def totals(self) -> dict[int, dict[str, Any]]:
+        """Per segment: finalized decisions, model metrics and KPIs over the whole run."""
+        found = {}
+        for segment in sorted(self.windows.segments()):
+            summary = self.windows.total(segment)
+            found[segment] = {"decisions": summary.n, "model": summary.model(), "kpi": summary.kpi()}
+        return found
+
+    def segment_reports(self) -> list[dict[str, Any]]:
+        return [
+            {"segment": self.segments.labels(s), "decisions": t["decisions"],
+             "model": _clean(t["model"]), "kpi": _clean(t["kpi"]), "timeline": self.timeline.get(s, [])}
+            for s, t in self.totals().items()
+        ]
+
+    def _window(self, window: Window) -> None:
+        model, kpi = window.values
+        self.timeline.setdefault(window.segment, []).append({
+            "start": iso(window.start), "end": iso(window.end), "decisions": window.summary.n,
+            "model": _clean(model), "kpi": _clean(kpi),
+        })
+        for alert in self.detector.update(window, self.watermark, self.segments.labels(window.segment)):
+            self.alerts.append(alert)
+            if self.on_alert is not None:
+                self.on_alert(alert)
+
+
 class Monitor:
-    """Feeds records through the join, the windows and the detector, and keeps what they found."""
+    """The whole engine in one process: decode, join, roll up. Replay and the demo run this."""
 
     def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl",
                  on_alert: Callable[[Alert], None] | None = None,
                  on_dead_letter: Callable[[DeadLetter], None] | None = None) -> None:
         self.spec = spec
-        self.segments = Segments(spec)
-        self.windows = Windows(spec, self._window)
-        self.detector = Detector(spec, replay_input)
-        self.joiner = Joiner(spec, self._final)
-        self.on_alert = on_alert
+        self.rollup = Rollup(spec, replay_input, on_alert)
+        self.segments, self.windows, self.detector = self.rollup.segments, self.rollup.windows, self.rollup.detector
+        self.alerts, self.timeline = self.rollup.alerts, self.rollup.timeline
+        self.joiner = Joiner(spec, self.rollup.add)
         self.on_dead_letter = on_dead_letter
-        self.alerts: list[Alert] = []
-        self.timeline: dict[int, list[dict[str, Any]]] = {}
         self.records: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()  # reasons, for the report
-        self.delays: list[float] = []  # outcome delays since the exporter last drained them
         self._binary = spec.task == "binary"
         self._threshold = spec.threshold
-        self._horizon = spec.horizon
-        self._next_close = -math.inf
+
+    @property
+    def delays(self) -> list[float]:
+        return self.rollup.delays
 
     # -- input -----------------------------------------------------------------------------------
     def process(self, topic: str, value: bytes, partition: int | None = None,
@@ -112,52 +171,20 @@ class Monitor:
 
     # -- results ---------------------------------------------------------------------------------
     def totals(self) -> dict[int, dict[str, Any]]:
-        """Per segment: finalized decisions, model metrics and KPIs over the whole run."""
-        found = {}
-        for segment in sorted(self.windows.segments()):
-            summary = self.windows.total(segment)
-            found[segment] = {"decisions": summary.n, "model": summary.model(), "kpi": summary.kpi()}
-        return found
+        return self.rollup.totals()
 
     def report(self) -> dict[str, Any]:
         """The replay report: join counts, per-segment totals and timelines, alerts."""
-        totals = self.totals()
         return {
             "decision": self.spec.name,
             "join": self.joiner.counts().as_dict(),
             "invalid_reasons": dict(self.invalid.most_common()),
-            "segments": [
-                {"segment": self.segments.labels(s), "decisions": t["decisions"],
-                 "model": _clean(t["model"]), "kpi": _clean(t["kpi"]),
-                 "timeline": self.timeline.get(s, [])}
-                for s, t in totals.items()
-            ],
+            "segments": self.rollup.segment_reports(),
             "alerts": [a.as_dict() for a in self.alerts],
         }
 
-    # -- internals -------------------------------------------------------------------------------
-    def _final(self, d: Decision) -> None:
-        if d.delay is not None:
-            self.delays.append(d.delay)
-        self.windows.add(d.segment, d)
-
     def _advance(self) -> None:
-        # Cheap per record: slices close only when the frontier crosses a slice boundary.
-        frontier = self.joiner.watermark - self._horizon
-        if frontier >= self._next_close:
-            self.windows.close(frontier)
-            self._next_close = self.windows.closed_before * self.windows.width + self.windows.width
-
-    def _window(self, window: Window) -> None:
-        model, kpi = window.values
-        self.timeline.setdefault(window.segment, []).append({
-            "start": iso(window.start), "end": iso(window.end), "decisions": window.summary.n,
-            "model": _clean(model), "kpi": _clean(kpi),
-        })
-        for alert in self.detector.update(window, self.joiner.watermark, self.segments.labels(window.segment)):
-            self.alerts.append(alert)
-            if self.on_alert is not None:
-                self.on_alert(alert)
+        self.rollup.advance(self.joiner.watermark)
 
 
 def _clean(values: dict[str, float]) -> dict[str, float | None]:

@@ -1,26 +1,35 @@
 """The event-time join of predictions and outcomes on `decision_id`.
 
-For each record, in this order: advance the watermark (the largest `ts` seen), expire every
-pending decision whose `ts + horizon <= watermark`, then handle the record. README's "Join
+For each record, in this order: advance the watermark, expire every pending decision whose
+`ts + horizon <= watermark`, then handle the record. The watermark is the lesser of the newest
+`ts` seen on each topic, so how a consumer happens to interleave the two topics never changes a
+result: a decision expires only once the outcomes topic itself has passed its horizon. README's "Join
 semantics" section is the contract; this module is its only implementation.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from monitor.events import Outcome
 from monitor.spec import Spec
 
-# A pending decision is packed into one small bytes object (ts, score, segment, predicted):
-# about 160 bytes per decision with its key and dict slot, where a tuple of floats costs 250+.
-_PENDING = struct.Struct("<ddI?")
+# A pending decision is packed into one small bytes object (ts, score, segment, predicted, offset
+# of its record): about 170 bytes per decision with its key and dict slot, where a tuple costs 250+.
+PENDING = struct.Struct("<ddI?q")
+# A final decision's status, with the offsets of the records that made it, to tell a redelivery
+# (same record again, after a restart) from a duplicate (another record with the same id).
+DONE = struct.Struct("<Bqq")
 _MATCHED, _EXPIRED, _LATE = 1, 2, 3
+NO_OFFSET = -1
+
+HeldOutcome = tuple[float, Outcome, int]  # event time, outcome, offset of its record
 
 
 class Decision(NamedTuple):
@@ -34,6 +43,16 @@ class Decision(NamedTuple):
     value: float | None
     kpis: tuple[float | None, ...]
     delay: float | None  # seconds from decision to outcome; None when expired
+
+
+class Journal(Protocol):
+    """Receives every change of the join's state, to persist it (the Faust tables)."""
+
+    def pending(self, decision_id: str, packed: bytes | None) -> None: ...
+
+    def held(self, decision_id: str, entry: HeldOutcome | None) -> None: ...
+
+    def done(self, decision_id: str, packed: bytes | None) -> None: ...
 
 
 @dataclass
@@ -57,7 +76,7 @@ class JoinCounts:
 class Joiner:
     """Joins predictions with outcomes by event time and hands each final decision to `on_final`."""
 
-    def __init__(self, spec: Spec, on_final: Callable[[Decision], None]) -> None:
+    def __init__(self, spec: Spec, on_final: Callable[[Decision], None], journal: Journal | None = None) -> None:
         self.horizon = spec.horizon
         self.missing = spec.missing
         self.kpis = spec.kpis
@@ -65,24 +84,40 @@ class Joiner:
         self._missing_kpis = () if missing is None else tuple(
             k.read(missing.label, missing.value, missing.kpis) for k in spec.kpis)
         self.on_final = on_final
-        self.watermark = float("-inf")
+        self.journal = journal
+        self.watermark = -math.inf
+        self.newest_prediction = -math.inf
+        self.newest_outcome = -math.inf
         self.tally = JoinCounts()
         self.pending: dict[str, bytes] = {}
         self._order: deque[str] = deque()  # pending ids, oldest decision first
         self._newest = float("-inf")
         self._next_expiry = float("inf")  # deadline of the oldest id in `_order` (it may have matched)
         self._stragglers: list[tuple[float, str]] = []  # out-of-order predictions, a heap
-        self.held: dict[str, tuple[float, Outcome]] = {}  # outcomes waiting for their prediction
+        self.held: dict[str, HeldOutcome] = {}  # outcomes waiting for their prediction
         self._held_order: list[tuple[float, str]] = []
         # Final ids, kept for at least two horizons after they finalize (so a late outcome is told
         # from an orphan up to three horizons after its decision), in two generations.
-        self._done: dict[str, int] = {}
-        self._done_before: dict[str, int] = {}
+        self._done: dict[str, bytes] = {}
+        self._done_before: dict[str, bytes] = {}
         self._rotate_at = float("-inf")
 
     def counts(self) -> JoinCounts:
         self.tally.pending = len(self.pending)
         return self.tally
+
+    def see(self, ts: float, prediction: bool) -> None:
+        """Note a record's event time; the watermark is the lesser of the two topics' newest times."""
+        if prediction:
+            if ts <= self.newest_prediction:
+                return
+            self.newest_prediction = ts
+        else:
+            if ts <= self.newest_outcome:
+                return
+            self.newest_outcome = ts
+        # Until both topics have shown a record nothing expires: the silent one may just be lagging.
+        self.advance(min(self.newest_prediction, self.newest_outcome))
 
     def advance(self, ts: float) -> None:
         """Move the watermark to `ts` if it is newer, and expire what has passed its horizon."""
@@ -98,7 +133,7 @@ class Joiner:
                 if packed is None:  # matched meanwhile
                     order.popleft()
                     continue
-                deadline = _PENDING.unpack(packed)[0] + horizon
+                deadline = PENDING.unpack(packed)[0] + horizon
                 if deadline > ts:
                     self._next_expiry = deadline
                     break
@@ -112,30 +147,106 @@ class Joiner:
             if decision_id in self.held and self.held[decision_id][0] == held_ts:
                 del self.held[decision_id]
                 self.tally.orphans += 1
+                if self.journal is not None:
+                    self.journal.held(decision_id, None)
         if ts >= self._rotate_at:
+            if self.journal is not None:
+                for decision_id in self._done_before:
+                    self.journal.done(decision_id, None)
             self._done_before, self._done = self._done, {}
             self._rotate_at = ts + 2 * horizon
 
-    def prediction(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool) -> None:
+    def prediction(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
+                   offset: int = NO_OFFSET) -> None:
         """Handle one valid prediction (its event time already parsed)."""
-        self.advance(ts)
-        if decision_id in self.pending or self._status(decision_id):
-            self.tally.duplicates += 1
+        self.see(ts, True)
+        known = self.pending.get(decision_id)
+        done = self._status(decision_id)
+        if known is not None or done is not None:
+            redelivered = offset != NO_OFFSET and offset == (
+                PENDING.unpack(known)[4] if known is not None else DONE.unpack(done)[1])  # type: ignore[arg-type]
+            if not redelivered:
+                self.tally.duplicates += 1
             return
         self.tally.predictions += 1
         held = self.held.pop(decision_id, None)
         if held is not None:
+            if self.journal is not None:
+                self.journal.held(decision_id, None)
             if held[0] < ts + self.horizon:
                 self._match(ts, score, segment, predicted, held[0], held[1])
-                self._done[decision_id] = _MATCHED
+                self._finalize(decision_id, _MATCHED, offset, held[2])
                 return
             self.tally.late += 1  # the outcome came after this decision's horizon
-        packed = _PENDING.pack(ts, score, segment, predicted)
+        packed = PENDING.pack(ts, score, segment, predicted, offset)
+        self.pending[decision_id] = packed
         if ts + self.horizon <= self.watermark:
-            self.pending[decision_id] = packed
             self._expire(decision_id, packed)
             return
-        self.pending[decision_id] = packed
+        if self.journal is not None:
+            self.journal.pending(decision_id, packed)
+        self._enqueue(decision_id, ts)
+
+    def outcome(self, outcome: Outcome, ts: float, offset: int = NO_OFFSET) -> None:
+        """Handle one valid outcome (its event time already parsed)."""
+        self.see(ts, False)
+        decision_id = outcome.decision_id
+        done = self._status(decision_id)
+        held = self.held.get(decision_id)
+        status = DONE.unpack(done) if done is not None else None
+        if held is not None or (status is not None and status[0] in (_MATCHED, _LATE)):
+            redelivered = offset != NO_OFFSET and offset == (held[2] if held is not None else status[2])  # type: ignore[index]
+            if not redelivered:
+                self.tally.duplicates += 1
+            return
+        self.tally.outcomes += 1
+        if status is not None:  # expired: the outcome is late
+            self.tally.late += 1
+            self._finalize(decision_id, _LATE, status[1], offset)
+            return
+        packed = self.pending.get(decision_id)
+        if packed is not None and ts >= PENDING.unpack(packed)[0] + self.horizon:
+            # Past the horizon, though the prediction topic has not yet moved the watermark there.
+            self.tally.late += 1
+            return
+        if packed is None:
+            self.held[decision_id] = (ts, outcome, offset)
+            heapq.heappush(self._held_order, (ts, decision_id))
+            if self.journal is not None:
+                self.journal.held(decision_id, self.held[decision_id])
+            return
+        del self.pending[decision_id]
+        if self.journal is not None:
+            self.journal.pending(decision_id, None)
+        decision_ts, score, segment, predicted, prediction_offset = PENDING.unpack(packed)
+        self._match(decision_ts, score, segment, predicted, ts, outcome)
+        self._finalize(decision_id, _MATCHED, prediction_offset, offset)
+
+    def restore(self, pending: Iterable[tuple[str, bytes]], held: Iterable[tuple[str, HeldOutcome]],
+                done: Iterable[tuple[str, bytes]], newest: tuple[float, float], tally: JoinCounts) -> None:
+        """Rebuild the state a journal persisted (after a restart or a rebalance)."""
+        for decision_id, packed in sorted(pending, key=lambda item: PENDING.unpack(item[1])[0]):
+            self.pending[decision_id] = packed
+            self._enqueue(decision_id, PENDING.unpack(packed)[0])
+        for decision_id, entry in held:
+            self.held[decision_id] = entry
+            heapq.heappush(self._held_order, (entry[0], decision_id))
+        self._done.update(done)
+        self.newest_prediction, self.newest_outcome = newest
+        self.watermark = min(newest)
+        self._rotate_at = self.watermark + 2 * self.horizon
+        self.tally = tally
+
+    def finish(self) -> None:
+        """End of input: outcomes still waiting for a prediction are orphans."""
+        self.tally.orphans += len(self.held)
+        self.held.clear()
+        self._held_order.clear()
+
+    def _status(self, decision_id: str) -> bytes | None:
+        return self._done.get(decision_id) or self._done_before.get(decision_id)
+
+    def _enqueue(self, decision_id: str, ts: float) -> None:
         if ts >= self._newest:
             self._newest = ts
             if not self._order:
@@ -144,36 +255,11 @@ class Joiner:
         else:
             heapq.heappush(self._stragglers, (ts, decision_id))
 
-    def outcome(self, outcome: Outcome, ts: float) -> None:
-        """Handle one valid outcome (its event time already parsed)."""
-        self.advance(ts)
-        decision_id = outcome.decision_id
-        status = self._status(decision_id)
-        if status in (_MATCHED, _LATE) or decision_id in self.held:
-            self.tally.duplicates += 1
-            return
-        self.tally.outcomes += 1
-        if status == _EXPIRED:
-            self.tally.late += 1
-            self._done[decision_id] = _LATE
-            return
-        packed = self.pending.pop(decision_id, None)
-        if packed is None:
-            self.held[decision_id] = (ts, outcome)
-            heapq.heappush(self._held_order, (ts, decision_id))
-            return
-        decision_ts, score, segment, predicted = _PENDING.unpack(packed)
-        self._match(decision_ts, score, segment, predicted, ts, outcome)
-        self._done[decision_id] = _MATCHED
-
-    def finish(self) -> None:
-        """End of input: outcomes still waiting for a prediction are orphans."""
-        self.tally.orphans += len(self.held)
-        self.held.clear()
-        self._held_order.clear()
-
-    def _status(self, decision_id: str) -> int:
-        return self._done.get(decision_id) or self._done_before.get(decision_id, 0)
+    def _finalize(self, decision_id: str, status: int, prediction_offset: int, outcome_offset: int) -> None:
+        packed = DONE.pack(status, prediction_offset, outcome_offset)
+        self._done[decision_id] = packed
+        if self.journal is not None:
+            self.journal.done(decision_id, packed)
 
     def _match(self, ts: float, score: float, segment: int, predicted: bool,
                outcome_ts: float, outcome: Outcome) -> None:
@@ -185,9 +271,11 @@ class Joiner:
 
     def _expire(self, decision_id: str, packed: bytes) -> None:
         del self.pending[decision_id]
-        ts, score, segment, predicted = _PENDING.unpack(packed)
+        ts, score, segment, predicted, offset = PENDING.unpack(packed)
         self.tally.expired += 1
-        self._done[decision_id] = _EXPIRED
+        if self.journal is not None:
+            self.journal.pending(decision_id, None)
+        self._finalize(decision_id, _EXPIRED, offset, NO_OFFSET)
         missing = self.missing
         if missing is None:
             return

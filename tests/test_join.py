@@ -25,17 +25,37 @@ def test_match_within_horizon(spec: Spec) -> None:
     assert m.totals()[0]["kpi"]["revenue"] == 10.0
 
 
-def test_expiry_is_inclusive_and_precedes_the_record(spec: Spec) -> None:
-    # The outcome at exactly ts + horizon first advances the watermark, which expires the decision.
+def test_outcome_at_the_horizon_is_late(spec: Spec) -> None:
     m = run(spec, Stream().predict("a", 0.0, 0.9).outcome("a", H, 1, value=10.0))
     c = m.joiner.counts()
-    assert (c.matched, c.expired, c.late, c.outcomes) == (0, 1, 1, 1)
+    assert (c.matched, c.late, c.outcomes, c.pending) == (0, 1, 1, 1)
+    # Once both topics pass its horizon the decision expires, finalized with `missing`.
+    m = run(spec, Stream().predict("a", 0.0, 0.9).outcome("a", H, 1, value=10.0).predict("b", H, 0.1))
+    c = m.joiner.counts()
+    assert (c.matched, c.expired, c.late) == (0, 1, 1)
     total = m.totals()[0]
-    assert total["decisions"] == 1 and total["kpi"]["revenue"] == 0.0  # finalized with `missing`
+    assert total["decisions"] == 1 and total["kpi"]["revenue"] == 0.0
+
+
+def test_expiry_is_inclusive_and_precedes_the_record(spec: Spec) -> None:
+    s = Stream().predict("a", 0.0, 0.9).outcome("x", H, 1).predict("b", H, 0.2).outcome("a", H, 1)
+    c = run(spec, s).joiner.counts()
+    assert (c.expired, c.late, c.matched) == (1, 1, 0)
+
+
+def test_a_topic_running_ahead_does_not_expire_decisions(spec: Spec) -> None:
+    # The prediction topic is consumed hours ahead of the outcome topic: nothing may expire early.
+    s = Stream().predict("a", 0.0, 0.9)
+    for i in range(10):
+        s.predict(f"later{i}", H + 3600 * i, 0.1)
+    s.outcome("a", H - 1, 1, value=5.0)
+    c = run(spec, s).joiner.counts()
+    assert (c.matched, c.expired, c.late) == (1, 0, 0)
 
 
 def test_late_outcome_never_changes_metrics(spec: Spec) -> None:
-    base = Stream().predict("a", 0.0, 0.9).predict("b", 10.0, 0.2).predict("clock", 2 * H, 0.5)
+    base = (Stream().predict("a", 0.0, 0.9).predict("b", 10.0, 0.2).outcome("b", 20.0, 0)
+            .predict("clock", 2 * H, 0.5).outcome("clock", 2 * H, 0))
     before = run(spec, base).totals()
     late = Stream()
     late.records = [*base.records]
@@ -83,14 +103,15 @@ def test_without_missing_expired_decisions_are_left_out(spec: Spec) -> None:
 
     strict = replace(spec, missing=None)
     m = run(strict, Stream().predict("a", 0.0, 0.9).outcome("b", 1.0, 1).predict("b", 2.0, 0.8)
-            .predict("clock", 3 * H, 0.5))
+            .predict("clock", 3 * H, 0.5).outcome("c", 3 * H, 1))
     c = m.joiner.counts()
     assert (c.matched, c.expired) == (1, 1)
     assert m.totals()[0]["decisions"] == 1
 
 
 def test_out_of_order_predictions_expire_by_their_own_time(spec: Spec) -> None:
-    s = Stream().predict("new", 1000.0, 0.9).predict("old", 0.0, 0.9).predict("clock", H + 1, 0.1)
+    s = (Stream().predict("new", 1000.0, 0.9).predict("old", 0.0, 0.9).predict("clock", H + 1, 0.1)
+         .outcome("o", H + 1, 1))
     m = run(spec, s)
     c = m.joiner.counts()
     assert (c.expired, c.pending) == (1, 2)  # "old" expired; "new" and "clock" still wait
@@ -158,7 +179,7 @@ def test_totals_do_not_depend_on_interleaving(spec: Spec, items: list, rnd) -> N
     rnd.shuffle(shuffled_records)
     ordered, shuffled = stream(items, arranged), stream(items, shuffled_records)
     for s in (ordered, shuffled):
-        s.predict("clock", 2 * H, 0.5)  # every decision sits within one horizon: all expire here
+        s.predict("clock", 2 * H, 0.5).outcome("clock", 2 * H, 0)  # both topics pass every horizon
     a, b = run(spec, ordered), run(spec, shuffled)
     assert a.joiner.counts() == b.joiner.counts()
     ta = {tuple(a.segments.labels(k).values()): t for k, t in a.totals().items()}

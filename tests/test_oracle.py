@@ -166,7 +166,7 @@ def test_regression_metrics_match_numpy(spec: Spec) -> None:
     for i in range(n):
         stream.predict(f"r{i}", 1000.0 + 10 * i, float(guess[i]))
         stream.outcome(f"r{i}", 1000.0 + 10 * i + 5, float(truth[i]), value=float(truth[i]), kpis={"items": 1})
-    stream.predict("clock", 1000.0 + 10 * n + 2 * H, 0.0)
+    stream.predict("clock", 1000.0 + 10 * n + 2 * H, 0.0).outcome("tick", 1000.0 + 10 * n + 2 * H, 0.0)
     recorder = Recorder(regression)
     stream.feed(recorder.monitor)
     frame = recorder.frame()
