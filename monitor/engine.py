@@ -16,7 +16,7 @@ from typing import Any
 from monitor.alerts import Alert, Detector, iso
 from monitor.errors import RecordError
 from monitor.events import Outcome, Prediction, decode_outcome, decode_prediction, event_time
-from monitor.join import Decision, Joiner
+from monitor.join import NO_OFFSET, Decision, Joiner
 from monitor.segments import Segments
 from monitor.spec import Spec
 from monitor.windows import Window, Windows
@@ -41,10 +41,10 @@ class Rollup:
     In-process it sits behind the join; in the Faust workers it is the segment-keyed reducer."""
 
     def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl",
-                 on_alert: Callable[[Alert], None] | None = None) -> None:
+                 on_alert: Callable[[Alert], None] | None = None, derive_overall: bool = True) -> None:
         self.spec = spec
         self.segments = Segments(spec)
-        self.windows = Windows(spec, self._window)
+        self.windows = Windows(spec, self._window, derive_overall)
         self.detector = Detector(spec, replay_input)
         self.on_alert = on_alert
         self.alerts: list[Alert] = []
@@ -110,8 +110,6 @@ class Monitor:
         self.on_dead_letter = on_dead_letter
         self.records: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()  # reasons, for the report
-        self._binary = spec.task == "binary"
-        self._threshold = spec.threshold
 
     @property
     def delays(self) -> list[float]:
@@ -140,29 +138,13 @@ class Monitor:
         if self.on_dead_letter is not None:
             self.on_dead_letter(DeadLetter(topic, reason, bytes(value), partition, offset))
 
-    def prediction(self, p: Prediction) -> None:
-        ts = event_time(p.ts)
-        score = p.score
-        if not math.isfinite(score) or (self._binary and not 0.0 <= score <= 1.0):
-            raise RecordError(f"prediction: score {score:g} is outside [0, 1]" if self._binary
-                              else f"prediction: score {score:g} is not a finite number")
-        if p.prediction is None:
-            predicted = score >= self._threshold
-        elif self._binary and p.prediction in (0, 1):
-            predicted = bool(p.prediction)
-        else:
-            raise RecordError(f"prediction: prediction {p.prediction:g} is not 0, 1 or a bool")
-        self.joiner.prediction(p.decision_id, ts, score, self.segments.of(p), predicted)
+    def prediction(self, p: Prediction, offset: int = NO_OFFSET) -> None:
+        ts, score, predicted = check_prediction(self.spec, p)
+        self.joiner.prediction(p.decision_id, ts, score, self.segments.of(p), predicted, offset)
         self._advance()
 
-    def outcome(self, o: Outcome) -> None:
-        ts = event_time(o.ts)
-        if self._binary and o.label not in (0, 1):
-            raise RecordError(f"outcome: label {o.label:g} is not 0, 1 or a bool")
-        numbers = [float(o.label), *([] if o.value is None else [o.value]), *(o.kpis or {}).values()]
-        if not all(math.isfinite(x) for x in numbers):
-            raise RecordError("outcome: label, value and kpis must be finite numbers")
-        self.joiner.outcome(o, ts)
+    def outcome(self, o: Outcome, offset: int = NO_OFFSET) -> None:
+        self.joiner.outcome(o, check_outcome(self.spec, o), offset)
         self._advance()
 
     def finish(self) -> None:
@@ -185,6 +167,32 @@ class Monitor:
 
     def _advance(self) -> None:
         self.rollup.advance(self.joiner.watermark)
+
+
+def check_prediction(spec: Spec, p: Prediction) -> tuple[float, float, bool]:
+    """Event time, score and predicted class of a prediction the decoder accepted, or RecordError."""
+    ts = event_time(p.ts)
+    score = p.score
+    binary = spec.task == "binary"
+    if not math.isfinite(score) or (binary and not 0.0 <= score <= 1.0):
+        raise RecordError(f"prediction: score {score:g} is outside [0, 1]" if binary
+                          else f"prediction: score {score:g} is not a finite number")
+    if p.prediction is None:
+        return ts, score, score >= spec.threshold
+    if binary and p.prediction in (0, 1):
+        return ts, score, bool(p.prediction)
+    raise RecordError(f"prediction: prediction {p.prediction:g} is not 0, 1 or a bool")
+
+
+def check_outcome(spec: Spec, o: Outcome) -> float:
+    """Event time of an outcome the decoder accepted, or RecordError."""
+    ts = event_time(o.ts)
+    if spec.task == "binary" and o.label not in (0, 1):
+        raise RecordError(f"outcome: label {o.label:g} is not 0, 1 or a bool")
+    numbers = [float(o.label), *([] if o.value is None else [o.value]), *(o.kpis or {}).values()]
+    if not all(math.isfinite(x) for x in numbers):
+        raise RecordError("outcome: label, value and kpis must be finite numbers")
+    return ts
 
 
 def _clean(values: dict[str, float]) -> dict[str, float | None]:

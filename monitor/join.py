@@ -43,6 +43,7 @@ class Decision(NamedTuple):
     value: float | None
     kpis: tuple[float | None, ...]
     delay: float | None  # seconds from decision to outcome; None when expired
+    decision_id: str = ""
 
 
 class Journal(Protocol):
@@ -174,7 +175,7 @@ class Joiner:
             if self.journal is not None:
                 self.journal.held(decision_id, None)
             if held[0] < ts + self.horizon:
-                self._match(ts, score, segment, predicted, held[0], held[1])
+                self._match(decision_id, ts, score, segment, predicted, held[0], held[1])
                 self._finalize(decision_id, _MATCHED, offset, held[2])
                 return
             self.tally.late += 1  # the outcome came after this decision's horizon
@@ -219,7 +220,7 @@ class Joiner:
         if self.journal is not None:
             self.journal.pending(decision_id, None)
         decision_ts, score, segment, predicted, prediction_offset = PENDING.unpack(packed)
-        self._match(decision_ts, score, segment, predicted, ts, outcome)
+        self._match(decision_id, decision_ts, score, segment, predicted, ts, outcome)
         self._finalize(decision_id, _MATCHED, prediction_offset, offset)
 
     def restore(self, pending: Iterable[tuple[str, bytes]], held: Iterable[tuple[str, HeldOutcome]],
@@ -261,13 +262,13 @@ class Joiner:
         if self.journal is not None:
             self.journal.done(decision_id, packed)
 
-    def _match(self, ts: float, score: float, segment: int, predicted: bool,
+    def _match(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
                outcome_ts: float, outcome: Outcome) -> None:
         self.tally.matched += 1
         label = float(outcome.label)
         kpis = tuple(k.read(label, outcome.value, outcome.kpis) for k in self.kpis)
         self.on_final(Decision(ts, segment, score, predicted, label, outcome.value, kpis,
-                               outcome_ts - ts))
+                               outcome_ts - ts, decision_id))
 
     def _expire(self, decision_id: str, packed: bytes) -> None:
         del self.pending[decision_id]
@@ -280,4 +281,4 @@ class Joiner:
         if missing is None:
             return
         self.on_final(Decision(ts, segment, score, predicted, missing.label, missing.value,
-                               self._missing_kpis, None))
+                               self._missing_kpis, None, decision_id))

@@ -43,11 +43,11 @@ class Window:
 class Windows:
     """Slices per segment, their closed totals, and the windows they roll into."""
 
-    def __init__(self, spec: Spec, on_window: Callable[[Window], None]) -> None:
+    def __init__(self, spec: Spec, on_window: Callable[[Window], None], derive_overall: bool = True) -> None:
         self.spec = spec
         self.width = spec.slice_seconds
         self.on_window = on_window
-        self.derived = bool(spec.segment_by)  # the overall segment is merged from the others
+        self.derived = derive_overall and bool(spec.segment_by)  # overall = merge of the others
         self.open: dict[tuple[int, int], Summary] = {}
         self.closed: dict[int, Summary] = {}  # emitted windows, and decisions of closed slices
         self.closed_before = -(2**62)  # every slice id below this has closed
