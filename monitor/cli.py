@@ -100,6 +100,82 @@ def demo(
         _fail(exc)
 
 
+BootstrapOption = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    help="Kafka bootstrap HOST:PORT; defaults to $KAFKA_BOOTSTRAP, then 127.0.0.1:9092.")]
+
+
+@app.command()
+def worker(
+    spec: SpecOption,
+    bootstrap: BootstrapOption = None,
+    web_port: Annotated[int, typer.Option(help="Port of /metrics and /healthz on 127.0.0.1.")] = 6066,
+    loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+) -> None:
+    """Run a streaming worker: join, metrics and alerts on Kafka (Faust)."""
+    from monitor import brokers
+    from monitor import spec as specs
+
+    try:
+        loaded = specs.load(spec)
+        servers = brokers.bootstrap(bootstrap)
+        partitions = brokers.check_copartitioned(loaded, servers)
+    except MonitorError as exc:
+        _fail(exc)
+    from agents.app import create_app, run
+
+    run(create_app(loaded, servers, partitions, web_port), loglevel)
+
+
+@app.command()
+def produce(
+    input: Annotated[Path, typer.Option("--input", help="Replay file to publish.")],
+    bootstrap: BootstrapOption = None,
+    rate: Annotated[Optional[float], typer.Option(help="Records per second; as fast as possible if unset.")] = None,  # noqa: UP045
+    spec: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Send `predictions` and `outcomes` records to this spec's topic names.")] = None,
+) -> None:
+    """Publish a replay file's records to their topics, keeping key and timestamp."""
+    from monitor import brokers
+    from monitor import spec as specs
+
+    rename = {}
+    try:
+        if not input.is_file():
+            raise MonitorError(f"--input {input} is not a readable file")
+        if spec is not None:
+            topics = specs.load(spec).topics
+            rename = {"predictions": topics.predictions, "outcomes": topics.outcomes}
+    except MonitorError as exc:
+        _fail(exc)
+    sent, skipped = brokers.produce(input, brokers.bootstrap(bootstrap), rate, rename)
+    typer.echo(f"sent {sent:,} records" + (f"; skipped {skipped:,} lines that are not records" if skipped else ""),
+               err=True)
+
+
+topics = typer.Typer(help="Manage the monitor's Kafka topics.", no_args_is_help=True)
+app.add_typer(topics, name="topics")
+
+
+@topics.command("create")
+def topics_create(
+    spec: SpecOption,
+    bootstrap: BootstrapOption = None,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of the input topics.")] = 4,
+    retention_ms: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="retention.ms of the topics; -1 keeps replayed records whatever their age.")] = None,
+) -> None:
+    """Create the input topics (co-partitioned) and the alert and dead-letter topics."""
+    from monitor import brokers
+    from monitor import spec as specs
+
+    try:
+        created = brokers.create_topics(specs.load(spec), brokers.bootstrap(bootstrap), partitions,
+                                        retention_ms=retention_ms)
+    except MonitorError as exc:
+        _fail(exc)
+    typer.echo("created: " + (", ".join(created) or "nothing (all topics exist)"), err=True)
+
+
 def main() -> None:
     app()
 

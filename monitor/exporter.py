@@ -6,13 +6,16 @@ never per event. Counters advance by the difference since the last publish.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.alerts import KINDS
-from monitor.engine import Monitor
+from monitor.alerts import KINDS, Alert
+from monitor.engine import Monitor, Rollup
+from monitor.join import JoinCounts
 from monitor.spec import Spec
 
 STATUSES = ("matched", "expired", "late", "duplicate", "orphan", "invalid")
@@ -54,43 +57,83 @@ class Exporter:
         self.delay = Histogram(f"{prefix}_outcome_delay_seconds", "Seconds from decision to its outcome.",
                                ["decision"], buckets=DELAY_BUCKETS, registry=registry)
         self._sent: dict[tuple[str, str], float] = {}
-        self._alerts_sent = 0
+        self._alerts_seen: dict[int, int] = {}  # alerts already counted, per rollup
         for status in STATUSES:
             self.decisions.labels(spec.name, status)
         for kind in KINDS:
             self.alerts.labels(spec.name, kind)
 
     def publish(self, monitor: Monitor) -> None:
-        """Bring every series up to date with the monitor."""
+        """Bring every series up to date with an in-process monitor."""
+        self.update(monitor.joiner.counts(), monitor.records, [monitor.rollup])
+
+    def update(self, counts: JoinCounts, records: Mapping[str, int], rollups: Iterable[Rollup]) -> None:
+        """Bring every series up to date: join counts and the segments of each rollup."""
         name = self.spec.name
-        counts = monitor.joiner.counts()
         for status in STATUSES:
             self._advance(self.decisions, ("status", status), getattr(counts, _COUNT_OF[status]))
-        for topic, n in monitor.records.items():
+        for topic, n in records.items():
             self._advance(self.records, ("topic", topic), n)
         self.pending.labels(name).set(counts.pending)
-        for alert in monitor.alerts[self._alerts_sent:]:
-            self.alerts.labels(name, alert.kind).inc()
-        self._alerts_sent = len(monitor.alerts)
         histogram = self.delay.labels(name)
-        for delay in monitor.delays:
-            histogram.observe(delay)
-        monitor.delays.clear()
-        for segment, total in monitor.totals().items():
-            labels = self._labels(monitor, segment)
+        alerts = 0
+        for rollup in rollups:
+            alerts += len(rollup.alerts)
+            for delay in rollup.delays:
+                histogram.observe(delay)
+            rollup.delays.clear()
+            self._segments(rollup)
+        for alert in self._new_alerts(rollups):
+            self.alerts.labels(name, alert.kind).inc()
+
+    def forget(self, rollup: Rollup) -> None:
+        """Remove a rollup's segment series: its partition now belongs to another worker."""
+        spec = self.spec
+        for segment in rollup.windows.segments():
+            labels = self._labels(rollup, segment)
+            for window in ("total", "rolling"):
+                for metric in spec.model_metrics:
+                    _remove(self.model_metric, *labels, metric, window)
+                for kpi in spec.kpis:
+                    _remove(self.kpi, *labels, kpi.name, window)
+            for kind in KINDS:
+                _remove(self.alert_active, *labels, kind)
+            for metric in spec.model_metrics:
+                for kpi in spec.kpis:
+                    _remove(self.misalignment, *labels, metric, kpi.name)
+        self._alerts_seen.pop(id(rollup), None)
+
+    def reset_counts(self) -> None:
+        """Start the join counters again from zero: the partitions behind them changed hands."""
+        for counter, label in ((self.decisions, "status"), (self.records, "topic")):
+            for key in [k for k in self._sent if k[0] == label]:
+                _remove(counter, self.spec.name, key[1])
+                del self._sent[key]
+
+    def _new_alerts(self, rollups: Iterable[Rollup]) -> list[Alert]:
+        fresh: list[Alert] = []
+        for rollup in rollups:
+            seen = self._alerts_seen.get(id(rollup), 0)
+            fresh.extend(rollup.alerts[seen:])
+            self._alerts_seen[id(rollup)] = len(rollup.alerts)
+        return fresh
+
+    def _segments(self, rollup: Rollup) -> None:
+        for segment, total in rollup.totals().items():
+            labels = self._labels(rollup, segment)
             self._values(labels, total["model"], total["kpi"], "total")
-            timeline = monitor.timeline.get(segment)
+            timeline = rollup.timeline.get(segment)
             if timeline:
                 latest = timeline[-1]
                 self._values(labels, latest["model"], latest["kpi"], "rolling")
-            active = monitor.detector.active.get(segment, set())
+            active = rollup.detector.active.get(segment, set())
             for kind in KINDS:
                 self.alert_active.labels(*labels, kind).set(int(kind in active))
-            for (metric, kpi), score in monitor.detector.misalignment.get(segment, {}).items():
+            for (metric, kpi), score in rollup.detector.misalignment.get(segment, {}).items():
                 self.misalignment.labels(*labels, metric, kpi).set(score)
 
-    def _labels(self, monitor: Monitor, segment: int) -> list[str]:
-        key = monitor.segments.key(segment)
+    def _labels(self, rollup: Rollup, segment: int) -> list[str]:
+        key = rollup.segments.key(segment)
         return [self.spec.name, *(key if key else ("",) * len(self.by))]
 
     def _values(self, labels: list[str], model: dict[str, float | None], kpi: dict[str, float | None],
@@ -105,3 +148,8 @@ class Exporter:
         if delta > 0:
             counter.labels(self.spec.name, label[1]).inc(delta)
             self._sent[label] = value
+
+
+def _remove(metric: Gauge | Counter, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # a series never exported
+        metric.remove(*labels)

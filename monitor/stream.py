@@ -9,6 +9,7 @@ its offset or decision ID, so at-least-once delivery never counts anything twice
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable, MutableMapping
@@ -26,6 +27,7 @@ from monitor.segments import Segments
 from monitor.spec import Spec
 
 Store = MutableMapping[bytes, bytes]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,6 +114,10 @@ class JoinStage:
         except RecordError as exc:
             joiner.tally.invalid += 1
             out.dead_letters.append(DeadLetter(topic, exc.reason, bytes(value), partition, offset))
+        except Exception as exc:  # a bug must not crash the agent: Faust would skip past the record
+            log.exception("record %s[%d]@%d failed", topic, partition, offset)
+            joiner.tally.invalid += 1
+            out.dead_letters.append(DeadLetter(topic, f"internal error: {exc!r}", bytes(value), partition, offset))
         self._save(partition)
         return out
 
@@ -219,7 +225,11 @@ class ReduceStage:
         self._quiet = False
 
     def handle(self, partition: int, raw: bytes) -> None:
-        message = wire.message(raw)
+        try:
+            message = wire.message(raw)
+        except msgspec.DecodeError:  # not ours: something else wrote to the internal topic
+            log.warning("ignored a message the metrics stage cannot read on partition %d", partition)
+            return
         rollup = self.rollup(partition)
         if isinstance(message, wire.Final):
             key = f"{message.decision_id}|{'/'.join(message.segment)}".encode()

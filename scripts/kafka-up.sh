@@ -193,7 +193,9 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 log.segment.bytes=16777216
-log.retention.hours=168
+# Keep records whatever their age: replayed captures carry old timestamps, and time-based
+# retention would delete them minutes after they are produced.
+log.retention.ms=-1
 log.retention.check.interval.ms=60000
 log.cleaner.dedupe.buffer.size=16777216
 EOF

@@ -1,0 +1,131 @@
+"""Kafka chores with kafka-python: topics, co-partitioning checks and publishing replay files."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from monitor.errors import MonitorError, RecordError
+from monitor.events import decode_record
+from monitor.spec import Spec
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+
+def bootstrap(option: str | None) -> str:
+    """The broker to use: the option, then $KAFKA_BOOTSTRAP, then 127.0.0.1:9092."""
+    return option or os.environ.get("KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
+
+
+def partitions(servers: str, topics: list[str]) -> dict[str, int]:
+    """Partition counts of existing topics (absent topics are left out)."""
+    from kafka.consumer.group import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=servers, request_timeout_ms=15_000)
+    try:
+        found = {}
+        for topic in topics:
+            ids = consumer.partitions_for_topic(topic)
+            if ids:
+                found[topic] = len(ids)
+        return found
+    finally:
+        consumer.close()
+
+
+def check_copartitioned(spec: Spec, servers: str) -> int:
+    """The input topics' partition count; fails unless both exist with the same count."""
+    names = [spec.topics.predictions, spec.topics.outcomes]
+    found = partitions(servers, names)
+    missing = [t for t in names if t not in found]
+    if missing:
+        raise MonitorError(f"topic {missing[0]!r} does not exist on {servers}; create the topics with"
+                           f" `monitor topics create --spec {spec.source}`")
+    if found[names[0]] != found[names[1]]:
+        raise MonitorError(
+            f"topics {names[0]!r} ({found[names[0]]} partitions) and {names[1]!r} ({found[names[1]]}"
+            " partitions) are not co-partitioned: the join needs the same partition count on both,"
+            " with records keyed by decision_id")
+    return found[names[0]]
+
+
+def create_topics(spec: Spec, servers: str, count: int, replication: int = 1,
+                  retention_ms: int | None = None) -> list[str]:
+    """Create the input topics with `count` partitions each, and the output topics; returns those created.
+
+    `retention_ms=-1` keeps records forever: needed to replay captures whose timestamps are older
+    than the broker's retention, which would otherwise delete them right after they arrive."""
+    configs = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = {spec.topics.predictions: count, spec.topics.outcomes: count,
+              spec.topics.alerts: 1, spec.topics.dead_letters: 1}
+    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=15_000)
+    created = []
+    try:
+        existing = partitions(servers, list(wanted))
+        for name, n in wanted.items():
+            if name in existing:
+                if existing[name] != n and name in (spec.topics.predictions, spec.topics.outcomes):
+                    raise MonitorError(f"topic {name!r} exists with {existing[name]} partitions, not {n}")
+                continue
+            try:
+                admin.create_topics([NewTopic(name, n, replication, topic_configs=configs)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+        _await_metadata(servers, list(wanted))
+    finally:
+        admin.close()
+    return created
+
+
+def _await_metadata(servers: str, topics: list[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(partitions(servers, topics)) < len(topics):
+        if time.monotonic() > deadline:
+            raise MonitorError(f"topics {topics} did not appear on {servers} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def produce(path: Path, servers: str, rate: float | None = None,
+            rename: dict[str, str] | None = None) -> tuple[int, int]:
+    """Publish every record of a replay file to its topic, keeping key and timestamp.
+
+    `rename` maps a file's topic names to others (`predictions` to a spec's own name, say).
+    Returns (records sent, lines skipped because they are not a replay record)."""
+    rename = rename or {}
+    from kafka.producer.kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20, batch_size=256 * 1024, acks="all")
+    sent, skipped = 0, [0]
+    started = time.monotonic()
+    try:
+        for topic, key, value, stamp in _records(path, skipped):
+            producer.send(rename.get(topic, topic), key=key, value=value, timestamp_ms=stamp)
+            sent += 1
+            if rate:
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        producer.flush()
+    finally:
+        producer.close()
+    return sent, skipped[0]
+
+
+def _records(path: Path, skipped: list[int]) -> Iterator[tuple[str, bytes | None, bytes, int | None]]:
+    with path.open("rb") as stream:
+        for line in stream:
+            if not line.strip():
+                continue
+            try:
+                record = decode_record(line)
+            except RecordError:
+                skipped[0] += 1
+                continue
+            key = record.key.encode() if record.key is not None else None
+            yield record.topic, key, bytes(record.value), record.timestamp

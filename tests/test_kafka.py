@@ -1,0 +1,299 @@
+"""The Faust workers on a real Kafka broker: parity with replay, restarts, scale-out, dead letters.
+
+The broker comes from scripts/test.sh (or $KAFKA_BOOTSTRAP). Each test uses topics and a consumer
+group of its own, so tests never see each other's records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.replay import replay
+from monitor.simulate import simulate, write_jsonl
+from monitor.spec import Spec, load
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = re.compile(r'^(\w+)\{(.*)\} (\S+)$')
+Samples = list[tuple[str, dict[str, str], float]]  # (name, labels, value) of one scrape
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    servers = os.environ.get("KAFKA_BOOTSTRAP")
+    if not servers:
+        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
+            pytest.fail("KAFKA_BOOTSTRAP is not set, yet the integration tests are required")
+        pytest.skip("no Kafka broker: run scripts/test.sh, or set KAFKA_BOOTSTRAP")
+    return servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Setup:
+    """A spec with its own topics, a simulated stream on them, and helpers to run workers."""
+
+    def __init__(self, tmp: Path, servers: str, bootstrap_spec: Path, partitions: int) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.servers = servers
+        text = bootstrap_spec.read_text().replace('name = "checkout_offer"', f'name = "it_{tag}"')
+        text += (f'\n[topics]\npredictions = "p-{tag}"\noutcomes = "o-{tag}"\nalerts = "a-{tag}"\n'
+                 f'dead_letters = "dl-{tag}"\n\n[stream]\nidle_timeout = "1h"\n')
+        self.spec_path = tmp / "spec.toml"
+        self.spec_path.write_text(text)
+        self.spec: Spec = load(self.spec_path)
+        self.tmp = tmp
+        cli("topics", "create", "--spec", str(self.spec_path), "--bootstrap", servers,
+            "--partitions", str(partitions), "--retention-ms", "-1")
+        self.workers: list[tuple[subprocess.Popen[bytes], int]] = []
+
+    def stream(self, scenario: str, decisions: int, seed: int = 5) -> Path:
+        names = {"predictions": self.spec.topics.predictions, "outcomes": self.spec.topics.outcomes}
+        records = simulate(scenario, decisions, seed=seed)
+        for record in records:
+            record["topic"] = names.get(str(record["topic"]), record["topic"])
+        path = self.tmp / f"{scenario}-{decisions}-{seed}.jsonl"
+        write_jsonl(records, path)
+        return path
+
+    def produce(self, path: Path) -> None:
+        cli("produce", "--input", str(path), "--bootstrap", self.servers)
+
+    def start(self) -> int:
+        port = free_port()
+        log = (self.tmp / f"worker-{port}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(self.spec_path),
+                                 "--bootstrap", self.servers, "--web-port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.workers.append((proc, port))
+        return port
+
+    def stop(self, port: int) -> None:
+        for proc, p in self.workers:
+            if p == port and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+
+    def close(self) -> None:
+        for proc, _ in self.workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+    def settle(self, ports: list[int], records: int, timeout: float = 150) -> list[Samples]:
+        """Scrape until every record is counted and nothing changed for a few seconds."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        stable_since = time.monotonic()
+        while time.monotonic() < deadline:
+            scraped = [scrape(port) for port in ports]
+            if not all(scraped):  # a worker busy or restarting: no news
+                time.sleep(0.5)
+                continue
+            consumed = sum(v for samples in scraped for n, _, v in samples if n == "monitor_records_total")
+            view = [sorted((n, tuple(sorted(labels.items())), repr(v)) for n, labels, v in s  # NaN-safe
+                           if n.startswith("monitor_")) for s in scraped]
+            if view != last:
+                last, stable_since = view, time.monotonic()
+            elif consumed >= records and time.monotonic() - stable_since > 4:
+                return scraped
+            time.sleep(0.5)
+        logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("worker-*.log"))
+        raise AssertionError(f"workers did not settle on {records} records in {timeout} s\n{logs}")
+
+
+def cli(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def scrape(port: int) -> list[tuple[str, dict[str, str], float]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return []
+    samples = []
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            samples.append((match.group(1), labels, float(match.group(3))))
+    return samples
+
+
+def healthz(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+def join_counts(scraped: list[Samples]) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for samples in scraped:
+        for name, labels, value in samples:
+            if name == "monitor_decisions_total":
+                counts[labels["status"]] = counts.get(labels["status"], 0) + value
+            elif name == "monitor_pending_decisions":
+                counts["pending"] = counts.get("pending", 0) + value
+    return counts
+
+
+def totals(scraped: list[Samples], by: list[str]) -> dict[tuple[str, ...], dict[str, float]]:
+    """window="total" values per segment; fails if two workers export the same series."""
+    found: dict[tuple[str, ...], dict[str, float]] = {}
+    for samples in scraped:
+        for name, labels, value in samples:
+            if name in ("monitor_model_metric", "monitor_kpi") and labels.get("window") == "total":
+                segment = tuple(labels[b] for b in by)
+                metric = labels.get("metric") or labels["kpi"]
+                assert metric not in found.setdefault(segment, {}), f"{segment} {metric} exported twice"
+                found[segment][metric] = value
+    return found
+
+
+def replay_view(spec: Spec, path: Path) -> tuple[dict[str, float], dict[tuple[str, ...], dict[str, float]]]:
+    monitor = replay(spec, path)
+    c = monitor.joiner.counts()
+    counts = {"matched": c.matched, "expired": c.expired, "late": c.late, "duplicate": c.duplicates,
+              "orphan": c.orphans, "invalid": c.invalid, "pending": c.pending}
+    found = {}
+    for segment, total in monitor.totals().items():
+        key = monitor.segments.key(segment) or ("",) * len(spec.segment_by)
+        if total["decisions"]:
+            found[key] = {**total["model"], **total["kpi"]}
+    return counts, found
+
+
+def assert_same(got: dict[tuple[str, ...], dict[str, float]], want: dict[tuple[str, ...], dict[str, float]]) -> None:
+    assert set(got) == set(want)
+    for segment, values in want.items():
+        for name, value in values.items():
+            other = got[segment][name]
+            assert (math.isnan(value) and math.isnan(other)) or other == pytest.approx(value, rel=1e-9, abs=1e-12), \
+                f"{segment} {name}"
+
+
+def stream_counts(scraped: list[Samples], ports: list[int]) -> dict[str, float]:
+    counts = join_counts(scraped)
+    counts["orphan"] += sum(healthz(p)["held_outcomes"] for p in ports)  # still held = orphan at the end
+    return counts
+
+
+@pytest.fixture
+def setup(request: pytest.FixtureRequest, tmp_path: Path, bootstrap: str, bundled_spec_path: Path) -> Iterator[Setup]:
+    partitions = getattr(request, "param", 1)
+    made = Setup(tmp_path, bootstrap, bundled_spec_path, partitions)
+    yield made
+    made.close()
+
+
+def test_parity_with_replay(setup: Setup) -> None:
+    path = setup.stream("business_drop", 16_000)
+    setup.produce(path)
+    port = setup.start()
+    lines = sum(1 for _ in path.open())
+    scraped = setup.settle([port], lines)
+    want_counts, want_totals = replay_view(setup.spec, path)
+    assert want_counts["expired"] > 0 and want_counts["matched"] > 0
+    assert stream_counts(scraped, [port]) == want_counts
+    assert_same(totals(scraped, ["variant", "segment_country"]), want_totals)
+
+
+def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup) -> None:
+    path = setup.stream("model_rot", 16_000)
+    lines = path.read_bytes().splitlines(keepends=True)
+    first, second = setup.tmp / "first.jsonl", setup.tmp / "second.jsonl"
+    first.write_bytes(b"".join(lines[: len(lines) // 2]))
+    second.write_bytes(b"".join(lines[len(lines) // 2:]))
+    setup.produce(first)
+    port = setup.start()
+    setup.settle([port], len(lines) // 4, timeout=120)  # part of the way through, then SIGTERM
+    setup.stop(port)
+    setup.produce(second)
+    port = setup.start()
+    scraped = setup.settle([port], len(lines))
+    want_counts, want_totals = replay_view(setup.spec, path)
+    assert stream_counts(scraped, [port]) == want_counts
+    assert_same(totals(scraped, ["variant", "segment_country"]), want_totals)
+
+
+@pytest.mark.parametrize("setup", [4], indirect=True)
+def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
+    path = setup.stream("both_drop", 12_000)
+    setup.produce(path)
+    lines = sum(1 for _ in path.open())
+    one = setup.start()
+    alone = setup.settle([one], lines)
+    setup.stop(one)
+    # The same records again, under a second consumer group: a fresh pair of workers.
+    text = setup.spec_path.read_text().replace(f'name = "{setup.spec.name}"', f'name = "{setup.spec.name}_2"')
+    setup.spec_path.write_text(text)
+    ports = [setup.start(), setup.start()]
+    both = setup.settle(ports, lines)
+    assert all(healthz(p)["join_partitions"] for p in ports)  # the work was shared
+    assert join_counts(both) == join_counts(alone)
+    assert totals(both, ["variant", "segment_country"]) == totals(alone, ["variant", "segment_country"])
+
+
+def test_bad_input_lands_in_dead_letters_and_counters(setup: Setup) -> None:
+    from kafka.consumer.group import KafkaConsumer
+
+    path = setup.stream("healthy", 3_000)
+    setup.produce(path)
+    port = setup.start()
+    lines = sum(1 for _ in path.open())
+    scraped = setup.settle([port], lines)
+    invalid = join_counts(scraped)["invalid"]
+    assert invalid == replay_view(setup.spec, path)[0]["invalid"] > 0
+    consumer = KafkaConsumer(setup.spec.topics.dead_letters, bootstrap_servers=setup.servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+    letters = [m for _, m in zip(range(int(invalid)), consumer, strict=False)]
+    consumer.close()
+    assert len(letters) == invalid
+    headers = dict(letters[0].headers)
+    assert set(headers) == {"reason", "topic", "partition", "offset"}
+    assert headers["topic"].decode() in (setup.spec.topics.predictions, setup.spec.topics.outcomes)
+    reasons = {dict(m.headers)["reason"].decode() for m in letters}
+    assert any("missing required field `score`" in r for r in reasons)
+    assert all(m.value for m in letters)  # the original bytes
+
+
+def test_worker_survives_a_broker_restart(setup: Setup) -> None:
+    if os.environ.get("KAFKA_HOME_DIR") is None:
+        pytest.skip("the broker is not ours to restart (KAFKA_BOOTSTRAP given from outside)")
+    path = setup.stream("healthy", 8_000)
+    lines = path.read_bytes().splitlines(keepends=True)
+    first, second = setup.tmp / "first.jsonl", setup.tmp / "second.jsonl"
+    first.write_bytes(b"".join(lines[: len(lines) // 2]))
+    second.write_bytes(b"".join(lines[len(lines) // 2:]))
+    setup.produce(first)
+    port = setup.start()
+    setup.settle([port], len(lines) // 2)
+    subprocess.run(["bash", "scripts/kafka-down.sh"], cwd=ROOT, check=True, capture_output=True, timeout=90)
+    time.sleep(3)
+    subprocess.run(["bash", "scripts/kafka-up.sh"], cwd=ROOT, check=True, capture_output=True, timeout=180)
+    setup.produce(second)
+    scraped = setup.settle([port], len(lines), timeout=240)
+    want_counts, want_totals = replay_view(setup.spec, path)
+    assert stream_counts(scraped, [port]) == want_counts
+    assert_same(totals(scraped, ["variant", "segment_country"]), want_totals)
