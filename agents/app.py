@@ -27,7 +27,7 @@ from monitor.alerts import Alert
 from monitor.engine import DeadLetter
 from monitor.exporter import Exporter
 from monitor.spec import Spec
-from monitor.stream import JoinStage, JoinStores, Output, ReduceStage
+from monitor.stream import JoinStage, JoinStores, Output, ReduceStage, segment_key
 
 HEARTBEAT_SECONDS = 1.0
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -74,7 +74,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     async def send(out: Output) -> None:
         # Buffered sends: Faust flushes the producer before it commits the offsets behind them.
         for final in out.finals:
-            decisions.send_soon(key="/".join(final.segment).encode(), value=wire.encode(final))
+            decisions.send_soon(key=segment_key(final), value=wire.encode(final))
         for letter in out.dead_letters:
             dead_letters.send_soon(key=None, value=letter.value, headers=_headers(letter))
 

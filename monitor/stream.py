@@ -27,6 +27,7 @@ from monitor.segments import Segments
 from monitor.spec import Spec
 
 Store = MutableMapping[bytes, bytes]
+OVERALL_KEY = b"\x00all"  # Kafka key of the overall segment: an empty key would be spread at random
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +43,7 @@ class JoinStores:
 
 @dataclass
 class Output:
-    """What one input record produced."""
+    """What one input record produced. Send each final keyed by `segment_key(final)`."""
 
     finals: list[wire.Final] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -300,3 +301,8 @@ _watermarks = msgspec.msgpack.Decoder(dict[int, float]).decode
 
 def _frontier_key(partition: int) -> bytes:
     return f"#frontier|{partition}".encode()
+
+
+def segment_key(final: wire.Final) -> bytes:
+    """The Kafka key that sends every decision of a segment to the same metrics partition."""
+    return "/".join(final.segment).encode() if final.segment else OVERALL_KEY

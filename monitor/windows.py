@@ -48,6 +48,7 @@ class Windows:
         self.width = spec.slice_seconds
         self.on_window = on_window
         self.derived = derive_overall and bool(spec.segment_by)  # overall = merge of the others
+        self.always_overall = derive_overall  # report the overall segment even before it has data
         self.open: dict[tuple[int, int], Summary] = {}
         self.closed: dict[int, Summary] = {}  # emitted windows, and decisions of closed slices
         self.closed_before = -(2**62)  # every slice id below this has closed
@@ -94,7 +95,8 @@ class Windows:
         return summary
 
     def segments(self) -> set[int]:
-        return {OVERALL} | set(self.closed) | {segment for segment, _ in self.open}
+        found = set(self.closed) | {segment for segment, _ in self.open} | set(self._building)
+        return found | {OVERALL} if self.always_overall else found
 
     def _closed(self, segment: int) -> Summary:
         summary = self.closed.get(segment)

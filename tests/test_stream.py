@@ -12,7 +12,7 @@ from monitor import wire
 from monitor.engine import Monitor
 from monitor.simulate import simulate
 from monitor.spec import Spec
-from monitor.stream import JoinStage, JoinStores, ReduceStage
+from monitor.stream import JoinStage, JoinStores, ReduceStage, segment_key
 from monitor.testing import encode
 
 REDUCERS = 3
@@ -30,7 +30,7 @@ class Worker:
         for topic, partition, offset, value in records:
             out = self.join.process(topic, partition, offset, value, now=0.0)
             for final in out.finals:
-                self.reduce.handle(zlib.crc32("/".join(final.segment).encode()) % REDUCERS, wire.encode(final))
+                self.reduce.handle(zlib.crc32(segment_key(final)) % REDUCERS, wire.encode(final))
 
     def heartbeat(self) -> None:
         for source, watermark in self.join.watermarks().items():
