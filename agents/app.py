@@ -12,6 +12,7 @@ stages recognise records delivered again after a restart.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +31,7 @@ from monitor.spec import Spec
 from monitor.stream import JoinStage, JoinStores, Output, ReduceStage, segment_key
 
 HEARTBEAT_SECONDS = 1.0
+log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
@@ -111,14 +113,12 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     @app.timer(HEARTBEAT_SECONDS)
     async def heartbeat() -> None:
         """Tell every metrics partition how far each join partition got; nudge idle partitions."""
-        if app.rebalancing or app.in_recovery:
-            return
-        for tp in app.assignor.assigned_actives():  # restore state now, not at the next record
-            if tp.topic == spec.topics.predictions:
-                join.join(tp.partition)
-            elif tp.topic == decisions.get_topic_name():
-                reduce.rollup(tp.partition)
         now = time.time()
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == spec.topics.predictions and tp.partition not in join.joins:
+                # Restore it now rather than at its next record; tables are only safe to read
+                # from an agent, which Faust runs once their recovery is complete.
+                await ticks.send(key=None, value=b"restore", partition=tp.partition)
         for source, watermark in join.watermarks().items():
             beat = wire.encode(wire.Heartbeat(source, watermark))
             for partition in range(partitions):
@@ -140,6 +140,8 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal types are too narrow
     async def revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         inputs = {tp.partition for tp in revoked if tp.topic in (spec.topics.predictions, spec.topics.outcomes)}
+        log.info("revoked join partitions %s, metric partitions %s", sorted(inputs),
+                 sorted(tp.partition for tp in revoked if tp.topic == decisions.get_topic_name()))
         join.revoke(inputs)
         if inputs:
             exporter.reset_counts()

@@ -123,12 +123,14 @@ class JoinStage:
         return out
 
     def tick(self, partition: int, now: float) -> Output:
-        """A quiet partition's watermark follows the wall clock once it has been idle long enough."""
+        """A quiet partition's watermark follows the wall clock once it has been idle long enough.
+
+        The first tick of a partition also restores its join from the stores."""
         self._out = out = Output()
-        idle = now - self.last_seen.get(partition, now)
-        joiner = self.joins.get(partition)
-        self._before = joiner.watermark if joiner is not None else -math.inf
-        if joiner is None or idle < self.spec.idle_timeout:
+        joiner = self.join(partition)
+        idle = now - self.last_seen.setdefault(partition, now)
+        self._before = joiner.watermark
+        if idle < self.spec.idle_timeout:
             return out
         newest = (joiner.newest_prediction, joiner.newest_outcome)
         base = min(newest) if min(newest) > -math.inf else max(newest)
@@ -186,6 +188,7 @@ class JoinStage:
 
     def _restore(self, partition: int, joiner: Joiner) -> None:
         saved = self.stores.progress.get(str(partition).encode())
+        log.info("restoring join partition %d (%s)", partition, "saved state" if saved else "fresh")
         if saved is None:
             return
         progress = wire.progress(saved)
@@ -277,6 +280,7 @@ class ReduceStage:
     def _restore(self, partition: int, rollup: Rollup) -> None:
         """Rebuild from every final decision this partition took in; alerts found again stay quiet."""
         entries = []
+        log.info("restoring metrics partition %d from %d stored entries", partition, len(self.finals))
         for key, raw in list(self.finals.items()):
             if key.startswith(b"#"):
                 continue
