@@ -81,8 +81,9 @@ class Setup:
     def start(self) -> int:
         port = free_port()
         log = (self.tmp / f"worker-{port}.log").open("wb")
+        level = os.environ.get("WORKER_LOGLEVEL", "warning")
         proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(self.spec_path),
-                                 "--bootstrap", self.servers, "--web-port", str(port), "--loglevel", os.environ.get("WORKER_LOGLEVEL", "warning")],
+                                 "--bootstrap", self.servers, "--web-port", str(port), "--loglevel", level],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.workers.append((proc, port))
         return port
