@@ -111,10 +111,6 @@ class Monitor:
         self.records: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()  # reasons, for the report
 
-    @property
-    def delays(self) -> list[float]:
-        return self.rollup.delays
-
     # -- input -----------------------------------------------------------------------------------
     def process(self, topic: str, value: bytes, partition: int | None = None,
                 offset: int | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from monitor.engine import Monitor
 from monitor.errors import RecordError
@@ -49,6 +49,3 @@ def _lines(stream: BinaryIO, path: Path, progress: bool) -> Iterator[bytes]:
                 bar.update(task, completed=stream.tell())
             yield line
 
-
-def report(monitor: Monitor) -> dict[str, Any]:
-    return monitor.report()
