@@ -135,7 +135,9 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "join_partitions": sorted(join.joins),
                          "metric_partitions": sorted(reduce.rollups),
-                         "held_outcomes": sum(len(j.held) for j in join.joins.values())})
+                         "held_outcomes": sum(len(j.held) for j in join.joins.values()),
+                         "segments": {"/".join(r.segments.key(s)) or "(all)": t["decisions"]
+                                      for r in reduce.rollups.values() for s, t in r.totals().items()}})
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal types are too narrow
     async def revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
