@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from monitor.errors import MonitorError, RecordError
@@ -101,31 +100,27 @@ def produce(path: Path, servers: str, rate: float | None = None,
     from kafka.producer.kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20, batch_size=256 * 1024, acks="all")
-    sent, skipped = 0, [0]
+    sent = skipped = 0
     started = time.monotonic()
     try:
-        for topic, key, value, stamp in _records(path, skipped):
-            producer.send(rename.get(topic, topic), key=key, value=value, timestamp_ms=stamp)
-            sent += 1
-            if rate:
-                ahead = sent / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
+        with path.open("rb") as stream:
+            for line in stream:
+                if not line.strip():
+                    continue
+                try:
+                    record = decode_record(line)
+                except RecordError:
+                    skipped += 1
+                    continue
+                key = record.key.encode() if record.key is not None else None
+                producer.send(rename.get(record.topic, record.topic), key=key, value=bytes(record.value),
+                              timestamp_ms=record.timestamp)
+                sent += 1
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
         producer.flush()
     finally:
         producer.close()
-    return sent, skipped[0]
-
-
-def _records(path: Path, skipped: list[int]) -> Iterator[tuple[str, bytes | None, bytes, int | None]]:
-    with path.open("rb") as stream:
-        for line in stream:
-            if not line.strip():
-                continue
-            try:
-                record = decode_record(line)
-            except RecordError:
-                skipped[0] += 1
-                continue
-            key = record.key.encode() if record.key is not None else None
-            yield record.topic, key, bytes(record.value), record.timestamp
+    return sent, skipped

@@ -100,6 +100,12 @@ class Setup:
                 proc.kill()
                 proc.wait(timeout=30)
 
+    def run(self, path: Path) -> tuple[int, list[Samples]]:
+        """Produce a whole stream, start one worker and scrape it once it has taken everything in."""
+        self.produce(path)
+        port = self.start()
+        return port, self.settle([port], sum(1 for _ in path.open()))
+
     def reach(self, port: int, records: int, timeout: float = 120) -> None:
         """Wait until a worker has counted at least `records` records."""
         deadline = time.monotonic() + timeout
@@ -212,6 +218,14 @@ def assert_same(got: dict[tuple[str, ...], dict[str, float]], want: dict[tuple[s
                 f"{segment} {name}"
 
 
+def assert_equals_replay(setup: Setup, path: Path, port: int, scraped: list[Samples]) -> dict[str, float]:
+    """The worker's join counts and per-segment totals are exactly replay's; returns replay's counts."""
+    want_counts, want_totals = replay_view(setup.spec, path)
+    assert stream_counts(scraped, [port]) == want_counts
+    assert_same(totals(scraped, ["variant", "segment_country"]), want_totals)
+    return want_counts
+
+
 def stream_counts(scraped: list[Samples], ports: list[int]) -> dict[str, float]:
     counts = join_counts(scraped)
     counts["orphan"] += sum(healthz(p)["held_outcomes"] for p in ports)  # still held = orphan at the end
@@ -228,14 +242,9 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path, bootstrap: str, bundle
 
 def test_parity_with_replay(setup: Setup) -> None:
     path = setup.stream("business_drop", 16_000)
-    setup.produce(path)
-    port = setup.start()
-    lines = sum(1 for _ in path.open())
-    scraped = setup.settle([port], lines)
-    want_counts, want_totals = replay_view(setup.spec, path)
-    assert want_counts["expired"] > 0 and want_counts["matched"] > 0
-    assert stream_counts(scraped, [port]) == want_counts
-    assert_same(totals(scraped, ["variant", "segment_country"]), want_totals)
+    port, scraped = setup.run(path)
+    counts = assert_equals_replay(setup, path, port, scraped)
+    assert counts["expired"] > 0 and counts["matched"] > 0
 
 
 def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup) -> None:
@@ -247,10 +256,7 @@ def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup) -> None:
     setup.stop(port)
     setup.produce(second)
     port = setup.start()
-    scraped = setup.settle([port], lines)
-    want_counts, want_totals = replay_view(setup.spec, path)
-    assert stream_counts(scraped, [port]) == want_counts
-    assert_same(totals(scraped, ["variant", "segment_country"]), want_totals)
+    assert_equals_replay(setup, path, port, setup.settle([port], lines))
 
 
 @pytest.mark.parametrize("setup", [4], indirect=True)
@@ -258,11 +264,9 @@ def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup) -> None:
                    "workers mid-stream the segment totals sometimes differ from one worker's", strict=False)
 def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
     path = setup.stream("both_drop", 12_000)
-    setup.produce(path)
-    lines = sum(1 for _ in path.open())
-    one = setup.start()
-    alone = setup.settle([one], lines)
+    one, alone = setup.run(path)
     setup.stop(one)
+    lines = sum(1 for _ in path.open())
     # The same records again, under a second consumer group: a fresh pair of workers.
     text = setup.spec_path.read_text().replace(f'name = "{setup.spec.name}"', f'name = "{setup.spec.name}_2"')
     setup.spec_path.write_text(text)
@@ -277,10 +281,7 @@ def test_bad_input_lands_in_dead_letters_and_counters(setup: Setup) -> None:
     from kafka.consumer.group import KafkaConsumer
 
     path = setup.stream("healthy", 3_000)
-    setup.produce(path)
-    port = setup.start()
-    lines = sum(1 for _ in path.open())
-    scraped = setup.settle([port], lines)
+    _, scraped = setup.run(path)
     invalid = join_counts(scraped)["invalid"]
     assert invalid == replay_view(setup.spec, path)[0]["invalid"] > 0
     consumer = KafkaConsumer(setup.spec.topics.dead_letters, bootstrap_servers=setup.servers,
@@ -308,7 +309,4 @@ def test_worker_survives_a_broker_restart(setup: Setup) -> None:
     time.sleep(3)
     subprocess.run(["bash", "scripts/kafka-up.sh"], cwd=ROOT, check=True, capture_output=True, timeout=180)
     setup.produce(second)
-    scraped = setup.settle([port], lines, timeout=240)
-    want_counts, want_totals = replay_view(setup.spec, path)
-    assert stream_counts(scraped, [port]) == want_counts
-    assert_same(totals(scraped, ["variant", "segment_country"]), want_totals)
+    assert_equals_replay(setup, path, port, setup.settle([port], lines, timeout=240))
