@@ -1,18 +1,19 @@
 """The Faust worker: thin wiring of the engine's streaming stages (monitor.stream) to Kafka.
 
-    predictions ─┐                                   ┌─> monitor-alerts
-                 ├─> join (per partition) ─> <app>-decisions (keyed by segment) ─> reduce ─┤
-    outcomes ────┘        │                                                                └─> /metrics
+    predictions ─┐                                              ┌─> monitor-alerts
+                 ├─> join (per partition) ─> <app>-decisions ─> metrics (per segment) ─┤
+    outcomes ────┘        │      (partial summaries per segment and slice)             └─> /metrics
                           └─> monitor-dead-letters
 
 Agents deserialize nothing themselves and compute nothing: they hand raw records to the stages and
-send what comes back. State lives in changelog-backed tables; processing is at-least-once, and the
-stages recognise records delivered again after a restart.
+send what comes back. State lives in changelog-backed tables. Processing is at-least-once: a record
+is acked only once a checkpoint holds its effect, and the stages recognise what is delivered again.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,14 +24,13 @@ from aiohttp.web import Response
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from monitor import wire
 from monitor.alerts import Alert
 from monitor.engine import DeadLetter
 from monitor.exporter import Exporter
 from monitor.spec import Spec
-from monitor.stream import JoinStage, JoinStores, Output, ReduceStage, segment_key
+from monitor.stream import JoinStage, ReduceStage, Write
 
-HEARTBEAT_SECONDS = 1.0
+TICK_SECONDS = 0.25
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -45,8 +45,10 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         topic_replication_factor=1,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,  # records not yet checkpointed are left uncommitted, not waited for
         broker_commit_interval=1.0,
         web_port=web_port,
+        datadir=tempfile.mkdtemp(prefix=f"monitor-{spec.name}-"),  # memory store: nothing to keep
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
         web_tables_enabled=False,  # /table would expose table contents
@@ -69,21 +71,48 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     def table(name: str) -> Any:
         return app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)  # raw bytes both ways
 
-    join = JoinStage(spec, JoinStores(table("pending"), table("held"), table("done"), table("progress")))
+    join_table, metrics_table = table("join"), table("metrics")
+    join = JoinStage(spec, join_table, partitions)
     fired: list[Alert] = []
-    reduce = ReduceStage(spec, partitions, table("finals"), on_alert=fired.append)
+    reduce = ReduceStage(spec, partitions, metrics_table, on_alert=fired.append)
+    unsaved: dict[int, list[faust.EventT[bytes]]] = {}  # per input partition, records its next checkpoint covers
+    saving: set[int] = set()
 
-    async def send(out: Output) -> None:
-        # Buffered sends: Faust flushes the producer before it commits the offsets behind them.
-        for final in out.finals:
-            decisions.send_soon(key=segment_key(final), value=wire.encode(final))
-        for letter in out.dead_letters:
-            dead_letters.send_soon(key=None, value=letter.value, headers=_headers(letter))
+    def write(store: Any, writes: list[Write]) -> None:
+        for key, value in writes:
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+
+    async def checkpoint(partition: int, now: float) -> None:
+        """Persist a join partition, then send its deltas, then let Faust commit its records."""
+        if partition in saving or not join.due(partition, now):
+            return
+        saving.add(partition)
+        try:
+            part, events = join.partition(partition), unsaved.pop(partition, [])
+            done = join.checkpoint(partition, now)
+            write(join_table, done.log)  # the current event is of this partition: so is the changelog
+            await app.producer.flush()  # the checkpoint is durable before its deltas can be seen
+            for q, raw in done.deltas:
+                decisions.send_soon(key=None, value=raw, partition=q)
+            for event in events:
+                event.ack()
+            if done.compaction and join.partitions.get(partition) is part:  # still ours
+                await app.producer.flush()  # the deltas are durable before the logs holding them go
+                write(join_table, done.compaction)
+        finally:
+            saving.discard(partition)
 
     async def consume(stream: faust.StreamT[bytes], topic: str) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message = event.message
-            await send(join.process(topic, message.partition, message.offset, event.value, time.time()))
+        # Manual acks: a record is committed only once a checkpoint holds what it changed.
+        async for event in stream.noack().events():  # type: ignore[attr-defined]  # missing from StreamT
+            message, now = event.message, time.time()
+            for letter in join.process(topic, message.partition, message.offset, event.value, now):
+                dead_letters.send_soon(key=None, value=letter.value, headers=_headers(letter))
+            unsaved.setdefault(message.partition, []).append(event)
+            await checkpoint(message.partition, now)
             yield None
 
     @app.agent(predictions, concurrency=1)
@@ -98,8 +127,11 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
 
     @app.agent(ticks, concurrency=1)
     async def idle_partitions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Restores assigned partitions, advances idle ones and checkpoints quiet ones."""
         async for event in stream.events():
-            await send(join.tick(event.message.partition, time.time()))
+            now = time.time()
+            join.tick(event.message.partition, now)
+            await checkpoint(event.message.partition, now)
             yield None
 
     @app.agent(decisions, concurrency=1)
@@ -110,21 +142,12 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
                 await alerts.send(key=None, value=orjson.dumps(fired.pop(0).as_dict()))
             yield None
 
-    @app.timer(HEARTBEAT_SECONDS)
-    async def heartbeat() -> None:
-        """Tell every metrics partition how far each join partition got; nudge idle partitions."""
-        now = time.time()
+    @app.timer(TICK_SECONDS)
+    async def tick() -> None:
+        """Ticks reach each assigned join partition through its own topic: timers cannot write tables."""
         for tp in app.assignor.assigned_actives():
-            if tp.topic == spec.topics.predictions and tp.partition not in join.joins:
-                # Restore it now rather than at its next record; tables are only safe to read
-                # from an agent, which Faust runs once their recovery is complete.
-                await ticks.send(key=None, value=b"restore", partition=tp.partition)
-        for source, watermark in join.watermarks().items():
-            beat = wire.encode(wire.Heartbeat(source, watermark))
-            for partition in range(partitions):
-                await decisions.send(key=None, value=beat, partition=partition)
-            if now - join.last_seen.get(source, now) >= spec.idle_timeout:
-                await ticks.send(key=None, value=b"tick", partition=source)
+            if tp.topic == ticks.get_topic_name():
+                ticks.send_soon(key=None, value=b"tick", partition=tp.partition)
 
     @app.page("/metrics")
     async def scrape(web: Any, request: Any) -> Any:
@@ -133,9 +156,9 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "join_partitions": sorted(join.joins),
+        return web.json({"status": "ok", "join_partitions": sorted(join.partitions),
                          "metric_partitions": sorted(reduce.rollups),
-                         "held_outcomes": sum(len(j.held) for j in join.joins.values()),
+                         "held_outcomes": join.held_outcomes(),
                          "segments": {"/".join(r.segments.key(s)) or "(all)": t["decisions"]
                                       for r in reduce.rollups.values() for s, t in r.totals().items()}})
 
@@ -145,6 +168,8 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         log.info("revoked join partitions %s, metric partitions %s", sorted(inputs),
                  sorted(tp.partition for tp in revoked if tp.topic == decisions.get_topic_name()))
         join.revoke(inputs)
+        for partition in inputs:  # never acked: committed by whoever checkpoints them next
+            unsaved.pop(partition, None)
         if inputs:
             exporter.reset_counts()
         for rollup in reduce.revoke({tp.partition for tp in revoked if tp.topic == decisions.get_topic_name()}):

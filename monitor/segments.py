@@ -51,6 +51,10 @@ class Segments:
         self._keys.append(key)
         return len(self._keys) - 1
 
+    def known(self) -> list[tuple[str, ...]]:
+        """Every segment key, indexed by id."""
+        return list(self._keys)
+
     def key(self, segment: int) -> tuple[str, ...]:
         return self._keys[segment]
 

@@ -20,6 +20,11 @@ _EPS = 1e-15
 _MAX_LOSS = -math.log(_EPS)  # log loss clips probabilities to [1e-15, 1 − 1e-15], like scikit-learn
 
 
+_CELL_KEYS = ((True, True), (False, True), (True, False), (False, False))  # tp, fp, fn, tn
+# n, confusion cells, score histogram (positives, negatives), moments: see `Summary.state`
+SummaryState = tuple[int, list[float], dict[int, int], dict[int, int], list[list[float]]]
+
+
 class Estimate(NamedTuple):
     """A metric's value and its standard error (NaN where no test applies)."""
 
@@ -74,6 +79,25 @@ class Summary:
 
     def copy(self) -> Summary:
         return Summary(self.spec).merge(self)
+
+    def state(self) -> SummaryState:
+        """Everything in plain values, to send between workers or persist."""
+        c = self.cells() if self.binary else {}
+        return (self.n, [c.get(cell, 0) for cell in ("tp", "fp", "fn", "tn")], self.scores.pos, self.scores.neg,
+                [m.state() for m in self._moments()])
+
+    @classmethod
+    def from_state(cls, spec: Spec, state: SummaryState) -> Summary:
+        n, cells, pos, neg, moments = state
+        summary = cls(spec)
+        summary.n = n
+        for (truth, predicted), weight in zip(_CELL_KEYS, cells, strict=True):
+            if weight:
+                summary.cm.update(truth, predicted, w=weight)
+        summary.scores.pos, summary.scores.neg = dict(pos), dict(neg)
+        for mine, saved in zip(summary._moments(), moments, strict=True):
+            mine.n, mine.mean, mine.m2 = int(saved[0]), saved[1], saved[2]
+        return summary
 
     def cells(self) -> dict[str, float]:
         data = self.cm.data

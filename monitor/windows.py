@@ -66,6 +66,15 @@ class Windows:
             summary = self.open[(segment, slice_id)] = Summary(self.spec)
         summary.update(d)
 
+    def merge(self, segment: int, slice_id: int, part: Summary) -> Summary:
+        """Add a partial summary of one slice (from another worker); returns what it merged into."""
+        if slice_id < self.closed_before:  # already closed: totals only, as in `add`
+            return self._closed(segment).merge(part)
+        summary = self.open.get((segment, slice_id))
+        if summary is None:
+            summary = self.open[(segment, slice_id)] = Summary(self.spec)
+        return summary.merge(part)
+
     def close(self, frontier: float) -> None:
         """Close every slice that ends at or before `frontier`, oldest first."""
         through = int(frontier // self.width)

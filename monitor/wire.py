@@ -1,79 +1,72 @@
-"""Messages between the join stage and the metrics stage of the streaming workers (msgpack)."""
+"""What the streaming workers write: messages between their stages, and their persisted state (msgpack)."""
 
 from __future__ import annotations
 
 import msgspec
 
+from monitor.summary import SummaryState
 
-class Final(msgspec.Struct, array_like=True, tag=True):
-    """A final decision, sent keyed by its segment to the metrics stage."""
 
-    decision_id: str
+class SlicePart(msgspec.Struct, array_like=True):
+    """The decisions of one segment and one slice of decision time that a join partition finalized."""
+
     segment: list[str]  # the `by` values; [] for the overall segment
-    ts: float
-    score: float
-    predicted: bool
-    label: float
-    value: float | None
-    kpis: list[float | None]
-    delay: float | None
-    source: int  # partition of the join that finalized it
-    watermark: float  # that partition's watermark before the record that finalized it
+    slice_id: int
+    summary: SummaryState
 
 
-class Heartbeat(msgspec.Struct, array_like=True, tag=True):
-    """A join partition's watermark, sent to every metrics partition so windows can close."""
+class Delta(msgspec.Struct, array_like=True):
+    """One checkpoint of one join partition, for one metrics partition: merge these parts, then
+    know that every decision of this source with `ts + horizon <= watermark` has been sent."""
 
-    source: int
+    source: int  # the join partition
+    seq: int  # its checkpoint number: a metrics partition merges each (source, seq) once per slice
     watermark: float
+    parts: list[SlicePart]
+    delays: list[float]  # outcome delays of the matched decisions (sent with the overall segment)
 
 
-class Held(msgspec.Struct, array_like=True):
-    """A persisted held outcome."""
-
-    partition: int
-    ts: float
-    outcome: bytes  # the outcome, as JSON
-    offset: int
+HeldEntry = tuple[float, bytes, int]  # event time, outcome as JSON, offset of its record
 
 
-class Progress(msgspec.Struct, array_like=True):
-    """A join partition's watermark inputs and counts, persisted after every record."""
+class JoinState(msgspec.Struct, array_like=True):
+    """A join partition's state: the changes since the last checkpoint, or everything (a snapshot).
 
+    A checkpoint is one message of its own (chunked only when large), so a crash leaves it whole
+    or absent; its `outbox` is sent to the metrics stage only once it is durable."""
+
+    seq: int
     newest_prediction: float
     newest_outcome: float
     counts: list[int]
     records: dict[str, int]
     offsets: dict[str, int]  # the last offset handled, per topic
+    segments: list[list[str]]  # segment keys of the local ids packed into `pending`
+    pending: dict[str, bytes | None]  # None: removed
+    held: dict[str, HeldEntry | None]
+    done: dict[str, bytes | None]
+    outbox: list[tuple[int, bytes]]  # (metrics partition, encoded Delta)
 
 
-Message = Final | Heartbeat
+class Head(msgspec.Struct, array_like=True):
+    """Where a join partition's state starts: its newest complete snapshot."""
+
+    generation: int
+    seq: int  # the checkpoint the snapshot is as of; later checkpoints follow it
+    chunks: int
+
+
+class SliceEntry(msgspec.Struct, array_like=True):
+    """A metrics partition's merged summary of one segment and slice, and what it took in."""
+
+    summary: SummaryState
+    applied: dict[int, int]  # per source, the last checkpoint merged
+
+
 encode = msgspec.msgpack.Encoder().encode
-_message = msgspec.msgpack.Decoder(Final | Heartbeat)
-_held = msgspec.msgpack.Decoder(Held)
-_progress = msgspec.msgpack.Decoder(Progress)
-_pending = msgspec.msgpack.Decoder(tuple[int, list[str], bytes])
-_done = msgspec.msgpack.Decoder(tuple[int, bytes])
-
-
-def message(raw: bytes) -> Final | Heartbeat:
-    found: Final | Heartbeat = _message.decode(raw)
-    return found
-
-
-def held(raw: bytes) -> Held:
-    return _held.decode(raw)
-
-
-def progress(raw: bytes) -> Progress:
-    return _progress.decode(raw)
-
-
-def pending(raw: bytes) -> tuple[int, list[str], bytes]:
-    """(partition, segment key, packed pending decision)."""
-    return _pending.decode(raw)
-
-
-def done(raw: bytes) -> tuple[int, bytes]:
-    """(partition, packed status)."""
-    return _done.decode(raw)
+delta = msgspec.msgpack.Decoder(Delta).decode
+join_state = msgspec.msgpack.Decoder(JoinState).decode
+head = msgspec.msgpack.Decoder(Head).decode
+slice_entry = msgspec.msgpack.Decoder(SliceEntry).decode
+chunk = msgspec.msgpack.Decoder(tuple[int, bytes]).decode  # (chunks in all, bytes)
+watermarks = msgspec.msgpack.Decoder(dict[int, float]).decode

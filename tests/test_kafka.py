@@ -260,8 +260,6 @@ def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup) -> None:
 
 
 @pytest.mark.parametrize("setup", [4], indirect=True)
-@pytest.mark.xfail(reason="known bug: join counts agree, but when a rebalance moves partitions between two "
-                   "workers mid-stream the segment totals sometimes differ from one worker's", strict=False)
 def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
     path = setup.stream("both_drop", 12_000)
     one, alone = setup.run(path)

@@ -8,34 +8,46 @@ from typing import Any
 
 import pytest
 
-from monitor import wire
 from monitor.engine import Monitor
 from monitor.simulate import simulate
 from monitor.spec import Spec
-from monitor.stream import JoinStage, JoinStores, ReduceStage, segment_key
+from monitor.stream import JoinStage, ReduceStage
 from monitor.testing import encode
 
 REDUCERS = 3
 
 
 class Worker:
-    """Both stages wired as the Faust app wires them, over in-memory stores."""
+    """Both stages wired as the Faust app wires them, over in-memory stores, on a simulated clock."""
 
-    def __init__(self, spec: Spec, stores: JoinStores, finals: dict[bytes, bytes], sources: int = 1) -> None:
-        self.join = JoinStage(spec, stores)
-        self.reduce = ReduceStage(spec, sources, finals)
-        self.sources = sources
+    def __init__(self, spec: Spec, stores: tuple[dict[bytes, bytes], dict[bytes, bytes]], sources: int = 1,
+                 snapshot_min_bytes: int = 1 << 20) -> None:
+        self.join_store, self.metrics_store = stores
+        self.join = JoinStage(spec, self.join_store, REDUCERS, snapshot_min_bytes)
+        self.reduce = ReduceStage(spec, sources, self.metrics_store)
+        self.sent: list[tuple[int, bytes]] = []  # every delta, in order
 
-    def feed(self, records: list[tuple[str, int, int, bytes]]) -> None:
+    def feed(self, records: list[tuple[str, int, int, bytes]], clock: float = 0.0) -> float:
         for topic, partition, offset, value in records:
-            out = self.join.process(topic, partition, offset, value, now=0.0)
-            for final in out.finals:
-                self.reduce.handle(zlib.crc32(segment_key(final)) % REDUCERS, wire.encode(final))
+            clock += 0.001
+            self.join.process(topic, partition, offset, value, now=clock)
+            if self.join.due(partition, clock):
+                self.checkpoint(partition, clock)
+        return clock
 
-    def heartbeat(self) -> None:
-        for source, watermark in self.join.watermarks().items():
-            for partition in range(REDUCERS):
-                self.reduce.handle(partition, wire.encode(wire.Heartbeat(source, watermark)))
+    def checkpoint(self, partition: int, clock: float, deliver: bool = True) -> None:
+        done = self.join.checkpoint(partition, clock)
+        write(self.join_store, done.log)
+        if not deliver:  # a crash before the deltas left, so before any compaction
+            return
+        for q, raw in done.deltas:
+            self.sent.append((q, raw))
+            self.reduce.handle(q, raw)
+        write(self.join_store, done.compaction)
+
+    def finish(self, clock: float) -> None:
+        for partition in list(self.join.partitions):
+            self.checkpoint(partition, clock)
 
     def totals(self) -> dict[tuple[str, ...], dict[str, Any]]:
         found = {}
@@ -44,6 +56,14 @@ class Worker:
                 if total["decisions"]:
                     found[rollup.segments.key(segment)] = total
         return found
+
+
+def write(store: dict[bytes, bytes], writes: list[tuple[bytes, bytes | None]]) -> None:
+    for key, value in writes:
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
 
 
 def records(scenario: str, n: int, partitions: int = 1) -> list[tuple[str, int, int, bytes]]:
@@ -57,8 +77,8 @@ def records(scenario: str, n: int, partitions: int = 1) -> list[tuple[str, int, 
     return found
 
 
-def fresh() -> tuple[JoinStores, dict[bytes, bytes]]:
-    return JoinStores({}, {}, {}, {}), {}
+def fresh() -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    return {}, {}
 
 
 def assert_same_totals(got: dict[tuple[str, ...], dict[str, Any]], want: dict[tuple[str, ...], dict[str, Any]]) -> None:
@@ -76,9 +96,8 @@ def test_one_partition_equals_replay(spec: Spec) -> None:
     monitor = Monitor(spec)
     for topic, _, _, value in stream:
         monitor.process(topic, value)
-    worker = Worker(spec, *fresh())
-    worker.feed(stream)
-    worker.heartbeat()
+    worker = Worker(spec, fresh())
+    worker.finish(worker.feed(stream))
     want_counts = monitor.joiner.counts()
     got_counts = worker.join.counts()
     assert got_counts == want_counts
@@ -92,20 +111,27 @@ def test_one_partition_equals_replay(spec: Spec) -> None:
 
 
 @pytest.mark.parametrize("partitions", [1, 4])
-def test_restart_with_redelivery_counts_nothing_twice(spec: Spec, partitions: int) -> None:
+@pytest.mark.parametrize("snapshot_min_bytes", [1 << 20, 20_000])
+def test_restart_with_redelivery_counts_nothing_twice(spec: Spec, partitions: int, snapshot_min_bytes: int) -> None:
     stream = records("model_rot", 12_000, partitions)
-    whole = Worker(spec, *fresh(), sources=partitions)
-    whole.feed(stream)
-    whole.heartbeat()
+    whole = Worker(spec, fresh(), sources=partitions)
+    whole.finish(whole.feed(stream))
 
-    stores, finals = fresh()
-    first = Worker(spec, stores, finals, sources=partitions)
+    stores = fresh()
+    first = Worker(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
     cut = len(stream) // 2
-    first.feed(stream[:cut])
-    first.heartbeat()
-    second = Worker(spec, stores, finals, sources=partitions)  # a restart: state only from the stores
-    second.feed(stream[cut - 700:])  # the last uncommitted records are delivered again
-    second.heartbeat()
+    clock = first.feed(stream[:cut])
+    for partition in first.join.partitions:  # a crash once the checkpoints were durable, before their deltas left
+        first.checkpoint(partition, clock, deliver=False)
+    # A restart: state only from the stores.
+    second = Worker(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
+    clock = second.feed(stream[cut - 700:], clock)  # records not yet acked are delivered again
+    for q, raw in first.sent[-20:]:  # and so are the last deltas of the metrics stage
+        second.reduce.handle(q, raw)
+    second.finish(clock)
     assert second.join.counts() == whole.join.counts()
     assert_same_totals(second.totals(), whole.totals())
     assert second.reduce.rollups.keys() == whole.reduce.rollups.keys()
+    if snapshot_min_bytes < 1 << 20:
+        assert any(key.endswith(b"/head") for key in stores[0])  # compaction ran
+        assert sum(b"/log/" in key for key in stores[0]) < 40
