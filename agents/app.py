@@ -12,6 +12,7 @@ is acked only once a checkpoint holds its effect, and the stages recognise what 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
@@ -78,12 +79,17 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     unsaved: dict[int, list[faust.EventT[bytes]]] = {}  # per input partition, records its next checkpoint covers
     saving: set[int] = set()
 
-    def write(store: Any, writes: list[Write]) -> None:
+    async def persist(table: Any, partition: int, writes: list[Write]) -> None:
+        """Write to a table and wait until the changelog has it. Faust's own flush gives up after
+        0.1 s with messages still buffered, and commits offsets all the same."""
+        sent = []
         for key, value in writes:
             if value is None:
-                store.pop(key, None)
+                table.data.pop(key, None)
             else:
-                store[key] = value
+                table.data[key] = value
+            sent.append(table.send_changelog(partition, key, value, value_serializer="raw"))
+        await asyncio.gather(*sent)
 
     async def checkpoint(partition: int, now: float) -> None:
         """Persist a join partition, then send its deltas, then let Faust commit its records."""
@@ -93,15 +99,13 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         try:
             part, events = join.partition(partition), unsaved.pop(partition, [])
             done = join.checkpoint(partition, now)
-            write(join_table, done.log)  # the current event is of this partition: so is the changelog
-            await app.producer.flush()  # the checkpoint is durable before its deltas can be seen
-            for q, raw in done.deltas:
-                decisions.send_soon(key=None, value=raw, partition=q)
+            await persist(join_table, partition, done.log)  # durable before its deltas can be seen
+            sent = [decisions.send_soon(key=None, value=raw, partition=q) for q, raw in done.deltas]
             for event in events:
                 event.ack()
             if done.compaction and join.partitions.get(partition) is part:  # still ours
-                await app.producer.flush()  # the deltas are durable before the logs holding them go
-                write(join_table, done.compaction)
+                await asyncio.gather(*sent)  # the deltas are durable before the logs holding them go
+                await persist(join_table, partition, done.compaction)
         finally:
             saving.discard(partition)
 
@@ -136,8 +140,10 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
 
     @app.agent(decisions, concurrency=1)
     async def metrics(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            reduce.handle(event.message.partition, event.value)
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            partition = event.message.partition
+            await persist(metrics_table, partition, reduce.handle(partition, event.value))
+            event.ack()
             while fired:
                 await alerts.send(key=None, value=orjson.dumps(fired.pop(0).as_dict()))
             yield None

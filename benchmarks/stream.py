@@ -4,10 +4,11 @@
     python benchmarks/stream.py [--decisions 50000] [--partitions 4]
 
 Prints, side by side:
-  1. end-to-end decisions/s of one worker: from its first to its last record counted in /metrics;
+  1. end-to-end decisions/s of one worker: from its first record counted in /metrics until every
+     record is counted and every matched decision has reached the metrics stage;
   2. the raw aiokafka consume rate of the same records (the ceiling);
-  3. p50/p99 latency from producing an outcome to the matched counter moving, at half the
-     measured maximum load.
+  3. p50/p99 latency from producing an outcome to the metrics stage's outcome-delay histogram
+     counting it, at half the measured maximum load.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from monitor.spec import load
 
 ROOT = Path(__file__).resolve().parent.parent
 MATCHED = re.compile(r'^monitor_decisions_total\{[^}]*status="matched"[^}]*\} (\S+)$', re.M)
+ARRIVED = re.compile(r"^monitor_outcome_delay_seconds_count\{[^}]*\} (\S+)$", re.M)  # matched, in the metrics stage
 RECORDS = re.compile(r"^monitor_records_total\{[^}]*\} (\S+)$", re.M)
 
 
@@ -85,11 +87,12 @@ def throughput(servers: str, decisions: int, partitions: int, tmp: Path) -> tupl
     deadline = time.monotonic() + 900
     try:
         while time.monotonic() < deadline:
-            seen = total(RECORDS, scrape(port))
+            text = scrape(port)
+            seen = total(RECORDS, text)
             now = time.monotonic()
             if seen > 0 and first is None:
                 first = (now, seen)
-            if seen >= records:
+            if seen >= records and total(ARRIVED, text) >= total(MATCHED, text):
                 last = (now, seen)
                 break
             time.sleep(0.2)
@@ -123,7 +126,7 @@ async def raw_consume(topics: list[str], servers: str, expected: int) -> float:
 
 
 def latency(servers: str, rate: float, tmp: Path, probes: int = 60) -> list[float]:
-    """Seconds from producing an outcome to the worker's matched counter moving, under load."""
+    """Seconds from producing an outcome to the metrics stage counting its decision, under load."""
     from kafka.producer.kafka import KafkaProducer
 
     tag = uuid.uuid4().hex[:8]
@@ -156,7 +159,7 @@ def latency(servers: str, rate: float, tmp: Path, probes: int = 60) -> list[floa
                           value=f'{{"decision_id":"probe-{probe}","ts":{ts},"label":1}}'.encode())
             producer.flush()
             sent_at = time.monotonic()
-            while total(MATCHED, scrape(port)) < probe + 1:
+            while total(ARRIVED, scrape(port)) < probe + 1:
                 if time.monotonic() - sent_at > 30:
                     break
                 time.sleep(0.005)

@@ -58,8 +58,8 @@ def reducer(segment: Sequence[str], reducers: int) -> int:
 class Checkpoint:
     """What a join partition must do, in this order, to checkpoint:
 
-    1. write `log`; 2. flush the producer; 3. send `deltas`; 4. ack the records it covers;
-    5. if `compaction` is not empty: flush again, then write it."""
+    1. write `log` and wait until it is durable; 2. send `deltas`; 3. ack the records it covers;
+    4. if `compaction` is not empty: wait until the deltas are durable, then write it."""
 
     log: list[Write]
     deltas: list[tuple[int, bytes]]  # (metrics partition, encoded Delta)
@@ -350,15 +350,16 @@ class ReduceStage:
         self.late: dict[int, dict[tuple[int, tuple[str, ...]], Summary]] = {}
         self._quiet = False
 
-    def handle(self, partition: int, raw: bytes) -> None:
+    def handle(self, partition: int, raw: bytes) -> list[Write]:
+        """Merge one Delta; returns what to persist before the message may be committed."""
         try:
             delta = wire.delta(raw)
         except msgspec.DecodeError:  # not ours: something else wrote to the internal topic
             log.warning("ignored a message the metrics stage cannot read on partition %d", partition)
-            return
+            return []
         rollup = self.rollup(partition)
         applied, source, seq = self.applied[partition], delta.source, delta.seq
-        merged = False
+        writes: list[Write] = []
         for part in delta.parts:
             key = tuple(part.segment)
             on_time, late = ("s", part.slice_id, key), ("l", part.slice_id, key)
@@ -374,11 +375,15 @@ class ReduceStage:
                 entry, kind = rollup.windows.merge(segment, part.slice_id, summary), on_time
             seen = applied.setdefault(kind, {})
             seen[source] = seq
-            self.store[_slice_key(partition, kind)] = wire.encode(wire.SliceEntry(entry.state(), seen))
-            merged = True
-        if merged:
+            writes.append((_slice_key(partition, kind), wire.encode(wire.SliceEntry(entry.state(), seen))))
+        if writes:
             rollup.delays.extend(delta.delays)
-        self._watermark(partition, source, delta.watermark)
+        seen_watermarks = self.watermarks[partition]
+        if delta.watermark > seen_watermarks.get(source, -math.inf):
+            seen_watermarks[source] = delta.watermark
+            writes.append((f"{partition}|watermarks".encode(), wire.encode(seen_watermarks)))  # after the slices
+            rollup.advance(self.frontier(partition))
+        return writes
 
     def rollup(self, partition: int) -> Rollup:
         rollup = self.rollups.get(partition)
@@ -399,13 +404,6 @@ class ReduceStage:
         """The watermark every source has passed, as seen on one partition."""
         seen = self.watermarks.get(partition, {})
         return min(seen.values()) if len(seen) >= self.sources else -math.inf
-
-    def _watermark(self, partition: int, source: int, watermark: float) -> None:
-        seen = self.watermarks[partition]
-        if watermark > seen.get(source, -math.inf):
-            seen[source] = watermark
-            self.store[f"{partition}|watermarks".encode()] = wire.encode(seen)  # after the slices it covers
-            self.rollups[partition].advance(self.frontier(partition))
 
     def _alert(self, alert: Alert) -> None:
         if not self._quiet and self.on_alert is not None:

@@ -119,6 +119,7 @@ class Setup:
         """Scrape until every record is counted and nothing changed for a few seconds."""
         deadline = time.monotonic() + timeout
         last: Any = None
+        consumed = 0.0
         stable_since = time.monotonic()
         while time.monotonic() < deadline:
             scraped = [scrape(port) for port in ports]
@@ -134,7 +135,9 @@ class Setup:
                 return scraped
             time.sleep(0.5)
         logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("worker-*.log"))
-        raise AssertionError(f"workers did not settle on {records} records in {timeout} s\n{logs}")
+        counts = join_counts([scrape(port) for port in ports])
+        raise AssertionError(f"workers did not settle on {records} records in {timeout} s: consumed {consumed}, "
+                             f"join counts {counts}\n{logs}")
 
 
 def halves(path: Path) -> tuple[Path, Path, int]:

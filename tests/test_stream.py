@@ -42,7 +42,7 @@ class Worker:
             return
         for q, raw in done.deltas:
             self.sent.append((q, raw))
-            self.reduce.handle(q, raw)
+            write(self.metrics_store, self.reduce.handle(q, raw))
         write(self.join_store, done.compaction)
 
     def finish(self, clock: float) -> None:
@@ -127,7 +127,7 @@ def test_restart_with_redelivery_counts_nothing_twice(spec: Spec, partitions: in
     second = Worker(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
     clock = second.feed(stream[cut - 700:], clock)  # records not yet acked are delivered again
     for q, raw in first.sent[-20:]:  # and so are the last deltas of the metrics stage
-        second.reduce.handle(q, raw)
+        write(second.metrics_store, second.reduce.handle(q, raw))
     second.finish(clock)
     assert second.join.counts() == whole.join.counts()
     assert_same_totals(second.totals(), whole.totals())
