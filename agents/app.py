@@ -16,7 +16,6 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -29,9 +28,10 @@ from monitor.alerts import Alert
 from monitor.engine import DeadLetter
 from monitor.exporter import Exporter
 from monitor.spec import Spec
-from monitor.stream import JoinStage, ReduceStage, Write
+from monitor.stream import CHECKPOINT_RECORDS, Checkpoint, JoinStage, ReduceStage, Write
 
-TICK_SECONDS = 0.25
+TICK_SECONDS = 0.1
+BACKLOG_RECORDS = 2 * CHECKPOINT_RECORDS  # records one partition may hold unsaved while a checkpoint is in flight
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -76,12 +76,13 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     join = JoinStage(spec, join_table, partitions)
     fired: list[Alert] = []
     reduce = ReduceStage(spec, partitions, metrics_table, on_alert=fired.append)
-    unsaved: dict[int, list[faust.EventT[bytes]]] = {}  # per input partition, records its next checkpoint covers
-    saving: set[int] = set()
+    # Per input partition, the records (with their stream) its next checkpoint covers.
+    unsaved: dict[int, list[tuple[Any, faust.EventT[bytes]]]] = {}
+    saving: dict[int, asyncio.Future[None]] = {}  # per input partition, the checkpoint in flight
 
-    async def persist(table: Any, partition: int, writes: list[Write]) -> None:
-        """Write to a table and wait until the changelog has it. Faust's own flush gives up after
-        0.1 s with messages still buffered, and commits offsets all the same."""
+    def write(table: Any, partition: int, writes: list[Write]) -> list[asyncio.Future[Any]]:
+        """Write to a table; the futures resolve once the changelog has each write. (Faust's own
+        flush gives up after 0.1 s with messages still buffered, and commits offsets all the same.)"""
         sent = []
         for key, value in writes:
             if value is None:
@@ -89,64 +90,73 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
             else:
                 table.data[key] = value
             sent.append(table.send_changelog(partition, key, value, value_serializer="raw"))
-        await asyncio.gather(*sent)
+        return sent
 
     async def checkpoint(partition: int, now: float) -> None:
-        """Persist a join partition, then send its deltas, then let Faust commit its records."""
-        if partition in saving or not join.due(partition, now):
+        """Cut a checkpoint and save it in the background, so the agent goes on with the next records."""
+        flight = saving.get(partition)
+        if flight is not None and not flight.done():
+            if join.backlog(partition) < BACKLOG_RECORDS:
+                return
+            await flight  # backpressure: the broker is slower than the records
+        if not join.due(partition, now):
             return
-        saving.add(partition)
-        try:
-            part, events = join.partition(partition), unsaved.pop(partition, [])
-            done = join.checkpoint(partition, now)
-            await persist(join_table, partition, done.log)  # durable before its deltas can be seen
-            sent = [decisions.send_soon(key=None, value=raw, partition=q) for q, raw in done.deltas]
-            for event in events:
-                event.ack()
-            if done.compaction and join.partitions.get(partition) is part:  # still ours
-                await asyncio.gather(*sent)  # the deltas are durable before the logs holding them go
-                await persist(join_table, partition, done.compaction)
-        finally:
-            saving.discard(partition)
+        part, events = join.partition(partition), unsaved.pop(partition, [])
+        done = join.checkpoint(partition, now)
+        logged = write(join_table, partition, done.log)
+        saving[partition] = flight = asyncio.ensure_future(save(partition, part, done, logged, events))
+        flight.add_done_callback(_report_failure)
 
-    async def consume(stream: faust.StreamT[bytes], topic: str) -> AsyncIterator[None]:
+    async def save(partition: int, part: object, done: Checkpoint, logged: list[asyncio.Future[Any]],
+                   events: list[tuple[Any, faust.EventT[bytes]]]) -> None:
+        await asyncio.gather(*logged)  # the checkpoint is durable before its deltas can be seen
+        sent = [decisions.send_soon(key=None, value=raw, partition=q) for q, raw in done.deltas]
+        for stream, event in events:  # now Faust may commit them
+            await stream.ack(event)
+        if done.compaction and join.partitions.get(partition) is part:  # still ours
+            await asyncio.gather(*sent)  # the deltas are durable before the logs holding them go
+            await asyncio.gather(*write(join_table, partition, done.compaction))
+
+    async def ack_after(writes: list[asyncio.Future[Any]], stream: Any, event: faust.EventT[bytes]) -> None:
+        await asyncio.gather(*writes)
+        await stream.ack(event)
+
+    async def consume(stream: faust.StreamT[bytes], topic: str) -> None:
         # Manual acks: a record is committed only once a checkpoint holds what it changed.
-        async for event in stream.noack().events():  # type: ignore[attr-defined]  # missing from StreamT
+        manual = stream.noack()  # type: ignore[attr-defined]  # missing from StreamT
+        async for event in manual.events():
             message, now = event.message, time.time()
             for letter in join.process(topic, message.partition, message.offset, event.value, now):
                 dead_letters.send_soon(key=None, value=letter.value, headers=_headers(letter))
-            unsaved.setdefault(message.partition, []).append(event)
+            unsaved.setdefault(message.partition, []).append((manual, event))
             await checkpoint(message.partition, now)
-            yield None
 
     @app.agent(predictions, concurrency=1)
-    async def join_predictions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for done in consume(stream, spec.topics.predictions):
-            yield done
+    async def join_predictions(stream: faust.StreamT[bytes]) -> None:
+        await consume(stream, spec.topics.predictions)
 
     @app.agent(outcomes, concurrency=1)
-    async def join_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for done in consume(stream, spec.topics.outcomes):
-            yield done
+    async def join_outcomes(stream: faust.StreamT[bytes]) -> None:
+        await consume(stream, spec.topics.outcomes)
 
     @app.agent(ticks, concurrency=1)
-    async def idle_partitions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    async def idle_partitions(stream: faust.StreamT[bytes]) -> None:
         """Restores assigned partitions, advances idle ones and checkpoints quiet ones."""
         async for event in stream.events():
             now = time.time()
             join.tick(event.message.partition, now)
             await checkpoint(event.message.partition, now)
-            yield None
 
     @app.agent(decisions, concurrency=1)
-    async def metrics(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.noack().events():  # type: ignore[attr-defined]
+    async def metrics(stream: faust.StreamT[bytes]) -> None:
+        manual = stream.noack()  # type: ignore[attr-defined]
+        async for event in manual.events():
             partition = event.message.partition
-            await persist(metrics_table, partition, reduce.handle(partition, event.value))
-            event.ack()
+            merged = write(metrics_table, partition, reduce.handle(partition, event.value))
+            # Acked once its merge is durable, without holding up the next delta meanwhile.
+            asyncio.ensure_future(ack_after(merged, manual, event)).add_done_callback(_report_failure)
             while fired:
                 await alerts.send(key=None, value=orjson.dumps(fired.pop(0).as_dict()))
-            yield None
 
     @app.timer(TICK_SECONDS)
     async def tick() -> None:
@@ -182,6 +192,11 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
             exporter.forget(rollup)
 
     return app
+
+
+def _report_failure(flight: asyncio.Future[None]) -> None:
+    if not flight.cancelled() and flight.exception() is not None:
+        log.error("a state write failed; its records stay uncommitted", exc_info=flight.exception())
 
 
 def _headers(letter: DeadLetter) -> list[tuple[str, bytes]]:

@@ -43,7 +43,7 @@ Store = MutableMapping[bytes, bytes]
 Write = tuple[bytes, bytes | None]  # a key and its new value; None deletes it
 OVERALL_KEY = b"\x00all"
 CHECKPOINT_RECORDS = 2000  # records per checkpoint at most: bounds the message size
-CHECKPOINT_SECONDS = 0.5  # and the age of unsent results, so gauges stay fresh
+CHECKPOINT_SECONDS = 0.2  # and the age of unsent results, so gauges stay fresh
 CHUNK_BYTES = 512 * 1024  # below Kafka's default message limit of 1 MB
 SNAPSHOT_MIN_BYTES = 1 << 20
 log = logging.getLogger(__name__)
@@ -178,6 +178,11 @@ class JoinStage:
             return True
         return now - part.saved_at >= CHECKPOINT_SECONDS and (
             part.unsaved > 0 or part.joiner.watermark > part.sent_watermark)
+
+    def backlog(self, partition: int) -> int:
+        """Records the partition took in since its last checkpoint."""
+        part = self.partitions.get(partition)
+        return 0 if part is None else part.unsaved
 
     def checkpoint(self, partition: int, now: float) -> Checkpoint:
         """Cut a checkpoint of the partition: its state changes and its partials since the last one."""
