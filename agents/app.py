@@ -28,7 +28,7 @@ from monitor.alerts import Alert
 from monitor.engine import DeadLetter
 from monitor.exporter import Exporter
 from monitor.spec import Spec
-from monitor.stream import CHECKPOINT_RECORDS, Checkpoint, JoinStage, ReduceStage, Write
+from monitor.stream import CHECKPOINT_RECORDS, SNAPSHOT_MIN_BYTES, Checkpoint, JoinStage, ReduceStage, Write
 
 TICK_SECONDS = 0.1
 BACKLOG_RECORDS = 2 * CHECKPOINT_RECORDS  # records one partition may hold unsaved while a checkpoint is in flight
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
-def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066) -> faust.App:
+def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066,
+               snapshot_bytes: int = SNAPSHOT_MIN_BYTES) -> faust.App:
     """A worker for one decision spec; `partitions` is the input topics' partition count."""
     app = faust.App(
         f"monitor-{spec.name}",
@@ -73,7 +74,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         return app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)  # raw bytes both ways
 
     join_table, metrics_table = table("join"), table("metrics")
-    join = JoinStage(spec, join_table, partitions)
+    join = JoinStage(spec, join_table, partitions, snapshot_bytes)
     fired: list[Alert] = []
     reduce = ReduceStage(spec, partitions, metrics_table, on_alert=fired.append)
     # Per input partition, the records (with their stream) its next checkpoint covers.

@@ -110,6 +110,9 @@ def worker(
     bootstrap: BootstrapOption = None,
     web_port: Annotated[int, typer.Option(help="Port of /metrics and /healthz on 127.0.0.1.")] = 6066,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+    snapshot_bytes: Annotated[int, typer.Option(
+        min=1, help="Snapshot a join partition once its checkpoints since the last snapshot reach this many "
+        "bytes (and the snapshot's own size): less restore work, more writes.")] = 1 << 20,
 ) -> None:
     """Run a streaming worker: join, metrics and alerts on Kafka (Faust)."""
     from monitor import brokers
@@ -123,7 +126,7 @@ def worker(
         _fail(exc)
     from agents.app import create_app, run
 
-    run(create_app(loaded, servers, partitions, web_port), loglevel)
+    run(create_app(loaded, servers, partitions, web_port, snapshot_bytes), loglevel)
 
 
 @app.command()

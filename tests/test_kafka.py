@@ -78,20 +78,20 @@ class Setup:
     def produce(self, path: Path) -> None:
         cli("produce", "--input", str(path), "--bootstrap", self.servers)
 
-    def start(self) -> int:
+    def start(self, *options: str) -> int:
         port = free_port()
         log = (self.tmp / f"worker-{port}.log").open("wb")
         level = os.environ.get("WORKER_LOGLEVEL", "warning")
         proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(self.spec_path),
-                                 "--bootstrap", self.servers, "--web-port", str(port), "--loglevel", level],
+                                 "--bootstrap", self.servers, "--web-port", str(port), "--loglevel", level, *options],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.workers.append((proc, port))
         return port
 
-    def stop(self, port: int) -> None:
+    def stop(self, port: int, how: signal.Signals = signal.SIGTERM) -> None:
         for proc, p in self.workers:
             if p == port and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(how)
                 proc.wait(timeout=60)
 
     def close(self) -> None:
@@ -250,15 +250,17 @@ def test_parity_with_replay(setup: Setup) -> None:
     assert counts["expired"] > 0 and counts["matched"] > 0
 
 
-def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup) -> None:
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup, how: signal.Signals) -> None:
     path = setup.stream("model_rot", 16_000)
     first, second, lines = halves(path)
     setup.produce(first)
-    port = setup.start()
-    setup.reach(port, lines // 4)  # SIGTERM while the worker is still busy with the first half
-    setup.stop(port)
+    compact = ("--snapshot-bytes", "20000")  # so restarts go through snapshots and the checkpoints after them
+    port = setup.start(*compact)
+    setup.reach(port, lines // 4)  # stopped while the worker is still busy with the first half
+    setup.stop(port, how)
     setup.produce(second)
-    port = setup.start()
+    port = setup.start(*compact)
     assert_equals_replay(setup, path, port, setup.settle([port], lines))
 
 
@@ -271,7 +273,7 @@ def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
     # The same records again, under a second consumer group: a fresh pair of workers.
     text = setup.spec_path.read_text().replace(f'name = "{setup.spec.name}"', f'name = "{setup.spec.name}_2"')
     setup.spec_path.write_text(text)
-    ports = [setup.start(), setup.start()]
+    ports = [setup.start("--snapshot-bytes", "20000"), setup.start("--snapshot-bytes", "20000")]
     both = setup.settle(ports, lines)
     assert all(healthz(p)["join_partitions"] for p in ports)  # the work was shared
     assert join_counts(both) == join_counts(alone)
