@@ -6,7 +6,8 @@
 Prints, side by side:
   1. end-to-end decisions/s of one worker: from its first record counted in /metrics until every
      record is counted and every matched decision has reached the metrics stage;
-  2. the raw aiokafka consume rate of the same records (the ceiling);
+  2. the raw aiokafka consume rate of the same records (the ceiling), and the rate of a Faust worker
+     whose agents only count them (the framework's own floor, benchmarks/faust_floor.py);
   3. p50/p99 latency from producing an outcome to the metrics stage's outcome-delay histogram
      counting it, at half the measured maximum load.
 """
@@ -70,8 +71,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def throughput(servers: str, decisions: int, partitions: int, tmp: Path) -> tuple[float, float, int]:
-    """(worker decisions/s, raw consume decisions/s, records) over the same produced records."""
+def throughput(servers: str, decisions: int, partitions: int, tmp: Path) -> tuple[float, float, float, int]:
+    """(worker, raw consume, Faust floor) in decisions/s over the same produced records, and the records."""
     tag = uuid.uuid4().hex[:8]
     spec_path = make_spec(tmp, tag)
     spec = load(spec_path)
@@ -81,6 +82,7 @@ def throughput(servers: str, decisions: int, partitions: int, tmp: Path) -> tupl
     brokers.produce(stream, servers, rename={"predictions": spec.topics.predictions,
                                              "outcomes": spec.topics.outcomes})
     raw = asyncio.run(raw_consume([spec.topics.predictions, spec.topics.outcomes], servers, records))
+    floor = faust_floor([spec.topics.predictions, spec.topics.outcomes], servers, records)
     port = 16100 + int(tag[:3], 16) % 500
     proc = start_worker(spec_path, servers, port, tmp / f"{tag}.log")
     first = last = None
@@ -102,7 +104,18 @@ def throughput(servers: str, decisions: int, partitions: int, tmp: Path) -> tupl
         raise SystemExit(f"the worker did not finish; see {tmp / (tag + '.log')}")
     elapsed = last[0] - first[0]
     rate = (last[1] - first[1]) / elapsed * decisions / records
-    return rate, raw * decisions / records, records
+    return rate, raw * decisions / records, floor * decisions / records, records
+
+
+def faust_floor(topics: list[str], servers: str, expected: int) -> float:
+    """Records/s of a Faust worker that only counts them, with the worker's sensors (benchmarks/faust_floor.py)."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "faust_floor.py"), "--bootstrap", servers,
+                           "--topics", ",".join(topics), "--records", str(expected), "--sensors"],
+                          capture_output=True, text=True, timeout=600)
+    found = re.search(r"faust floor: ([\d,]+) records/s", done.stdout + done.stderr)
+    if found is None:
+        raise SystemExit(f"the Faust floor run failed:\n{done.stdout}{done.stderr}")
+    return float(found.group(1).replace(",", ""))
 
 
 async def raw_consume(topics: list[str], servers: str, expected: int) -> float:
@@ -183,12 +196,14 @@ def main() -> None:
     args = parser.parse_args()
     servers = brokers.bootstrap(args.bootstrap)
     with tempfile.TemporaryDirectory() as tmp:
-        rate, raw, records = throughput(servers, args.decisions, args.partitions, Path(tmp))
+        rate, raw, floor, records = throughput(servers, args.decisions, args.partitions, Path(tmp))
         print(f"records: {records:,} for {args.decisions:,} decisions, {args.partitions} partitions")
         verdict = "met" if rate >= 20_000 else "NOT met"
         print(f"worker end to end: {rate:,.0f} decisions/s   target >= 20,000: {verdict}")
-        print(f"raw aiokafka consume: {raw:,.0f} decisions/s; worker reaches {100 * rate / raw:.0f}%"
+        print(f"raw aiokafka consume: {raw:,.0f} decisions/s; worker reaches {100 * rate / raw:.1f}%"
               f"   target >= 50%: {'met' if rate >= raw / 2 else 'NOT met'}")
+        print(f"Faust floor (agents that only count, with sensors): {floor:,.0f} decisions/s;"
+              f" the worker reaches {100 * rate / floor:.0f}% of it")
         delays = sorted(latency(servers, rate / 2, Path(tmp)))
         p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
         print(f"outcome -> gauge at {rate / 2:,.0f} decisions/s: p50 {statistics.median(delays):.3f} s,"

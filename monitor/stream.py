@@ -339,7 +339,10 @@ def _joined(chunks: dict[int, bytes]) -> bytes:
 
 
 class ReduceStage:
-    """The metrics stage of a worker: one Rollup per partition of the segment-keyed topic."""
+    """The metrics stage of a worker: one Rollup per partition of the internal topic.
+
+    `handle` returns the writes that make a merge durable; the store is read only to restore a
+    partition, so the caller decides when a write is safe and when a message may be committed."""
 
     def __init__(self, spec: Spec, sources: int, store: Store,
                  on_alert: Callable[[Alert], None] | None = None) -> None:
