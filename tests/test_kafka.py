@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,17 @@ def halves(path: Path) -> tuple[Path, Path, int]:
     return first, second, len(lines)
 
 
+def messages(setup: Setup, topic: str, expected: int) -> list[Any]:
+    """The first `expected` records of a topic (fewer if they do not come within 10 s), then one more look."""
+    from kafka.consumer.group import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=setup.servers, auto_offset_reset="earliest",
+                             consumer_timeout_ms=10_000)
+    found = [m for _, m in zip(range(expected + 1), consumer, strict=False)]  # one more would be one too many
+    consumer.close()
+    return found
+
+
 def cli(*args: str) -> None:
     done = subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
@@ -244,10 +256,18 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path, bootstrap: str, bundle
 
 
 def test_parity_with_replay(setup: Setup) -> None:
-    path = setup.stream("business_drop", 16_000)
+    path = setup.stream("business_drop", 20_000)
     port, scraped = setup.run(path)
     counts = assert_equals_replay(setup, path, port, scraped)
     assert counts["expired"] > 0 and counts["matched"] > 0
+    # The same alerts as replay, on the alerts topic and in the counters.
+    want = sorted((a.kind, json.dumps(a.segment, sort_keys=True)) for a in replay(setup.spec, path).alerts)
+    assert want, "the scenario should alert"
+    sent = [json.loads(m.value) for m in messages(setup, setup.spec.topics.alerts, len(want))]
+    assert sorted((a["kind"], json.dumps(a["segment"], sort_keys=True)) for a in sent) == want
+    assert all("monitor replay" in a["replay"] and (a["metrics"] or a["kpis"]) for a in sent)
+    counted = {labels["kind"]: v for n, labels, v in scraped[0] if n == "monitor_alerts_total" and v}
+    assert counted == Counter(kind for kind, _ in want)
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -281,16 +301,11 @@ def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
 
 
 def test_bad_input_lands_in_dead_letters_and_counters(setup: Setup) -> None:
-    from kafka.consumer.group import KafkaConsumer
-
     path = setup.stream("healthy", 3_000)
     _, scraped = setup.run(path)
     invalid = join_counts(scraped)["invalid"]
     assert invalid == replay_view(setup.spec, path)[0]["invalid"] > 0
-    consumer = KafkaConsumer(setup.spec.topics.dead_letters, bootstrap_servers=setup.servers,
-                             auto_offset_reset="earliest", consumer_timeout_ms=10_000)
-    letters = [m for _, m in zip(range(int(invalid)), consumer, strict=False)]
-    consumer.close()
+    letters = messages(setup, setup.spec.topics.dead_letters, int(invalid))
     assert len(letters) == invalid
     headers = dict(letters[0].headers)
     assert set(headers) == {"reason", "topic", "partition", "offset"}
