@@ -27,6 +27,7 @@ import pytest
 from monitor.replay import replay
 from monitor.simulate import simulate, write_jsonl
 from monitor.spec import Spec, load
+from monitor.testing import Stream
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -298,6 +299,33 @@ def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
     assert all(healthz(p)["join_partitions"] for p in ports)  # the work was shared
     assert join_counts(both) == join_counts(alone)
     assert_same(totals(both, ["variant", "segment_country"]), totals(alone, ["variant", "segment_country"]))
+
+
+def test_quiet_partition_expires_by_wall_clock(setup: Setup) -> None:
+    text = setup.spec_path.read_text().replace('idle_timeout = "1h"', 'idle_timeout = "1s"')
+    setup.spec_path.write_text(text.replace('horizon = "6h"', 'horizon = "6s"'))
+    setup.spec = load(setup.spec_path)
+    built = Stream()
+    for i in range(20):
+        built.predict(f"q{i}", 1_700_000_000.0 + i, 0.8, variant="a")
+    for i in range(5):
+        built.outcome(f"q{i}", 1_700_000_002.0 + i, label=1, value=3.0)
+    names = {"predictions": setup.spec.topics.predictions, "outcomes": setup.spec.topics.outcomes}
+    for record in built.records:
+        record["topic"] = names[record["topic"]]
+    setup.produce(built.write(setup.tmp / "quiet.jsonl"))
+    port = setup.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the topics said nothing past 1_700_000_006: only the clock moves on
+        counts = join_counts([scrape(port)])
+        if counts.get("expired") == 15:
+            break
+        time.sleep(0.5)
+    assert (counts["matched"], counts["expired"], counts["pending"]) == (5, 15, 0)
+    deadline = time.monotonic() + 30
+    while healthz(port)["segments"].get("(all)") != 20 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert healthz(port)["segments"]["(all)"] == 20  # and the metrics stage has every one of them
 
 
 def test_bad_input_lands_in_dead_letters_and_counters(setup: Setup) -> None:

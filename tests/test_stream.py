@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from monitor import spec as specs
 from monitor.engine import Monitor
 from monitor.simulate import simulate
 from monitor.spec import Spec
 from monitor.stream import JoinStage, ReduceStage
-from monitor.testing import encode
+from monitor.testing import Stream, encode
 
 REDUCERS = 3
 
@@ -135,3 +136,23 @@ def test_restart_with_redelivery_counts_nothing_twice(spec: Spec, partitions: in
     if snapshot_min_bytes < 1 << 20:
         assert any(key.endswith(b"/head") for key in stores[0])  # compaction ran
         assert sum(b"/log/" in key for key in stores[0]) < 40
+
+
+def test_quiet_partition_expires_by_wall_clock(spec_text: str) -> None:
+    quick = specs.parse(spec_text.replace('horizon = "6h"', 'horizon = "10s"') + '[stream]\nidle_timeout = "2s"\n')
+    built = Stream()
+    for i in range(5):
+        built.predict(f"d{i}", 1000.0 + i, 0.7, variant="a")
+    built.outcome("d0", 1003.0, label=1)
+    worker = Worker(quick, fresh())
+    feed = [(str(r["topic"]), 0, n, encode(r["value"])) for n, r in enumerate(built.records)]
+    worker.finish(worker.feed(feed, clock=50.0))
+    assert worker.join.counts().pending == 4  # the outcomes topic stopped at 1003: nothing expires by itself
+    worker.join.tick(0, now=51.0)  # quiet, but not for long enough
+    assert worker.join.counts().pending == 4
+    worker.join.tick(0, now=60.5)  # quiet for 10.5 s: the watermark follows, to about 1013.5
+    assert worker.join.due(0, now=60.5)
+    worker.checkpoint(0, 60.5)
+    counts = worker.join.counts()
+    assert (counts.matched, counts.expired, counts.pending) == (1, 3, 1)  # d4 is due at 1014
+    assert worker.totals()[()]["decisions"] == 4
