@@ -13,7 +13,9 @@ is acked only once a checkpoint holds its effect, and the stages recognise what 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -39,6 +41,8 @@ RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer":
 def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066,
                snapshot_bytes: int = SNAPSHOT_MIN_BYTES) -> faust.App:
     """A worker for one decision spec; `partitions` is the input topics' partition count."""
+    datadir = tempfile.mkdtemp(prefix=f"monitor-{spec.name}-")  # the memory store keeps nothing on disk
+    atexit.register(shutil.rmtree, datadir, ignore_errors=True)
     app = faust.App(
         f"monitor-{spec.name}",
         broker=f"kafka://{bootstrap}",
@@ -50,7 +54,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         stream_wait_empty=False,  # records not yet checkpointed are left uncommitted, not waited for
         broker_commit_interval=1.0,
         web_port=web_port,
-        datadir=tempfile.mkdtemp(prefix=f"monitor-{spec.name}-"),  # memory store: nothing to keep
+        datadir=datadir,
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
         web_tables_enabled=False,  # /table would expose table contents
