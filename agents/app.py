@@ -83,6 +83,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     reduce = ReduceStage(spec, partitions, metrics_table, on_alert=fired.append)
     # Per input partition, the records (with their stream) its next checkpoint covers.
     unsaved: dict[int, list[tuple[Any, faust.EventT[bytes]]]] = {}
+    letters: dict[int, list[asyncio.Future[Any]]] = {}  # per input partition, dead letters since its checkpoint
     saving: dict[int, asyncio.Future[None]] = {}  # per input partition, the checkpoint in flight
 
     def write(table: Any, partition: int, writes: list[Write]) -> list[asyncio.Future[Any]]:
@@ -108,19 +109,24 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
             return
         part, events = join.partition(partition), unsaved.pop(partition, [])
         done = join.checkpoint(partition, now)
-        logged = write(join_table, partition, done.log)
+        logged = write(join_table, partition, done.log) + letters.pop(partition, [])
         saving[partition] = flight = asyncio.ensure_future(save(partition, part, done, logged, events))
         flight.add_done_callback(_report_failure)
 
     async def save(partition: int, part: object, done: Checkpoint, logged: list[asyncio.Future[Any]],
                    events: list[tuple[Any, faust.EventT[bytes]]]) -> None:
-        await asyncio.gather(*logged)  # the checkpoint is durable before its deltas can be seen
+        await asyncio.gather(*logged)  # the checkpoint (and its dead letters) is durable before its deltas can be seen
+        if join.partitions.get(partition) is not part:
+            # Revoked meanwhile: the new owner sends these partials again if its restore saw this
+            # checkpoint, and handles its records again if not. Sending them here could count them twice.
+            return
         sent = [decisions.send_soon(key=None, value=raw, partition=q) for q, raw in done.deltas]
         for stream, event in events:  # now Faust may commit them
             await stream.ack(event)
-        if done.compaction and join.partitions.get(partition) is part:  # still ours
+        if done.compaction:
             await asyncio.gather(*sent)  # the deltas are durable before the logs holding them go
-            await asyncio.gather(*write(join_table, partition, done.compaction))
+            if join.partitions.get(partition) is part:
+                await asyncio.gather(*write(join_table, partition, done.compaction))
 
     async def ack_after(writes: list[asyncio.Future[Any]], stream: Any, event: faust.EventT[bytes]) -> None:
         await asyncio.gather(*writes)
@@ -132,7 +138,8 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         async for event in manual.events():
             message, now = event.message, time.time()
             for letter in join.process(topic, message.partition, message.offset, event.value, now):
-                dead_letters.send_soon(key=None, value=letter.value, headers=_headers(letter))
+                letters.setdefault(message.partition, []).append(
+                    dead_letters.send_soon(key=None, value=letter.value, headers=_headers(letter)))
             unsaved.setdefault(message.partition, []).append((manual, event))
             await checkpoint(message.partition, now)
 
@@ -191,6 +198,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         join.revoke(inputs)
         for partition in inputs:  # never acked: committed by whoever checkpoints them next
             unsaved.pop(partition, None)
+            letters.pop(partition, None)
         if inputs:
             exporter.reset_counts()
         for rollup in reduce.revoke({tp.partition for tp in revoked if tp.topic == decisions.get_topic_name()}):
