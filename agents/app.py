@@ -128,9 +128,13 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
             if join.partitions.get(partition) is part:
                 await asyncio.gather(*write(join_table, partition, done.compaction))
 
-    async def ack_after(writes: list[asyncio.Future[Any]], stream: Any, event: faust.EventT[bytes]) -> None:
+    async def ack_after(writes: list[asyncio.Future[Any]], stream: Any, event: faust.EventT[bytes],
+                        rollup: object) -> None:
         await asyncio.gather(*writes)
-        await stream.ack(event)
+        # Revoked meanwhile: leave it uncommitted. A restore may have read the changelog before
+        # these writes reached it, and then only a redelivery brings this delta back.
+        if reduce.rollups.get(event.message.partition) is rollup:
+            await stream.ack(event)
 
     async def consume(stream: faust.StreamT[bytes], topic: str) -> None:
         # Manual acks: a record is committed only once a checkpoint holds what it changed.
@@ -166,7 +170,8 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
             partition = event.message.partition
             merged = write(metrics_table, partition, reduce.handle(partition, event.value))
             # Acked once its merge is durable, without holding up the next delta meanwhile.
-            asyncio.ensure_future(ack_after(merged, manual, event)).add_done_callback(_report_failure)
+            acked = ack_after(merged, manual, event, reduce.rollups.get(partition))
+            asyncio.ensure_future(acked).add_done_callback(_report_failure)
             while fired:
                 await alerts.send(key=None, value=orjson.dumps(fired.pop(0).as_dict()))
 

@@ -242,6 +242,16 @@ def assert_equals_replay(setup: Setup, path: Path, port: int, scraped: list[Samp
     return want_counts
 
 
+def assert_all_reach_metrics(ports: list[int], scraped: list[Samples]) -> None:
+    """Every final decision reached the metrics stage once: in its segment and in the overall one."""
+    counts = join_counts(scraped)
+    final = counts["matched"] + counts["expired"]
+    held = [healthz(p)["segments"] for p in ports]
+    overall = sum(segments.get("(all)", 0) for segments in held)
+    combinations = sum(n for segments in held for name, n in segments.items() if name != "(all)")
+    assert (overall, combinations) == (final, final), held
+
+
 def stream_counts(scraped: list[Samples], ports: list[int]) -> dict[str, float]:
     counts = join_counts(scraped)
     counts["orphan"] += sum(healthz(p)["held_outcomes"] for p in ports)  # still held = orphan at the end
@@ -289,6 +299,7 @@ def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup, how: signal.
 def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
     path = setup.stream("both_drop", 12_000)
     one, alone = setup.run(path)
+    assert_all_reach_metrics([one], alone)
     setup.stop(one)
     lines = sum(1 for _ in path.open())
     # The same records again, under a second consumer group: a fresh pair of workers.
@@ -297,6 +308,7 @@ def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
     ports = [setup.start("--snapshot-bytes", "20000"), setup.start("--snapshot-bytes", "20000")]
     both = setup.settle(ports, lines)
     assert all(healthz(p)["join_partitions"] for p in ports)  # the work was shared
+    assert_all_reach_metrics(ports, both)
     assert join_counts(both) == join_counts(alone)
     assert_same(totals(both, ["variant", "segment_country"]), totals(alone, ["variant", "segment_country"]))
 
