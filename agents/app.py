@@ -204,6 +204,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         for partition in inputs:  # never acked: committed by whoever checkpoints them next
             unsaved.pop(partition, None)
             letters.pop(partition, None)
+            saving.pop(partition, None)  # a checkpoint in flight belongs to the old owner: never wait for it
         if inputs:
             exporter.reset_counts()
         for rollup in reduce.revoke({tp.partition for tp in revoked if tp.topic == decisions.get_topic_name()}):

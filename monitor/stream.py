@@ -108,6 +108,9 @@ class _Partition:
         self.log_bytes = 0
         self.generation, self.snapshot_chunks, self.snapshot_bytes = 0, 0, 0
         self.stale: list[bytes] = []  # keys a crash left behind
+        # Restored: the first checkpoint writes a snapshot, so the state no longer depends on
+        # checkpoints a previous owner may still have had in flight.
+        self.restored = False
 
     def _final(self, d: Decision) -> None:
         key = (d.segment, int(d.ts // self.width))
@@ -197,7 +200,7 @@ class JoinStage:
         part.log_bytes += len(blob)
         checkpoint = Checkpoint(log_writes, part.resend + deltas)
         part.resend, part.unsaved, part.saved_at = [], 0, now
-        if part.log_bytes >= max(self.snapshot_min_bytes, part.snapshot_bytes):
+        if part.restored or part.log_bytes >= max(self.snapshot_min_bytes, part.snapshot_bytes):
             checkpoint.compaction = self._snapshot(part)
         return checkpoint
 
@@ -267,7 +270,7 @@ class JoinStage:
         writes += [(f"{p}/log/{seq}/{i}".encode(), None) for seq, n in part.logs.items() for i in range(n)]
         writes += [(f"{p}/snap/{old}/{i}".encode(), None) for i in range(part.snapshot_chunks)]
         writes += [(key, None) for key in part.stale]
-        part.logs, part.log_bytes, part.stale = {}, 0, []
+        part.logs, part.log_bytes, part.stale, part.restored = {}, 0, [], False
         part.snapshot_chunks, part.snapshot_bytes = chunks, len(blob)
         return writes
 
@@ -322,6 +325,7 @@ class JoinStage:
                 else:
                     done[key] = status
         last = states[-1]
+        part.restored = True
         part.joiner.restore(pending.items(), held.items(), done.items(),
                             (last.newest_prediction, last.newest_outcome), JoinCounts(*last.counts))
         part.records.update(last.records)
