@@ -19,7 +19,6 @@ from monitor.events import Outcome, Prediction, decode_outcome, decode_predictio
 from monitor.join import NO_OFFSET, Decision, Joiner
 from monitor.segments import Segments
 from monitor.spec import Spec
-from monitor.summary import Summary
 from monitor.windows import Window, Windows
 
 _VALUES = re.compile(r"'[^']*'|\"[^\"]*\"|\(byte \d+\)|(?<!\w)-?\d+(?:\.\d+)?(?:e-?\d+)?")  # group reasons, not values
@@ -59,11 +58,6 @@ class Rollup:
         if d.delay is not None:
             self.delays.append(d.delay)
         self.windows.add(d.segment, d)
-
-    def merge(self, segment: int, slice_id: int, part: Summary, delays: list[float]) -> Summary:
-        """Add a slice's partial summary, pre-aggregated by a join partition (streaming workers)."""
-        self.delays.extend(delays)
-        return self.windows.merge(segment, slice_id, part)
 
     def advance(self, watermark: float) -> None:
         """Close the slices whose decisions are all final by `watermark`; cheap when none are."""
