@@ -195,7 +195,7 @@ class JoinStage:
         changes, part.changes = part.changes, _Changes()
         part.joiner.journal = part.changes
         blob = wire.encode(self._state(part, changes.pendings, changes.helds, changes.dones, deltas))
-        log_writes = _chunks(f"{partition}/log/{part.seq}", blob)
+        log_writes = _chunks(partition, "log", part.seq, blob)
         part.logs[part.seq] = len(log_writes)
         part.log_bytes += len(blob)
         checkpoint = Checkpoint(log_writes, part.resend + deltas)
@@ -264,11 +264,11 @@ class JoinStage:
         blob = wire.encode(self._state(part, dict(joiner.pending), held, done, []))
         p, old = part.number, part.generation
         part.generation += 1
-        writes = _chunks(f"{p}/snap/{part.generation}", blob)
+        writes = _chunks(p, "snap", part.generation, blob)
         chunks = len(writes)
         writes.append((f"{p}/head".encode(), wire.encode(wire.Head(part.generation, part.seq, chunks))))
-        writes += [(f"{p}/log/{seq}/{i}".encode(), None) for seq, n in part.logs.items() for i in range(n)]
-        writes += [(f"{p}/snap/{old}/{i}".encode(), None) for i in range(part.snapshot_chunks)]
+        writes += [(_blob_key(p, "log", seq, i), None) for seq, n in part.logs.items() for i in range(n)]
+        writes += [(_blob_key(p, "snap", old, i), None) for i in range(part.snapshot_chunks)]
         writes += [(key, None) for key in part.stale]
         part.logs, part.log_bytes, part.stale, part.restored = {}, 0, [], False
         part.snapshot_chunks, part.snapshot_bytes = chunks, len(blob)
@@ -290,15 +290,15 @@ class JoinStage:
             part.generation, part.snapshot_chunks, part.seq = head.generation, head.chunks, head.seq
         for seq in sorted(n for kind, n in blobs if kind == "log"):
             chunks = blobs.pop(("log", seq))
-            if seq <= part.seq or seq != part.seq + 1 or len(chunks) != wire.chunk(chunks[0])[0]:
-                part.stale += [f"{p}/log/{seq}/{i}".encode() for i in chunks]  # obsolete, or cut by a crash
+            if seq != part.seq + 1 or len(chunks) != wire.chunk(chunks[0])[0]:
+                part.stale += [_blob_key(p, "log", seq, i) for i in chunks]  # obsolete, or cut by a crash
                 continue
             state = wire.join_state(_joined(chunks))
             states.append(state)
             part.seq = seq
             part.logs[seq] = len(chunks)
             part.resend += state.outbox  # durable, but perhaps never sent: the metrics stage tells
-        part.stale += [f"{p}/{kind}/{n}/{i}".encode() for (kind, n), chunks in blobs.items() for i in chunks]
+        part.stale += [_blob_key(p, kind, n, i) for (kind, n), chunks in blobs.items() for i in chunks]
         log.info("restoring join partition %d: %d checkpoints after snapshot %s", p, len(states) - (head is not None),
                  head.generation if head else "none")
         if not states:
@@ -333,9 +333,13 @@ class JoinStage:
         part.sent_watermark = part.joiner.watermark
 
 
-def _chunks(name: str, blob: bytes) -> list[Write]:
+def _blob_key(partition: int, kind: str, number: int, chunk: int) -> bytes:
+    return f"{partition}/{kind}/{number}/{chunk}".encode()
+
+
+def _chunks(partition: int, kind: str, number: int, blob: bytes) -> list[Write]:
     parts = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
-    return [(f"{name}/{i}".encode(), wire.encode((len(parts), part))) for i, part in enumerate(parts)]
+    return [(_blob_key(partition, kind, number, i), wire.encode((len(parts), part))) for i, part in enumerate(parts)]
 
 
 def _joined(chunks: dict[int, bytes]) -> bytes:
@@ -444,7 +448,7 @@ class ReduceStage:
             rollup.advance(self.frontier(partition))
             for slice_id, segment, summary in late:
                 self.late[partition][(slice_id, segment)] = summary
-                rollup.windows.merge(rollup.segments.intern(segment), slice_id, summary.copy())
+                rollup.windows.merge(rollup.segments.intern(segment), slice_id, summary)
         finally:
             self._quiet = False
 
