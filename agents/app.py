@@ -1,4 +1,4 @@
-"""The Faust worker: thin wiring of the engine's streaming stages (monitor.stream) to Kafka.
+"""The Faust worker: thin wiring of the engine's streaming stages (monitor.stream.stages) to Kafka.
 
     predictions ─┐                                              ┌─> monitor-alerts
                  ├─> join (per partition) ─> <app>-decisions ─> metrics (per segment) ─┤
@@ -26,11 +26,11 @@ from aiohttp.web import Response
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from monitor.alerts import Alert
-from monitor.engine import DeadLetter
-from monitor.exporter import Exporter
-from monitor.spec import Spec
-from monitor.stream import CHECKPOINT_RECORDS, SNAPSHOT_MIN_BYTES, Checkpoint, JoinStage, ReduceStage, Write
+from monitor.contract.spec import Spec
+from monitor.engine.alerts import Alert
+from monitor.engine.monitor import DeadLetter
+from monitor.export.prometheus import Exporter
+from monitor.stream.stages import CHECKPOINT_RECORDS, SNAPSHOT_MIN_BYTES, Checkpoint, JoinStage, ReduceStage, Write
 
 TICK_SECONDS = 0.1
 BACKLOG_RECORDS = 2 * CHECKPOINT_RECORDS  # records one partition may hold unsaved while a checkpoint is in flight

@@ -16,10 +16,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from monitor import spec as specs
-from monitor.join import Joiner
-from monitor.replay import replay
-from monitor.simulate import simulate, write_jsonl
+from monitor.apps.replay import replay
+from monitor.apps.simulate import simulate, write_jsonl
+from monitor.contract import spec as specs
+from monitor.engine.join import Joiner
 
 SPEC = Path(__file__).resolve().parent.parent / "monitor" / "checkout.toml"
 

@@ -27,9 +27,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from monitor import brokers
-from monitor.simulate import simulate, write_jsonl
-from monitor.spec import load
+from monitor.apps import brokers
+from monitor.apps.simulate import simulate, write_jsonl
+from monitor.contract.spec import load
 
 ROOT = Path(__file__).resolve().parent.parent
 MATCHED = re.compile(r'^monitor_decisions_total\{[^}]*status="matched"[^}]*\} (\S+)$', re.M)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from monitor.errors import MonitorError
+from monitor.contract.errors import MonitorError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Watch a model's metrics and the business KPIs it drives, side by side.")
@@ -45,8 +45,8 @@ def replay(
     """Replay captured records through the engine and write a report."""
     import orjson
 
-    from monitor import replay as replaying
-    from monitor import spec as specs
+    from monitor.apps import replay as replaying
+    from monitor.contract import spec as specs
 
     try:
         loaded = specs.load(spec)
@@ -59,7 +59,7 @@ def replay(
     result = monitor.report()
     report.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     if sys.stdout.isatty():
-        from monitor.console import summary_table
+        from monitor.export.console import summary_table
 
         summary_table(monitor)
 
@@ -72,8 +72,8 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Write a simulated stream, with delays, duplicates, orphans and malformed records."""
-    from monitor.simulate import simulate as simulating
-    from monitor.simulate import write_jsonl
+    from monitor.apps.simulate import simulate as simulating
+    from monitor.apps.simulate import write_jsonl
 
     try:
         records = simulating(scenario, decisions, seed)
@@ -92,7 +92,7 @@ def demo(
     spec: Annotated[Optional[Path], typer.Option(help="Spec; defaults to the bundled checkout example.")] = None,  # noqa: UP045
 ) -> None:
     """Stream a simulated scenario through the engine in-process; no broker needed."""
-    from monitor.demo import run
+    from monitor.apps.demo import run
 
     try:
         run(scenario, port, duration, decisions, spec)
@@ -115,8 +115,8 @@ def worker(
         "bytes (and the snapshot's own size): less restore work, more writes.")] = 1 << 20,
 ) -> None:
     """Run a streaming worker: join, metrics and alerts on Kafka (Faust)."""
-    from monitor import brokers
-    from monitor import spec as specs
+    from monitor.apps import brokers
+    from monitor.contract import spec as specs
 
     try:
         loaded = specs.load(spec)
@@ -138,8 +138,8 @@ def produce(
         help="Send `predictions` and `outcomes` records to this spec's topic names.")] = None,
 ) -> None:
     """Publish a replay file's records to their topics, keeping key and timestamp."""
-    from monitor import brokers
-    from monitor import spec as specs
+    from monitor.apps import brokers
+    from monitor.contract import spec as specs
 
     rename = {}
     try:
@@ -168,8 +168,8 @@ def topics_create(
         help="retention.ms of the topics; -1 keeps replayed records whatever their age.")] = None,
 ) -> None:
     """Create the input topics (co-partitioned) and the alert and dead-letter topics."""
-    from monitor import brokers
-    from monitor import spec as specs
+    from monitor.apps import brokers
+    from monitor.contract import spec as specs
 
     try:
         created = brokers.create_topics(specs.load(spec), brokers.bootstrap(bootstrap), partitions,

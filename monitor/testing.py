@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from monitor.alerts import Alert
-from monitor.engine import DeadLetter, Monitor
+from monitor.apps.simulate import encode
+from monitor.engine.alerts import Alert
+from monitor.engine.monitor import DeadLetter, Monitor
 
 
 class Stream:
@@ -46,10 +47,6 @@ class Stream:
     def write(self, path: Path) -> Path:
         path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in self.records))
         return path
-
-
-def encode(value: Any) -> bytes:
-    return value.encode() if isinstance(value, str) else orjson.dumps(value)
 
 
 class Sink:

@@ -14,6 +14,7 @@ PYTHON="${PYTHON:-python3}"
 export PATH="$PWD/.venv/bin:$PATH"
 
 ruff check monitor agents tests benchmarks
+lint-imports
 mypy
 
 if [[ -z "${KAFKA_BOOTSTRAP:-}" ]]; then

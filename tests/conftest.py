@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor import spec as specs
+from monitor.contract import spec as specs
 
 SPEC = """
 [decision]

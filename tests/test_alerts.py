@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from monitor.engine import Monitor
-from monitor.simulate import simulate
-from monitor.spec import Spec, load
+from monitor.apps.simulate import simulate
+from monitor.contract.spec import Spec, load
+from monitor.engine.monitor import Monitor
 from monitor.testing import Sink, encode
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.engine import Monitor
-from monitor.replay import replay
-from monitor.spec import Spec
+from monitor.apps.replay import replay
+from monitor.contract.spec import Spec
+from monitor.engine.monitor import Monitor
 from monitor.testing import Sink, Stream
 
 GOOD = {"decision_id": "x", "ts": 10.0, "model": "m", "score": 0.5}

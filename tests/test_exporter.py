@@ -7,10 +7,10 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monitor.engine import Monitor
-from monitor.exporter import Exporter
-from monitor.simulate import simulate
-from monitor.spec import Spec
+from monitor.apps.simulate import simulate
+from monitor.contract.spec import Spec
+from monitor.engine.monitor import Monitor
+from monitor.export.prometheus import Exporter
 from monitor.testing import encode
 
 

@@ -7,8 +7,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.engine import Monitor
-from monitor.spec import Spec
+from monitor.contract.spec import Spec
+from monitor.engine.monitor import Monitor
 from monitor.testing import Stream
 
 H = 6 * 3600.0

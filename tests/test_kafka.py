@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from monitor.replay import replay
-from monitor.simulate import simulate, write_jsonl
-from monitor.spec import Spec, load
+from monitor.apps.replay import replay
+from monitor.apps.simulate import simulate, write_jsonl
+from monitor.contract.spec import Spec, load
 from monitor.testing import Stream
 
 pytestmark = pytest.mark.kafka

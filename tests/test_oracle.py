@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from monitor.engine import Monitor
-from monitor.join import Decision
-from monitor.segments import OVERALL
-from monitor.simulate import simulate
-from monitor.spec import Spec
+from monitor.apps.simulate import simulate
+from monitor.contract.spec import Spec
+from monitor.engine.join import Decision
+from monitor.engine.monitor import Monitor
+from monitor.engine.segments import OVERALL
+from monitor.engine.windows import Window
 from monitor.testing import Stream, encode
-from monitor.windows import Window
 
 H = 6 * 3600
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import spec as specs
-from monitor.errors import SpecError
+from monitor.contract import spec as specs
+from monitor.contract.errors import SpecError
 
 
 def test_bundled_example_parses(bundled_spec_path: Path) -> None:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from monitor import spec as specs
-from monitor.engine import Monitor
-from monitor.simulate import simulate
-from monitor.spec import Spec
-from monitor.stream import JoinStage, ReduceStage
+from monitor.apps.simulate import simulate
+from monitor.contract import spec as specs
+from monitor.contract.spec import Spec
+from monitor.engine.monitor import Monitor
+from monitor.stream.stages import JoinStage, ReduceStage
 from monitor.testing import Stream, encode
 
 REDUCERS = 3

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from monitor.errors import SpecError
+from monitor.contract.errors import SpecError
 
 Task = Literal["binary", "regression"]
 CELLS = ("tp", "fp", "fn", "tn")

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from monitor.join import Decision
-from monitor.segments import OVERALL
-from monitor.spec import Spec
-from monitor.summary import Estimate, Summary
+from monitor.contract.spec import Spec
+from monitor.engine.join import Decision
+from monitor.engine.segments import OVERALL
+from monitor.stats.summary import Estimate, Summary
 
 
 @dataclass

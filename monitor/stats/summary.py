@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 from river import metrics
 
-from monitor.histogram import ScoreHistogram
-from monitor.join import Decision
-from monitor.moments import Moments
-from monitor.spec import CELLS, Spec
+from monitor.contract.spec import CELLS, Spec
+from monitor.engine.join import Decision
+from monitor.stats.histogram import ScoreHistogram
+from monitor.stats.moments import Moments
 
 _EPS = 1e-15
 _MAX_LOSS = -math.log(_EPS)  # log loss clips probabilities to [1e-15, 1 − 1e-15], like scikit-learn

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.alerts import KINDS, Alert
-from monitor.engine import Monitor, Rollup
-from monitor.join import JoinCounts
-from monitor.spec import Spec
+from monitor.contract.spec import Spec
+from monitor.engine.alerts import KINDS, Alert
+from monitor.engine.join import JoinCounts
+from monitor.engine.monitor import Monitor, Rollup
 
 STATUSES = ("matched", "expired", "late", "duplicate", "orphan", "invalid")
 _COUNT_OF = {"matched": "matched", "expired": "expired", "late": "late", "duplicate": "duplicates",

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import msgspec
 
-from monitor.errors import RecordError
+from monitor.contract.errors import RecordError
 
 
 class Prediction(msgspec.Struct, frozen=True):

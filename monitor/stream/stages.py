@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from monitor import wire
-from monitor.alerts import Alert
-from monitor.engine import DeadLetter, Rollup, check_outcome, check_prediction
-from monitor.errors import RecordError
-from monitor.events import decode_outcome, decode_prediction
-from monitor.join import PENDING, Decision, HeldOutcome, JoinCounts, Joiner
-from monitor.segments import OVERALL, Segments
-from monitor.spec import Spec
-from monitor.summary import Summary
+from monitor.contract.errors import RecordError
+from monitor.contract.events import decode_outcome, decode_prediction
+from monitor.contract.spec import Spec
+from monitor.engine.alerts import Alert
+from monitor.engine.join import PENDING, Decision, HeldOutcome, JoinCounts, Joiner
+from monitor.engine.monitor import DeadLetter, Rollup, check_outcome, check_prediction
+from monitor.engine.segments import OVERALL, Segments
+from monitor.stats.summary import Summary
+from monitor.stream import wire
 
 Store = MutableMapping[bytes, bytes]
 Write = tuple[bytes, bytes | None]  # a key and its new value; None deletes it

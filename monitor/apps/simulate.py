@@ -13,6 +13,7 @@ import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -126,6 +127,11 @@ def write_jsonl(records: Iterable[dict[str, object]], path: Path) -> int:
             out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
             count += 1
     return count
+
+
+def encode(value: Any) -> bytes:
+    """A record's value as Kafka bytes: a str stands for raw (possibly broken) bytes, anything else is JSON."""
+    return value.encode() if isinstance(value, str) else orjson.dumps(value)
 
 
 @contextmanager

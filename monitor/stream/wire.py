@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from monitor.summary import SummaryState
+from monitor.stats.summary import SummaryState
 
 
 class SlicePart(msgspec.Struct, array_like=True):

@@ -6,9 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from monitor.errors import MonitorError, RecordError
-from monitor.events import decode_record
-from monitor.spec import Spec
+from monitor.contract.errors import MonitorError, RecordError
+from monitor.contract.events import decode_record
+from monitor.contract.spec import Spec
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.spec import Spec
-from monitor.summary import Estimate, Summary
-from monitor.windows import Window
+from monitor.contract.spec import Spec
+from monitor.engine.windows import Window
+from monitor.stats.summary import Estimate, Summary
 
 KINDS = ("model_degradation", "kpi_degradation", "misalignment")
 LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})

@@ -10,12 +10,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 
-from monitor import spec as specs
-from monitor.console import print_alert, summary_table
-from monitor.engine import Monitor
-from monitor.exporter import Exporter
-from monitor.simulate import simulate, write_jsonl
-from monitor.testing import encode
+from monitor.apps.simulate import encode, simulate, write_jsonl
+from monitor.contract import spec as specs
+from monitor.engine.monitor import Monitor
+from monitor.export.console import print_alert, summary_table
+from monitor.export.prometheus import Exporter
 
 PUBLISH_EVERY = 0.5  # wall seconds between gauge updates
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from monitor.engine import Monitor
-from monitor.errors import RecordError
-from monitor.events import decode_record
-from monitor.spec import Spec
+from monitor.contract.errors import RecordError
+from monitor.contract.events import decode_record
+from monitor.contract.spec import Spec
+from monitor.engine.monitor import Monitor
 
 
 def replay(spec: Spec, path: Path, since_ms: int | None = None, until_ms: int | None = None,

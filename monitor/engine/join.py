@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import NamedTuple, Protocol
 
-from monitor.events import Outcome
-from monitor.spec import Spec
+from monitor.contract.events import Outcome
+from monitor.contract.spec import Spec
 
 # A pending decision is packed into one small bytes object (ts, score, segment, predicted, offset
 # of its record): about 170 bytes per decision with its key and dict slot, where a tuple costs 250+.

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.alerts import Alert, Detector, iso
-from monitor.errors import RecordError
-from monitor.events import Outcome, Prediction, decode_outcome, decode_prediction, event_time
-from monitor.join import NO_OFFSET, Decision, Joiner
-from monitor.segments import Segments
-from monitor.spec import Spec
-from monitor.windows import Window, Windows
+from monitor.contract.errors import RecordError
+from monitor.contract.events import Outcome, Prediction, decode_outcome, decode_prediction, event_time
+from monitor.contract.spec import Spec
+from monitor.engine.alerts import Alert, Detector, iso
+from monitor.engine.join import NO_OFFSET, Decision, Joiner
+from monitor.engine.segments import Segments
+from monitor.engine.windows import Window, Windows
 
 _VALUES = re.compile(r"'[^']*'|\"[^\"]*\"|\(byte \d+\)|(?<!\w)-?\d+(?:\.\d+)?(?:e-?\d+)?")  # group reasons, not values
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from monitor.events import Prediction
-from monitor.spec import Spec
+from monitor.contract.events import Prediction
+from monitor.contract.spec import Spec
 
 OVERALL = 0
 UNKNOWN = "unknown"  # a field the prediction lacks; never "", which marks the overall series

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from monitor.alerts import Alert, iso
-from monitor.engine import Monitor
+from monitor.engine.alerts import Alert, iso
+from monitor.engine.monitor import Monitor
 
 _STYLE = {"critical": "bold red", "warning": "yellow"}
 
