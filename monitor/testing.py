@@ -9,7 +9,8 @@ import orjson
 
 from monitor.apps.simulate import encode
 from monitor.engine.alerts import Alert
-from monitor.engine.monitor import DeadLetter, Monitor
+from monitor.engine.intake import DeadLetter
+from monitor.engine.monitor import Monitor
 
 
 class Stream:

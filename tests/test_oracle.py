@@ -14,7 +14,7 @@ from scipy import stats
 
 from monitor.apps.simulate import simulate
 from monitor.contract.spec import Spec
-from monitor.engine.join import Decision
+from monitor.stats.decision import Decision
 from monitor.engine.monitor import Monitor
 from monitor.engine.segments import OVERALL
 from monitor.engine.windows import Window

@@ -17,7 +17,7 @@ def test_bundled_example_parses(bundled_spec_path: Path) -> None:
     assert spec.segment_by == ("variant", "segment.country")
     assert spec.topics.predictions == "predictions"
     assert spec.topics.dead_letters == "monitor-dead-letters"
-    assert "business_value" in spec.model_metrics
+    assert "business_value" in {m.name for m in spec.model_metrics}
 
 
 @pytest.mark.parametrize("text, expected", [("90s", 90), ("90m", 5400), ("24h", 86400), ("7d", 604800),

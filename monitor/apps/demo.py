@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -14,9 +15,9 @@ from monitor.apps.simulate import encode, simulate, write_jsonl
 from monitor.contract import spec as specs
 from monitor.engine.monitor import Monitor
 from monitor.export.console import print_alert, summary_table
-from monitor.export.prometheus import Exporter
+from monitor.export.prometheus import MonitorCollector
 
-PUBLISH_EVERY = 0.5  # wall seconds between gauge updates
+DRAIN_EVERY = 0.5  # wall seconds between drains of final decisions into the metrics
 
 
 def default_spec() -> specs.Spec:
@@ -30,9 +31,10 @@ def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Pa
     records = simulate(scenario, decisions, seed=7)
     capture = Path(tempfile.gettempdir()) / f"monitor-demo-{scenario}.jsonl"
     write_jsonl(records, capture)  # so each alert's replay command works as printed
-    registry = CollectorRegistry()
-    exporter = Exporter(spec, registry)
     monitor = Monitor(spec, replay_input=str(capture), on_alert=lambda a: print_alert(a, console))
+    lock = threading.Lock()  # scrapes read the engine from the server's thread
+    registry = CollectorRegistry()
+    registry.register(MonitorCollector(spec, monitor, lock=lock))
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     stamps = [int(r["timestamp"]) for r in records]  # type: ignore[call-overload]
     first, last = stamps[0], stamps[-1]
@@ -41,19 +43,20 @@ def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Pa
                   f"{(last - first) / 3.6e6:.0f} h of events in {duration:.0f} s; "
                   f"metrics on http://127.0.0.1:{port}/metrics")
     started = time.monotonic()
-    next_publish = started
+    next_drain = started
     try:
         for record, stamp in zip(records, stamps, strict=True):
             due = started + (stamp - first) / 1000 / speed
             now = time.monotonic()
             if due > now:
                 time.sleep(due - now)
-            monitor.process(str(record["topic"]), encode(record["value"]))
-            if time.monotonic() >= next_publish:
-                exporter.publish(monitor)
-                next_publish = time.monotonic() + PUBLISH_EVERY
-        monitor.finish()
-        exporter.publish(monitor)
+            with lock:
+                monitor.process(str(record["topic"]), encode(record["value"]))
+                if time.monotonic() >= next_drain:
+                    monitor.drain()  # fresh gauges between the engine's own drains
+                    next_drain = time.monotonic() + DRAIN_EVERY
+        with lock:
+            monitor.finish()
         summary_table(monitor, console)
     finally:
         server.shutdown()

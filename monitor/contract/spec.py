@@ -9,10 +9,13 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from monitor.contract.errors import SpecError
+from monitor.stats.metrics import MODEL_METRIC_NAMES, QUANTILES, KpiMetric, Metric, model_metrics
+from monitor.stats.summary import Shape
 
 Task = Literal["binary", "regression"]
 CELLS = ("tp", "fp", "fn", "tn")
@@ -45,7 +48,7 @@ class Kpi:
 
     name: str
     field: str
-    agg: Literal["mean", "sum"] = "mean"
+    agg: Literal["mean", "sum", "p90"] = "mean"
     better: Literal["higher", "lower"] = "higher"
 
     def read(self, label: float, value: float | None, kpis: dict[str, float] | None) -> float | None:
@@ -103,12 +106,24 @@ class Spec:
             return self.window_period
         return max(60.0, self.horizon / 24)
 
-    @property
-    def model_metrics(self) -> tuple[str, ...]:
-        if self.task == "regression":
-            return ("mae", "rmse", "r2")
-        base = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
-        return (*base, "business_value") if self.value is not None else base
+    @cached_property
+    def model_metrics(self) -> tuple[Metric, ...]:
+        """The task's model metrics, in report order."""
+        return model_metrics(self.task, self.value)
+
+    @cached_property
+    def kpi_metrics(self) -> tuple[Metric, ...]:
+        return tuple(KpiMetric(k.name, better=k.better, index=i, agg=k.agg) for i, k in enumerate(self.kpis))
+
+    @cached_property
+    def metrics(self) -> tuple[Metric, ...]:
+        """Every model metric, then every KPI."""
+        return self.model_metrics + self.kpi_metrics
+
+    @cached_property
+    def shape(self) -> Shape:
+        """What each summary of this spec's decisions keeps."""
+        return Shape(self.task == "binary", tuple(k.agg in QUANTILES for k in self.kpis))
 
 
 def load(path: str | Path) -> Spec:
@@ -153,7 +168,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
         source=source,
     )
     for i, kpi in enumerate(spec.kpis):
-        if kpi.name in spec.model_metrics:
+        if kpi.name in MODEL_METRIC_NAMES:
             raise SpecError(f"kpi[{i}].name", kpi.name, "a name that is not a model metric")
     if task == "regression" and "threshold" in model:
         raise SpecError("model.threshold", model["threshold"], "no threshold for a regression task")
@@ -254,7 +269,7 @@ def _kpis(entries: object) -> tuple[Kpi, ...]:
             raise SpecError(f"{key}.field", where, '"label", "value" or "kpis.<name>"')
         if any(k.name == name for k in kpis):
             raise SpecError(f"{key}.name", name, "a name not used by another [[kpi]]")
-        agg = _choice(entry, f"{key}.agg", ("mean", "sum"), "mean")
+        agg = _choice(entry, f"{key}.agg", ("mean", "sum", *QUANTILES), "mean")
         better = _choice(entry, f"{key}.better", ("higher", "lower"), "higher")
         kpis.append(Kpi(name, where, agg, better))  # type: ignore[arg-type]
     return tuple(kpis)

@@ -19,25 +19,34 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from monitor.contract.spec import Spec
 from monitor.engine.windows import Window
-from monitor.stats.summary import Estimate, Summary
+from monitor.stats.metrics import Estimate, Metric
+from monitor.stats.summary import Summary, SummaryState
 
 KINDS = ("model_degradation", "kpi_degradation", "misalignment")
-LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
 
 
 @dataclass(frozen=True)
 class Comparison:
     """One metric of a window against the reference. `z` is positive when it got better."""
 
-    name: str
-    side: str  # "model" or "kpi"
+    metric: Metric
     reference: float
     current: float
     z: float
     p: float  # one-sided p-value of worsening
     change: float  # relative worsening: 0.1 means 10% worse
+
+    @property
+    def name(self) -> str:
+        return self.metric.name
+
+    @property
+    def side(self) -> str:
+        return self.metric.side
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "reference": _round(self.reference), "current": _round(self.current),
@@ -67,6 +76,16 @@ class Alert:
                        "decisions": self.window.summary.n},
             "replay": self.replay,
         }
+
+
+class DetectorState(msgspec.Struct, array_like=True):
+    """One segment's detector in plain values, to persist: its reference, episodes and latest scores."""
+
+    reference: SummaryState | None
+    windows: int
+    start: float
+    episodes: dict[str, tuple[bool, int]]  # kind -> (active, streak)
+    misalignment: list[tuple[str, str, float]]
 
 
 @dataclass
@@ -107,23 +126,22 @@ class Detector:
     def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl") -> None:
         self.spec = spec
         self.replay_input = replay_input
-        self.kpi_better = {k.name: k.better for k in spec.kpis}
         self._state: dict[int, _SegmentState] = {}
         self.misalignment: dict[int, dict[tuple[str, str], float]] = {}
         self.active: dict[int, set[str]] = {}  # open episodes' kinds, per segment
 
-    def update(self, window: Window, at: float, segment: dict[str, str]) -> list[Alert]:
+    def update(self, window: Window, segment: dict[str, str]) -> list[Alert]:
         """Test one complete window; returns the alerts that start an episode now."""
         settings = self.spec.alerts
         if window.summary.n < settings.min_decisions:
             return []
         state = self._state.setdefault(window.segment, _SegmentState())
         if state.windows < settings.reference:
-            state.reference = (state.reference or Summary(self.spec)).merge(window.summary)
+            state.reference = (state.reference or Summary(self.spec.shape)).merge(window.summary)
             state.windows += 1
             state.start = min(state.start, window.start) if state.windows > 1 else window.start
             if state.windows == settings.reference:
-                state.estimates = state.reference.estimates()
+                state.estimates = self._estimates(state.reference)
             return []
         comparisons = self.compare(state.estimates, window.estimates)
         strict = self._kinds(self.worsened(comparisons))
@@ -134,7 +152,7 @@ class Detector:
         for kind in KINDS:
             episode = state.episodes.setdefault(kind, _Episode())
             if episode.update(bool(strict[kind]), bool(relaxed[kind]), settings.patience):
-                fired.append(self._alert(kind, strict[kind], comparisons, window, at, segment, state.start))
+                fired.append(self._alert(kind, strict[kind], comparisons, window, segment, state.start))
         self.active[window.segment] = {k for k, e in state.episodes.items() if e.active}
         return fired
 
@@ -142,17 +160,16 @@ class Detector:
         """Every testable metric and KPI of `current` against `reference`."""
         from scipy.special import ndtr  # deferred: scipy costs a second at import
 
-        names = [(m, "model") for m in self.spec.model_metrics] + [(k.name, "kpi") for k in self.spec.kpis]
         found = []
-        for name, side in names:
-            ref, cur = reference[name], current[name]
+        for metric in self.spec.metrics:
+            ref, cur = reference[metric.name], current[metric.name]
             se = math.hypot(ref.se, cur.se)
             if not (math.isfinite(se) and se > 0 and math.isfinite(ref.value) and math.isfinite(cur.value)):
                 continue
-            sign = -1.0 if self._lower_is_better(name, side) else 1.0
+            sign = -1.0 if metric.better == "lower" else 1.0
             z = sign * (cur.value - ref.value) / se
             change = -sign * (cur.value - ref.value) / max(abs(ref.value), 1e-12)
-            found.append(Comparison(name, side, ref.value, cur.value, z, float(ndtr(z)), change))
+            found.append(Comparison(metric, ref.value, cur.value, z, float(ndtr(z)), change))
         return found
 
     def worsened(self, comparisons: list[Comparison], relaxed: bool = False) -> list[Comparison]:
@@ -176,8 +193,27 @@ class Detector:
         return {"model_degradation": model, "kpi_degradation": kpis,
                 "misalignment": kpis if held_model else model if held_kpis else []}
 
-    def _lower_is_better(self, name: str, side: str) -> bool:
-        return self.kpi_better.get(name) == "lower" if side == "kpi" else name in LOWER_IS_BETTER
+    def state(self, segment: int) -> DetectorState | None:
+        """The segment's detector state; None before its first tested window."""
+        s = self._state.get(segment)
+        if s is None:
+            return None
+        return DetectorState(None if s.reference is None else s.reference.state(), s.windows, s.start,
+                             {kind: (e.active, e.streak) for kind, e in s.episodes.items()},
+                             [(m, k, z) for (m, k), z in self.misalignment.get(segment, {}).items()])
+
+    def restore(self, segment: int, saved: DetectorState) -> None:
+        reference = None if saved.reference is None else Summary.from_state(self.spec.shape, saved.reference)
+        state = self._state[segment] = _SegmentState(reference, {}, saved.windows, saved.start,
+                                                     {k: _Episode(*e) for k, e in saved.episodes.items()})
+        if reference is not None and saved.windows >= self.spec.alerts.reference:
+            state.estimates = self._estimates(reference)
+        if saved.misalignment:
+            self.misalignment[segment] = {(m, k): z for m, k, z in saved.misalignment}
+        self.active[segment] = {k for k, e in state.episodes.items() if e.active}
+
+    def _estimates(self, summary: Summary) -> dict[str, Estimate]:
+        return {m.name: m.estimate(summary) for m in self.spec.metrics}
 
     def _score(self, segment: int, comparisons: list[Comparison]) -> None:
         """Misalignment score per (model metric, KPI): (z_model − z_kpi) / √2."""
@@ -188,15 +224,18 @@ class Detector:
         }
 
     def _alert(self, kind: str, involved: list[Comparison], comparisons: list[Comparison], window: Window,
-               at: float, segment: dict[str, str], reference_start: float) -> Alert:
+               segment: dict[str, str], reference_start: float) -> Alert:
         subject = involved[0]
         held = [c for c in comparisons if c.side != subject.side] if kind == "misalignment" else []
         model = tuple(c for c in [*involved, *held] if c.side == "model")
         kpis = tuple(c for c in [*involved, *held] if c.side == "kpi")
         critical = (kind == "misalignment" and subject.side == "kpi") or \
             subject.change >= 4 * self.spec.alerts.min_change
+        # The event time at which the window became complete: its last decision's horizon has
+        # passed. It depends on the data alone, never on how records were batched or partitioned.
+        at = window.end + self.spec.horizon
         replay = (f"monitor replay --spec {self.spec.source} --input {self.replay_input} "
-                  f"--from {iso(reference_start)} --to {iso(window.end + self.spec.horizon)}")
+                  f"--from {iso(reference_start)} --to {iso(at)}")
         message = _message(kind, involved, held, segment, window, self.spec.name)
         return Alert(kind, at, segment, subject.name, model, kpis, "critical" if critical else "warning",
                      message, window, replay)
@@ -206,13 +245,13 @@ def _message(kind: str, involved: list[Comparison], held: list[Comparison], segm
              window: Window, decision: str) -> str:
     where = ", ".join(f"{k}={v}" for k, v in segment.items()) or "all decisions"
     side = "KPI" if involved[0].side == "kpi" else "model metric"
-    changes = "; ".join(f"{c.name} {_fmt(c.reference)} → {_fmt(c.current)} ({_pct(c)} worse, p={c.p:.1e})"
+    changes = "; ".join(f"{c.name} {_fmt(c, c.reference)} → {_fmt(c, c.current)} ({_pct(c)} worse, p={c.p:.1e})"
                         for c in involved)
     text = (f"[{decision}] {where}: {side}{'s' if len(involved) > 1 else ''} fell: {changes}; "
             f"over {window.summary.n:,} decisions from {iso(window.start)} to {iso(window.end)},"
             " against this segment's reference.")
     if kind == "misalignment":
-        others = ", ".join(f"{c.name} {_fmt(c.reference)} → {_fmt(c.current)}" for c in held)
+        others = ", ".join(f"{c.name} {_fmt(c, c.reference)} → {_fmt(c, c.current)}" for c in held)
         if involved[0].side == "kpi":
             text += (f" Model metrics held ({others}): the model looks healthy but the business number"
                      " it should move is falling. Check what changed downstream of the model"
@@ -227,8 +266,8 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
+def _fmt(c: Comparison, x: float) -> str:
+    return c.metric.format(x)
 
 
 def _pct(c: Comparison) -> str:

@@ -15,10 +15,11 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from monitor.contract.events import Outcome
 from monitor.contract.spec import Spec
+from monitor.stats.decision import Decision
 
 # A pending decision is packed into one small bytes object (ts, score, segment, predicted, offset
 # of its record): about 170 bytes per decision with its key and dict slot, where a tuple costs 250+.
@@ -30,20 +31,6 @@ _MATCHED, _EXPIRED, _LATE = 1, 2, 3
 NO_OFFSET = -1
 
 HeldOutcome = tuple[float, Outcome, int]  # event time, outcome, offset of its record
-
-
-class Decision(NamedTuple):
-    """A finalized decision: matched with its outcome, or expired and filled with `missing`."""
-
-    ts: float
-    segment: int
-    score: float
-    predicted: bool
-    label: float
-    value: float | None
-    kpis: tuple[float | None, ...]
-    delay: float | None  # seconds from decision to outcome; None when expired
-    decision_id: str = ""
 
 
 class Journal(Protocol):
@@ -243,6 +230,10 @@ class Joiner:
         self.tally.orphans += len(self.held)
         self.held.clear()
         self._held_order.clear()
+
+    def finals(self) -> dict[str, bytes]:
+        """Every final id still remembered, with its packed status (for a snapshot)."""
+        return {**self._done_before, **self._done}
 
     def _status(self, decision_id: str) -> bytes | None:
         return self._done.get(decision_id) or self._done_before.get(decision_id)

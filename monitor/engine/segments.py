@@ -20,6 +20,7 @@ class Segments:
     def __init__(self, spec: Spec) -> None:
         self.by = spec.segment_by
         self.max = spec.max_segments
+        self.folded = 0
         self._ids: dict[tuple[str, ...], int] = {(): OVERALL}
         self._keys: list[tuple[str, ...]] = [()]
         # (attribute, None) or (None, key inside `segment`), per `by` field

@@ -1,96 +1,92 @@
 """Windows in decision time, built from slices that close only when every decision in them is final.
 
-A decision lands in the slice of its own `ts` and its own segment, whenever it finalizes. The
-overall segment is the merge of the others, done once per slice rather than once per decision. A slice closes once the
-join's frontier (watermark − horizon) has passed its end: by then each of its decisions has
-matched or expired. Closed slices roll, in time order, into windows of at least `size`
-decisions (or one slice per window with a `period`), so a rolling window never shows the bias of
-finalization order: converters finalize within hours, non-converters only at the horizon.
+A decision lands in the slice of its own `ts` and its own segment, whenever it finalizes. A slice
+closes once the join's frontier (watermark − horizon) has passed its end: by then each of its
+decisions has matched or expired. Closed slices roll, in time order, into windows of at least
+`size` decisions (or one slice per window with a `period`), so a rolling window never shows the
+bias of finalization order: converters finalize within hours, non-converters only at the horizon.
+The overall segment is one segment among the others here: its parts are merged at the source.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
+import msgspec
+
 from monitor.contract.spec import Spec
-from monitor.engine.join import Decision
-from monitor.engine.segments import OVERALL
-from monitor.stats.summary import Estimate, Summary
+from monitor.stats.metrics import Estimate, Metric, values
+from monitor.stats.summary import Summary, SummaryState
+
+SegmentKey = tuple[str, ...]  # the `by` values of a segment; () for the overall segment
+NEVER = -(2**62)
 
 
 @dataclass
 class Window:
-    """A complete window of one segment: decisions with `start <= ts < end`."""
+    """A window of one segment: decisions with `start <= ts < end`; complete once emitted."""
 
     segment: int
     start: float
     end: float
     summary: Summary
+    metrics: tuple[Metric, ...] = field(repr=False, default=())
 
     @cached_property
     def estimates(self) -> dict[str, Estimate]:
         """A complete window never changes, so its estimates are computed once."""
-        return self.summary.estimates()
+        return {m.name: m.estimate(self.summary) for m in self.metrics}
 
     @property
     def values(self) -> tuple[dict[str, float], dict[str, float]]:
         """Model metric values and KPI values (sums for `agg = "sum"`)."""
-        return {m: self.estimates[m].value for m in self.summary.spec.model_metrics}, self.summary.kpi()
+        model = {m.name: self.estimates[m.name].value for m in self.metrics if m.side == "model"}
+        return model, values(tuple(m for m in self.metrics if m.side == "kpi"), self.summary)
+
+
+class SegmentState(msgspec.Struct, array_like=True):
+    """What one segment keeps of its closed slices: their total and the window they are building."""
+
+    closed: SummaryState
+    building: tuple[float, float, SummaryState] | None
 
 
 class Windows:
-    """Slices per segment, their closed totals, and the windows they roll into."""
+    """Open slices per segment, the totals of closed ones, and the windows they roll into."""
 
-    def __init__(self, spec: Spec, on_window: Callable[[Window], None], derive_overall: bool = True) -> None:
+    def __init__(self, spec: Spec, on_window: Callable[[Window], None]) -> None:
         self.spec = spec
         self.width = spec.slice_seconds
         self.on_window = on_window
-        self.derived = derive_overall and bool(spec.segment_by)  # overall = merge of the others
-        self.always_overall = derive_overall  # report the overall segment even before it has data
         self.open: dict[tuple[int, int], Summary] = {}
         self.closed: dict[int, Summary] = {}  # emitted windows, and decisions of closed slices
-        self.closed_before = -(2**62)  # every slice id below this has closed
+        self.closed_before = NEVER  # every slice id below this has closed
         self._building: dict[int, Window] = {}
 
-    def add(self, segment: int, d: Decision) -> None:
-        slice_id = int(d.ts // self.width)
-        if slice_id < self.closed_before:  # its slice already closed: totals only
-            self._closed(segment).update(d)
-            if self.derived:
-                self._closed(OVERALL).update(d)
-            return
-        summary = self.open.get((segment, slice_id))
-        if summary is None:
-            summary = self.open[(segment, slice_id)] = Summary(self.spec)
-        summary.update(d)
+    def merge(self, segment: int, slice_id: int, part: Summary, late: bool = False) -> Summary:
+        """Add the summary of some decisions of one slice; returns what it merged into.
 
-    def merge(self, segment: int, slice_id: int, part: Summary) -> Summary:
-        """Add a partial summary of one slice (from another worker); returns what it merged into."""
-        if slice_id < self.closed_before:  # already closed: totals only, as in `add`
+        A late part (its decisions finalized after the source saw the slice close), or one whose
+        slice has closed here, counts in the totals only."""
+        if late or slice_id < self.closed_before:
             return self._closed(segment).merge(part)
         summary = self.open.get((segment, slice_id))
         if summary is None:
-            summary = self.open[(segment, slice_id)] = Summary(self.spec)
+            summary = self.open[(segment, slice_id)] = Summary(self.spec.shape)
         return summary.merge(part)
 
-    def close(self, frontier: float) -> None:
-        """Close every slice that ends at or before `frontier`, oldest first."""
+    def close(self, frontier: float) -> list[tuple[int, int]]:
+        """Close every slice that ends at or before `frontier`, oldest first; returns their (segment, slice)."""
         through = int(frontier // self.width)
         if through <= self.closed_before:
-            return
+            return []
         self.closed_before = through
         due = sorted((slice_id, segment) for segment, slice_id in self.open if slice_id < through)
-        for i, (slice_id, segment) in enumerate(due):
-            part = self.open.pop((segment, slice_id))
-            if self.derived:
-                if i == 0 or due[i - 1][0] != slice_id:
-                    overall = Summary(self.spec)
-                overall.merge(part)
-                if i + 1 == len(due) or due[i + 1][0] != slice_id:
-                    self._roll(OVERALL, slice_id, overall)
-            self._roll(segment, slice_id, part)
+        for slice_id, segment in due:
+            self._roll(segment, slice_id, self.open.pop((segment, slice_id)))
+        return [(segment, slice_id) for slice_id, segment in due]
 
     def total(self, segment: int) -> Summary:
         """Every finalized decision of a segment so far."""
@@ -99,25 +95,37 @@ class Windows:
         if building is not None:
             summary.merge(building.summary)
         for (seg, _), part in self.open.items():
-            if seg == segment or (segment == OVERALL and self.derived):
+            if seg == segment:
                 summary.merge(part)
         return summary
 
     def segments(self) -> set[int]:
-        found = set(self.closed) | {segment for segment, _ in self.open} | set(self._building)
-        return found | {OVERALL} if self.always_overall else found
+        return set(self.closed) | {segment for segment, _ in self.open} | set(self._building)
+
+    def state(self, segment: int) -> SegmentState:
+        building = self._building.get(segment)
+        return SegmentState(self._closed(segment).state(), None if building is None else (
+            building.start, building.end, building.summary.state()))
+
+    def restore(self, segment: int, state: SegmentState) -> None:
+        shape = self.spec.shape
+        self.closed[segment] = Summary.from_state(shape, state.closed)
+        if state.building is not None:
+            start, end, summary = state.building
+            self._building[segment] = Window(segment, start, end, Summary.from_state(shape, summary),
+                                             self.spec.metrics)
 
     def _closed(self, segment: int) -> Summary:
         summary = self.closed.get(segment)
         if summary is None:
-            summary = self.closed[segment] = Summary(self.spec)
+            summary = self.closed[segment] = Summary(self.spec.shape)
         return summary
 
     def _roll(self, segment: int, slice_id: int, part: Summary) -> None:
         start, end = slice_id * self.width, (slice_id + 1) * self.width
         window = self._building.get(segment)
         if window is None:
-            window = self._building[segment] = Window(segment, start, end, part)
+            window = self._building[segment] = Window(segment, start, end, part, self.spec.metrics)
         else:
             window.summary.merge(part)
             window.end = end

@@ -1,70 +1,87 @@
-"""A mergeable summary of finalized decisions: everything the model metrics and KPIs need.
+"""A mergeable summary of finalized decisions: everything the metrics need, and nothing of the spec.
 
 Slices of decision time each hold one `Summary` per segment; windows and totals are merges of
-slices. Classification metrics share one River confusion matrix.
+slices. Classification metrics share one River confusion matrix. The metric objects
+(`monitor.stats.metrics`) read a summary; a summary never computes a metric itself.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from bisect import bisect_left
+from dataclasses import dataclass
 
 from river import metrics
 
-from monitor.contract.spec import CELLS, Spec
-from monitor.engine.join import Decision
+from monitor.stats.decision import Decision
 from monitor.stats.histogram import ScoreHistogram
 from monitor.stats.moments import Moments
+from monitor.stats.sketch import QuantileSketch, SketchState
 
-_EPS = 1e-15
-_MAX_LOSS = -math.log(_EPS)  # log loss clips probabilities to [1e-15, 1 − 1e-15], like scikit-learn
-
-
+EPS = 1e-15
+_MAX_LOSS = -math.log(EPS)  # log loss clips probabilities to [1e-15, 1 − 1e-15], like scikit-learn
+# Upper bounds (seconds) of the outcome-delay buckets, Prometheus `le` style: a delay counts in the first bound ≥ it.
+DELAY_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 172800.0, 604800.0, math.inf)
 _CELL_KEYS = ((True, True), (False, True), (True, False), (False, False))  # tp, fp, fn, tn
-# n, confusion cells, score histogram (positives, negatives), moments: see `Summary.state`
-SummaryState = tuple[int, list[float], dict[int, int], dict[int, int], list[list[float]]]
+# n, confusion cells, score histogram (positives, negatives), moments, KPI sketches, delay buckets, delay sum
+SummaryState = tuple[int, list[float], dict[int, int], dict[int, int], list[list[float]], list[SketchState | None],
+                     list[int], float]
 
 
-class Estimate(NamedTuple):
-    """A metric's value and its standard error (NaN where no test applies)."""
+@dataclass(frozen=True)
+class Shape:
+    """What a summary keeps: the statistics of its task and, per KPI, whether it needs a quantile sketch."""
 
-    value: float
-    se: float
+    binary: bool
+    sketched: tuple[bool, ...] = ()  # one per KPI
 
 
 class Summary:
-    """Sufficient statistics of a set of decisions, for one spec."""
+    """Sufficient statistics of a set of decisions."""
 
-    __slots__ = ("abs_err", "binary", "cm", "kpis", "loss", "n", "scores", "spec", "sq_err", "target")
+    __slots__ = ("abs_err", "binary", "brier", "cm", "delay_sum", "delays", "kpis", "loss", "n", "scores",
+                 "shape", "sketches", "sq_err", "target")
 
-    def __init__(self, spec: Spec) -> None:
-        self.spec = spec
-        self.binary = spec.task == "binary"
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self.binary = shape.binary
         self.n = 0
         self.cm = metrics.ConfusionMatrix()
         self.scores = ScoreHistogram()
         self.loss = Moments()  # binary: per-decision log loss
+        self.brier = Moments()  # binary: (score − label)²
         self.abs_err = Moments()  # regression: |y − ŷ|
         self.sq_err = Moments()  # regression: (y − ŷ)²
         self.target = Moments()  # regression: y, for R²
-        self.kpis = [Moments() for _ in spec.kpis]
+        self.kpis = [Moments() for _ in shape.sketched]
+        self.sketches = [QuantileSketch() if kept else None for kept in shape.sketched]
+        self.delays = [0] * len(DELAY_BUCKETS)  # matched decisions per delay bucket
+        self.delay_sum = 0.0
 
-    def update(self, d: Decision) -> None:
+    def update(self, d: Decision) -> Summary:
         self.n += 1
         if self.binary:
             positive = d.label >= 0.5
             self.cm.update(positive, d.predicted)
             self.scores.update(d.score, positive)
             p = d.score if positive else 1.0 - d.score
-            self.loss.update(-math.log(p) if p > _EPS else _MAX_LOSS)
+            self.loss.update(-math.log(p) if p > EPS else _MAX_LOSS)
+            miss = d.score - positive
+            self.brier.update(miss * miss)
         else:
             error = d.label - d.score
             self.abs_err.update(abs(error))
             self.sq_err.update(error * error)
             self.target.update(d.label)
-        for moments, x in zip(self.kpis, d.kpis, strict=True):
+        for moments, sketch, x in zip(self.kpis, self.sketches, d.kpis, strict=True):
             if x is not None:
                 moments.update(x)
+                if sketch is not None:
+                    sketch.update(x)
+        if d.delay is not None:
+            self.delays[bisect_left(DELAY_BUCKETS, d.delay)] += 1
+            self.delay_sum += d.delay
+        return self
 
     def merge(self, other: Summary) -> Summary:
         self.n += other.n
@@ -75,21 +92,27 @@ class Summary:
         self.scores.merge(other.scores)
         for mine, theirs in zip(self._moments(), other._moments(), strict=True):
             mine.merge(theirs)
+        for sketch, other_sketch in zip(self.sketches, other.sketches, strict=True):
+            if sketch is not None and other_sketch is not None:
+                sketch.merge(other_sketch)
+        self.delays = [a + b for a, b in zip(self.delays, other.delays, strict=True)]
+        self.delay_sum += other.delay_sum
         return self
 
     def copy(self) -> Summary:
-        return Summary(self.spec).merge(self)
+        return Summary(self.shape).merge(self)
 
     def state(self) -> SummaryState:
         """Everything in plain values, to send between workers or persist."""
         c = self.cells() if self.binary else {}
         return (self.n, [c.get(cell, 0) for cell in ("tp", "fp", "fn", "tn")], self.scores.pos, self.scores.neg,
-                [m.state() for m in self._moments()])
+                [m.state() for m in self._moments()], [None if s is None else s.state() for s in self.sketches],
+                self.delays, self.delay_sum)
 
     @classmethod
-    def from_state(cls, spec: Spec, state: SummaryState) -> Summary:
-        n, cells, pos, neg, moments = state
-        summary = cls(spec)
+    def from_state(cls, shape: Shape, state: SummaryState) -> Summary:
+        n, cells, pos, neg, moments, sketches, delays, delay_sum = state
+        summary = cls(shape)
         summary.n = n
         for (truth, predicted), weight in zip(_CELL_KEYS, cells, strict=True):
             if weight:
@@ -97,6 +120,8 @@ class Summary:
         summary.scores.pos, summary.scores.neg = dict(pos), dict(neg)
         for mine, saved in zip(summary._moments(), moments, strict=True):
             mine.n, mine.mean, mine.m2 = int(saved[0]), saved[1], saved[2]
+        summary.sketches = [None if s is None else QuantileSketch.from_state(s) for s in sketches]
+        summary.delays, summary.delay_sum = list(delays), delay_sum
         return summary
 
     def cells(self) -> dict[str, float]:
@@ -106,86 +131,5 @@ class Summary:
             "fn": data[True][False], "tn": data[False][False],
         }
 
-    def model(self) -> dict[str, float]:
-        """Model metric values, in the order of `spec.model_metrics`; NaN where undefined."""
-        return {name: self.estimate(name).value for name in self.spec.model_metrics}
-
-    def kpi(self) -> dict[str, float]:
-        """KPI values: the mean per decision, or the sum for `agg = "sum"`."""
-        return {
-            k.name: (m.total if k.agg == "sum" else m.mean) if m.n else math.nan
-            for k, m in zip(self.spec.kpis, self.kpis, strict=True)
-        }
-
-    def estimates(self) -> dict[str, Estimate]:
-        """Every model metric, and every KPI's mean per decision, with standard errors."""
-        return {name: self.estimate(name) for name in (*self.spec.model_metrics, *(k.name for k in self.spec.kpis))}
-
-    def estimate(self, metric: str) -> Estimate:
-        """Value and standard error of a model metric, or of a KPI's mean per decision."""
-        for k, m in zip(self.spec.kpis, self.kpis, strict=True):
-            if k.name == metric:
-                return _mean(m)
-        if self.n == 0:
-            return Estimate(math.nan, math.nan)
-        if metric == "log_loss":
-            return _mean(self.loss)
-        if metric == "mae":
-            return _mean(self.abs_err)
-        if metric == "rmse":
-            mse = self.sq_err
-            rmse = math.sqrt(mse.mean)
-            # Delta method: se(sqrt(m)) = se(m) / (2 sqrt(m)).
-            return Estimate(rmse, _mean(mse).se / (2 * rmse) if rmse > 0 else math.nan)
-        if metric == "r2":
-            var = self.target.m2 / self.target.n
-            return Estimate(1 - self.sq_err.mean / var if var > 0 else math.nan, math.nan)
-        if metric == "roc_auc":
-            return _auc(self.scores, self.cells())
-        if metric == "business_value":
-            return self._business_value()
-        return self._ratio(metric)
-
-    def _ratio(self, metric: str) -> Estimate:
-        c = self.cells()
-        total = {  # the denominator of each ratio
-            "accuracy": self.n,
-            "precision": c["tp"] + c["fp"],
-            "recall": c["tp"] + c["fn"],
-            "f1": 2 * c["tp"] + c["fp"] + c["fn"],
-        }[metric]
-        if metric == "f1":  # no simple standard error; reported, not tested
-            return Estimate(metrics.F1(cm=self.cm).get() if total else math.nan, math.nan)
-        if total == 0:
-            return Estimate(math.nan, math.nan)
-        value = {"accuracy": metrics.Accuracy, "precision": metrics.Precision,
-                 "recall": metrics.Recall}[metric](cm=self.cm).get()
-        return Estimate(value, math.sqrt(value * (1 - value) / total))
-
-    def _business_value(self) -> Estimate:
-        worth = self.spec.value or {}
-        c = self.cells()
-        mean = sum(c[cell] * worth[cell] for cell in CELLS) / self.n
-        second = sum(c[cell] * worth[cell] ** 2 for cell in CELLS) / self.n
-        var = max(second - mean * mean, 0.0) * self.n / max(self.n - 1, 1)
-        return Estimate(mean, math.sqrt(var / self.n))
-
     def _moments(self) -> list[Moments]:
-        return [self.loss, self.abs_err, self.sq_err, self.target, *self.kpis]
-
-
-def _mean(m: Moments) -> Estimate:
-    if m.n == 0:
-        return Estimate(math.nan, math.nan)
-    return Estimate(m.mean, math.sqrt(m.variance / m.n) if m.n > 1 else math.nan)
-
-
-def _auc(scores: ScoreHistogram, c: dict[str, float]) -> Estimate:
-    """AUC with the Hanley–McNeil (1982) standard error."""
-    a = scores.auc()
-    n_pos, n_neg = c["tp"] + c["fn"], c["fp"] + c["tn"]
-    if math.isnan(a):
-        return Estimate(a, math.nan)
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
-    return Estimate(a, math.sqrt(max(var, 0.0)))
+        return [self.loss, self.brier, self.abs_err, self.sq_err, self.target, *self.kpis]

@@ -1,0 +1,140 @@
+"""The metrics stage: parts of final decisions in; windows, totals, timelines and alerts out.
+
+In process it sits right behind a `Source`; in a worker it holds the segments of one partition
+of the internal topic. Per segment it can be saved as one `SegmentBase` (closed totals, the
+window being built, the detector and the latest window), so what a restart reads stays flat as
+the run grows: open slices and one base per segment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from monitor.contract.spec import Spec
+from monitor.engine.alerts import KINDS, Alert, Detector, DetectorState, iso
+from monitor.engine.segments import OVERALL, Segments
+from monitor.engine.source import Part
+from monitor.engine.windows import SegmentKey, SegmentState, Window, Windows
+from monitor.stats.metrics import values
+from monitor.stats.summary import Summary
+
+WindowReport = dict[str, Any]  # {"start", "end", "decisions", "model", "kpi"}, NaN as None
+
+
+class SegmentBase(msgspec.Struct, array_like=True):
+    """One segment of a rollup, as of its last closed slice."""
+
+    windows: SegmentState
+    detector: DetectorState | None
+    latest: WindowReport | None  # the latest complete window
+
+
+class Rollup:
+    """Merges parts, closes slices as the watermark passes them, tests each complete window."""
+
+    def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl",
+                 on_alert: Callable[[Alert], None] | None = None, segments: Segments | None = None,
+                 overall: bool = False) -> None:
+        self.spec = spec
+        self.segments = segments or Segments(spec)
+        self.windows = Windows(spec, self._window)
+        self.detector = Detector(spec, replay_input)
+        self.on_alert = on_alert
+        self.overall = overall  # report the overall segment even before it has decisions
+        self.alerts: list[Alert] = []
+        self.timeline: dict[int, list[WindowReport]] = {}
+        self.watermark = -math.inf
+        self._next_close = -math.inf
+
+    def merge(self, part: Part) -> tuple[int, Summary]:
+        """Add one part; returns its segment id and the summary it merged into."""
+        segment = self.segments.intern(part.segment)
+        return segment, self.windows.merge(segment, part.slice_id, part.summary, part.late)
+
+    def advance(self, watermark: float) -> list[tuple[int, int]]:
+        """Close the slices whose decisions are all final by `watermark`; returns them as (segment, slice)."""
+        if watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        frontier = watermark - self.spec.horizon
+        if frontier < self._next_close:  # cheap when no slice is due
+            return []
+        closed = self.windows.close(frontier)
+        self._next_close = (self.windows.closed_before + 1) * self.windows.width
+        return closed
+
+    def key(self, segment: int) -> SegmentKey:
+        return self.segments.key(segment)
+
+    def labels(self, segment: int) -> dict[str, str]:
+        return self.segments.labels(segment)
+
+    def held(self) -> list[int]:
+        """The segments this rollup holds, in id order."""
+        found = self.windows.segments() | set(self.timeline)
+        return sorted(found | {OVERALL} if self.overall else found)
+
+    def totals(self) -> dict[int, dict[str, Any]]:
+        """Per segment: finalized decisions, model metrics and KPIs over the whole run."""
+        spec = self.spec
+        found = {}
+        for segment in self.held():
+            summary = self.windows.total(segment)
+            found[segment] = {"decisions": summary.n, "model": values(spec.model_metrics, summary),
+                              "kpi": values(spec.kpi_metrics, summary)}
+        return found
+
+    def latest(self, segment: int) -> WindowReport | None:
+        """The segment's latest complete window."""
+        timeline = self.timeline.get(segment)
+        return timeline[-1] if timeline else None
+
+    def segment_reports(self) -> list[dict[str, Any]]:
+        return [
+            {"segment": self.labels(s), "decisions": t["decisions"], "model": clean(t["model"]),
+             "kpi": clean(t["kpi"]), "timeline": self.timeline.get(s, [])}
+            for s, t in self.totals().items()
+        ]
+
+    def active(self, segment: int) -> dict[str, bool]:
+        """Per alert kind, whether an episode is open in the segment."""
+        open_kinds = self.detector.active.get(segment, set())
+        return {kind: kind in open_kinds for kind in KINDS}
+
+    def base(self, segment: int) -> SegmentBase:
+        return SegmentBase(self.windows.state(segment), self.detector.state(segment), self.latest(segment))
+
+    def restore(self, key: SegmentKey, base: SegmentBase) -> int:
+        """Take back a segment's base (after a restart); its timeline restarts at the latest window."""
+        segment = self.segments.intern(key)
+        self.windows.restore(segment, base.windows)
+        if base.detector is not None:
+            self.detector.restore(segment, base.detector)
+        if base.latest is not None:
+            self.timeline[segment] = [base.latest]
+        return segment
+
+    def _window(self, window: Window) -> None:
+        model, kpi = window.values
+        self.timeline.setdefault(window.segment, []).append({
+            "start": iso(window.start), "end": iso(window.end), "decisions": window.summary.n,
+            "model": clean(model), "kpi": clean(kpi),
+        })
+        for alert in self.detector.update(window, self.labels(window.segment)):
+            self.alerts.append(alert)
+            if self.on_alert is not None:
+                self.on_alert(alert)
+
+
+def clean(found: dict[str, float]) -> dict[str, float | None]:
+    """JSON-safe metric values: NaN (undefined) becomes null."""
+    return {k: (None if math.isnan(v) else v) for k, v in found.items()}
+
+
+def alert_order(alert: Alert) -> tuple[float, tuple[tuple[str, str], ...], int]:
+    """Alerts in the order of event time, then segment, then kind: the same in every process."""
+    return alert.at, tuple(alert.segment.items()), KINDS.index(alert.kind)

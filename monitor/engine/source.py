@@ -1,0 +1,142 @@
+"""A source: one stream of records in arrival order, from raw bytes to parts of final decisions.
+
+Replay reads one source (its file); a worker runs one per Kafka input partition. A source
+decodes and checks each record, joins it by event time, and folds every final decision into a
+partial summary of its segment and slice of decision time (`Partials`). `drain()` hands those
+parts to a `Rollup`, in process or through Kafka; the overall segment's parts are merged here,
+once per slice, from the others.
+
+Whether a decision counts in its window is decided here too: a decision that finalizes after
+this source's frontier passed its slice is `late` and counts in the totals only. Deciding it at
+the source, when the decision finalizes, makes every result independent of when parts are
+drained and how far the metrics stage has got.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import NamedTuple
+
+from monitor.contract.errors import RecordError
+from monitor.contract.events import decode_outcome, decode_prediction
+from monitor.contract.spec import Spec
+from monitor.engine.intake import DeadLetter, check_outcome, check_prediction, reason_group
+from monitor.engine.join import NO_OFFSET, Joiner, Journal
+from monitor.engine.segments import OVERALL, Segments
+from monitor.engine.windows import NEVER, SegmentKey
+from monitor.stats.decision import Decision
+from monitor.stats.summary import Summary
+
+log = logging.getLogger(__name__)
+
+
+class Part(NamedTuple):
+    """The final decisions of one segment and slice that a source drained at once."""
+
+    segment: SegmentKey
+    slice_id: int
+    late: bool  # finalized after the source saw the slice close: totals only
+    summary: Summary
+
+
+class Partials:
+    """Final decisions, pre-aggregated per (segment, slice, late) until drained."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.shape = spec.shape
+        self.width = spec.slice_seconds
+        self.horizon = spec.horizon
+        self.derived = bool(spec.segment_by)  # the overall segment is the merge of the others
+        self.parts: dict[tuple[int, int, bool], Summary] = {}
+        self.closed_before = NEVER  # slices below this have closed, as this source sees them
+
+    def add(self, d: Decision) -> None:
+        slice_id = int(d.ts // self.width)
+        key = (d.segment, slice_id, slice_id < self.closed_before)
+        part = self.parts.get(key)
+        if part is None:
+            part = self.parts[key] = Summary(self.shape)
+        part.update(d)
+
+    def advance(self, watermark: float) -> None:
+        """The frontier (watermark − horizon) closes the slices that end before it."""
+        through = int((watermark - self.horizon) // self.width) if watermark > -1e300 else NEVER
+        if through > self.closed_before:
+            self.closed_before = through
+
+    def drain(self, segments: Segments) -> list[Part]:
+        """Every part since the last drain, the overall segment's included, oldest slice first."""
+        found: list[Part] = []
+        overall: dict[tuple[int, bool], Summary] = {}
+        for (segment, slice_id, late), summary in sorted(self.parts.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            found.append(Part(segments.key(segment), slice_id, late, summary))
+            if self.derived and segment != OVERALL:
+                overall.setdefault((slice_id, late), Summary(self.shape)).merge(summary)
+        found += [Part((), slice_id, late, summary) for (slice_id, late), summary in overall.items()]
+        self.parts = {}
+        return found
+
+
+class Source:
+    """Intake, join and partials of one stream of records.
+
+    With `offsets`, a record at or below the last offset handled on its topic is a redelivery
+    (after a restart) and is skipped; replay files may mix partitions, so replay leaves it off."""
+
+    def __init__(self, spec: Spec, journal: Journal | None = None, offsets: bool = False) -> None:
+        self.spec = spec
+        self.segments = Segments(spec)
+        self.partials = Partials(spec)
+        self.joiner = Joiner(spec, self.partials.add, journal)
+        self.records: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()  # dead-letter reasons, grouped
+        self.offsets: dict[str, int] | None = {} if offsets else None
+
+    def handle(self, topic: str, value: bytes, partition: int | None = None,
+               offset: int | None = None) -> DeadLetter | None:
+        """Take one raw record of `predictions` or `outcomes`; returns it as a dead letter if unusable."""
+        tracked = NO_OFFSET
+        if self.offsets is not None and offset is not None:
+            if offset <= self.offsets.get(topic, -1):  # delivered again after a restart: already counted
+                return None
+            self.offsets[topic] = tracked = offset
+        self.records[topic] += 1
+        spec, joiner = self.spec, self.joiner
+        try:
+            if topic == spec.topics.predictions:
+                p = decode_prediction(value)
+                ts, score, predicted = check_prediction(spec, p)
+                joiner.prediction(p.decision_id, ts, score, self.segments.of(p), predicted, tracked)
+            elif topic == spec.topics.outcomes:
+                o = decode_outcome(value)
+                joiner.outcome(o, check_outcome(spec, o), tracked)
+            else:
+                raise RecordError(f"topic {topic!r} is neither predictions nor outcomes")
+        except RecordError as exc:
+            return self.reject(topic, exc.reason, value, partition, offset)
+        except Exception as exc:  # a bug must not stop the monitor, nor skip the record silently
+            log.exception("record %s[%s]@%s failed", topic, partition, offset)
+            return self.reject(topic, f"internal error: {exc!r}", value, partition, offset)
+        finally:
+            self.partials.advance(joiner.watermark)
+        return None
+
+    def reject(self, topic: str, reason: str, value: bytes, partition: int | None = None,
+               offset: int | None = None) -> DeadLetter:
+        """Count a bad record; returns it as a dead letter with its reason."""
+        self.joiner.tally.invalid += 1
+        self.reasons[reason_group(reason)] += 1
+        return DeadLetter(topic, reason, bytes(value), partition, offset)
+
+    def advance(self, watermark: float) -> None:
+        """Move the watermark without a record (an idle partition follows the wall clock)."""
+        self.joiner.advance(watermark)
+        self.partials.advance(self.joiner.watermark)
+
+    def drain(self) -> list[Part]:
+        return self.partials.drain(self.segments)
+
+    @property
+    def watermark(self) -> float:
+        return self.joiner.watermark
