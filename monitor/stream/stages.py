@@ -1,21 +1,20 @@
-"""The two stages of the streaming workers, free of Faust so they can be tested without a broker.
+"""The two stages of a streaming worker, free of Faust so they run and are tested without a broker.
 
-`JoinStage` runs one event-time join per input partition (predictions and outcomes are
-co-partitioned by decision ID). Each partition pre-aggregates its final decisions into partial
-summaries per segment and slice of decision time, and at each checkpoint it writes its state
-changes as one message and then sends those partials (a `Delta`) to every metrics partition.
-`ReduceStage` merges the partials of the segments it owns into one `Rollup` per partition and
-closes windows once every source has passed them. Shipping a few mergeable partials a second
-instead of every decision is what makes a worker fast; counting each (source, checkpoint) once
-per slice is what makes redelivery after a restart harmless.
+`JoinStage` runs one engine `Source` per input partition (predictions and outcomes are
+co-partitioned by decision ID). At each checkpoint a partition writes its state changes as one
+message and drains its parts, one `Delta` per metrics partition. `ReduceStage` merges the parts of
+the segments it owns into one engine `Rollup` per partition and closes windows once every source
+has passed them. Shipping a few mergeable parts a second instead of every decision is what makes a
+worker fast; merging each (source, checkpoint) once is what makes redelivery after a restart harmless.
 
 State is persisted into key-value stores (the Faust tables):
 
     join     "<p>/log/<seq>/<i>"   the changes of checkpoint <seq> (chunk <i>)
              "<p>/snap/<gen>/<i>"  a snapshot of the whole partition
              "<p>/head"            which snapshot is current, and as of which checkpoint
-    metrics  "<q>|<kind, slice, segment>"  merged summary of a slice, and what it took in
-             "<q>|watermarks"              the newest watermark of each source
+    metrics  "<q>|s<slice, segment>"  an open slice: merged summary, and what it took in
+             "<q>|b<segment>"         a segment's closed slices, folded into one base
+             "<q>|watermarks"         the newest watermark of each source
 """
 
 from __future__ import annotations
@@ -29,20 +28,22 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from monitor.contract.errors import RecordError
-from monitor.contract.events import decode_outcome, decode_prediction
+from monitor.contract.events import decode_outcome
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
-from monitor.engine.join import PENDING, Decision, HeldOutcome, JoinCounts, Joiner
-from monitor.engine.monitor import DeadLetter, Rollup, check_outcome, check_prediction
-from monitor.engine.segments import OVERALL, Segments
+from monitor.engine.intake import DeadLetter
+from monitor.engine.join import PENDING, HeldOutcome, JoinCounts
+from monitor.engine.monitor import DRAIN_RECORDS, add_counts
+from monitor.engine.rollup import Rollup
+from monitor.engine.source import Part, Source
+from monitor.engine.windows import NEVER, SegmentKey
 from monitor.stats.summary import Summary
 from monitor.stream import wire
 
 Store = MutableMapping[bytes, bytes]
 Write = tuple[bytes, bytes | None]  # a key and its new value; None deletes it
 OVERALL_KEY = b"\x00all"
-CHECKPOINT_RECORDS = 2000  # records per checkpoint at most: bounds the message size
+CHECKPOINT_RECORDS = DRAIN_RECORDS  # records per checkpoint at most: the in-process monitor drains alike
 CHECKPOINT_SECONDS = 0.2  # and the age of unsent results, so gauges stay fresh
 CHUNK_BYTES = 512 * 1024  # below Kafka's default message limit of 1 MB
 SNAPSHOT_MIN_BYTES = 1 << 20
@@ -84,20 +85,20 @@ class _Changes:
     def done(self, decision_id: str, packed: bytes | None) -> None:
         self.dones[decision_id] = packed
 
+    def take(self) -> tuple[dict[str, bytes | None], dict[str, wire.HeldEntry | None], dict[str, bytes | None]]:
+        """The changes so far; the journal starts empty again."""
+        taken = self.pendings, self.helds, self.dones
+        self.pendings, self.helds, self.dones = {}, {}, {}
+        return taken
+
 
 class _Partition:
-    """One input partition: its join, the partials it has not sent, and its checkpoint bookkeeping."""
+    """One input partition: its source and its checkpoint bookkeeping."""
 
     def __init__(self, number: int, spec: Spec, now: float) -> None:
         self.number = number
         self.changes = _Changes()
-        self.joiner = Joiner(spec, self._final, self.changes)
-        self.width = spec.slice_seconds
-        self.parts: dict[tuple[int, int], Summary] = {}  # (segment, slice) -> partial summary
-        self.delays: list[float] = []
-        self.spec = spec
-        self.records: Counter[str] = Counter()
-        self.offsets: dict[str, int] = {}
+        self.source = Source(spec, self.changes, offsets=True)
         self.last_seen = now  # wall clock of the last record
         self.saved_at = now
         self.unsaved = 0  # records since the last checkpoint
@@ -112,53 +113,25 @@ class _Partition:
         # checkpoints a previous owner may still have had in flight.
         self.restored = False
 
-    def _final(self, d: Decision) -> None:
-        key = (d.segment, int(d.ts // self.width))
-        part = self.parts.get(key)
-        if part is None:
-            part = self.parts[key] = Summary(self.spec)
-        part.update(d)
-        if d.delay is not None:
-            self.delays.append(d.delay)
-
 
 class JoinStage:
-    """The join stage of a worker: the engine's join, once per assigned input partition."""
+    """The join stage of a worker: one engine source per assigned input partition."""
 
-    def __init__(self, spec: Spec, store: Store, reducers: int, snapshot_min_bytes: int = SNAPSHOT_MIN_BYTES) -> None:
+    def __init__(self, spec: Spec, store: Store, reducers: int, snapshot_min_bytes: int = SNAPSHOT_MIN_BYTES,
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
         self.spec = spec
         self.store = store
         self.reducers = reducers  # partitions of the metrics stage
         self.snapshot_min_bytes = snapshot_min_bytes
-        self.segments = Segments(spec)
+        self.checkpoint_seconds = checkpoint_seconds
         self.partitions: dict[int, _Partition] = {}
 
-    def process(self, topic: str, partition: int, offset: int, value: bytes, now: float) -> list[DeadLetter]:
-        """Handle one record of `predictions` or `outcomes`; returns what to dead-letter."""
+    def process(self, topic: str, partition: int, offset: int, value: bytes, now: float) -> DeadLetter | None:
+        """Handle one record of `predictions` or `outcomes`; returns it as a dead letter if unusable."""
         part = self.partition(partition, now)
         part.unsaved += 1
-        if offset <= part.offsets.get(topic, -1):  # delivered again after a restart: already counted
-            return []
-        part.offsets[topic] = offset
-        part.records[topic] += 1
         part.last_seen = now
-        joiner = part.joiner
-        try:
-            if topic == self.spec.topics.predictions:
-                p = decode_prediction(value)
-                ts, score, predicted = check_prediction(self.spec, p)
-                joiner.prediction(p.decision_id, ts, score, self.segments.of(p), predicted, offset)
-            else:
-                o = decode_outcome(value)
-                joiner.outcome(o, check_outcome(self.spec, o), offset)
-        except RecordError as exc:
-            joiner.tally.invalid += 1
-            return [DeadLetter(topic, exc.reason, bytes(value), partition, offset)]
-        except Exception as exc:  # a bug must not crash the agent: Faust would skip past the record
-            log.exception("record %s[%d]@%d failed", topic, partition, offset)
-            joiner.tally.invalid += 1
-            return [DeadLetter(topic, f"internal error: {exc!r}", bytes(value), partition, offset)]
-        return []
+        return part.source.handle(topic, value, partition, offset)
 
     def tick(self, partition: int, now: float) -> None:
         """A quiet partition's watermark follows the wall clock once it has been idle long enough."""
@@ -166,11 +139,11 @@ class JoinStage:
         idle = now - part.last_seen
         if idle < self.spec.idle_timeout:
             return
-        joiner = part.joiner
+        joiner = part.source.joiner
         newest = (joiner.newest_prediction, joiner.newest_outcome)
         base = min(newest) if min(newest) > -math.inf else max(newest)
         if base > -math.inf:
-            joiner.advance(base + idle)
+            part.source.advance(base + idle)
 
     def due(self, partition: int, now: float) -> bool:
         """Whether the partition should checkpoint now."""
@@ -179,8 +152,8 @@ class JoinStage:
             return False
         if part.unsaved >= CHECKPOINT_RECORDS or part.resend:
             return True
-        return now - part.saved_at >= CHECKPOINT_SECONDS and (
-            part.unsaved > 0 or part.joiner.watermark > part.sent_watermark)
+        return now - part.saved_at >= self.checkpoint_seconds and (
+            part.unsaved > 0 or part.source.watermark > part.sent_watermark)
 
     def backlog(self, partition: int) -> int:
         """Records the partition took in since its last checkpoint."""
@@ -188,13 +161,12 @@ class JoinStage:
         return 0 if part is None else part.unsaved
 
     def checkpoint(self, partition: int, now: float) -> Checkpoint:
-        """Cut a checkpoint of the partition: its state changes and its partials since the last one."""
+        """Cut a checkpoint of the partition: its state changes and its parts since the last one."""
         part = self.partitions[partition]
         part.seq += 1
         deltas = self._deltas(part)
-        changes, part.changes = part.changes, _Changes()
-        part.joiner.journal = part.changes
-        blob = wire.encode(self._state(part, changes.pendings, changes.helds, changes.dones, deltas))
+        pending, held, done = part.changes.take()
+        blob = wire.encode(self._state(part, pending, held, done, deltas))
         log_writes = _chunks(partition, "log", part.seq, blob)
         part.logs[part.seq] = len(log_writes)
         part.log_bytes += len(blob)
@@ -205,7 +177,7 @@ class JoinStage:
         return checkpoint
 
     def partition(self, partition: int, now: float = 0.0) -> _Partition:
-        """The partition's join, restored from the store the first time it is needed."""
+        """The partition's source, restored from the store the first time it is needed."""
         part = self.partitions.get(partition)
         if part is None:
             part = self.partitions[partition] = _Partition(partition, self.spec, now)
@@ -217,51 +189,47 @@ class JoinStage:
             self.partitions.pop(partition, None)
 
     def counts(self) -> JoinCounts:
-        total = JoinCounts()
-        for part in self.partitions.values():
-            for name, value in part.joiner.counts().as_dict().items():
-                setattr(total, name, getattr(total, name) + value)
-        return total
+        return add_counts(part.source.joiner.counts() for part in self.partitions.values())
 
     def record_counts(self) -> Counter[str]:
-        return sum((part.records for part in self.partitions.values()), Counter())
+        return sum((part.source.records for part in self.partitions.values()), Counter())
+
+    def reasons(self) -> Counter[str]:
+        return sum((part.source.reasons for part in self.partitions.values()), Counter())
+
+    def folded(self) -> int:
+        return sum(part.source.segments.folded for part in self.partitions.values())
 
     def held_outcomes(self) -> int:
-        return sum(len(part.joiner.held) for part in self.partitions.values())
+        return sum(len(part.source.joiner.held) for part in self.partitions.values())
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _deltas(self, part: _Partition) -> list[tuple[int, bytes]]:
-        """The partials since the last checkpoint, one Delta per metrics partition (each needs the watermark)."""
+        """The parts since the last checkpoint, one Delta per metrics partition (each needs the watermark)."""
         by_reducer: list[list[wire.SlicePart]] = [[] for _ in range(self.reducers)]
-        overall: dict[int, Summary] = {}
-        for (segment, slice_id), summary in sorted(part.parts.items(), key=lambda item: item[0][1]):
-            key = list(self.segments.key(segment))
-            by_reducer[reducer(key, self.reducers)].append(wire.SlicePart(key, slice_id, summary.state()))
-            if segment != OVERALL:  # the overall segment is the merge of the combinations
-                overall.setdefault(slice_id, Summary(self.spec)).merge(summary)
-        home = reducer([], self.reducers)
-        by_reducer[home].extend(wire.SlicePart([], s, summary.state()) for s, summary in overall.items())
-        watermark = part.joiner.watermark
-        deltas = [(q, wire.encode(wire.Delta(part.number, part.seq, watermark, parts,
-                                             part.delays if q == home else [])))
-                  for q, parts in enumerate(by_reducer)]
-        part.parts, part.delays, part.sent_watermark = {}, [], watermark
-        return deltas
+        for p in part.source.drain():
+            key = list(p.segment)
+            by_reducer[reducer(key, self.reducers)].append(wire.SlicePart(key, p.slice_id, p.late, p.summary.state()))
+        watermark = part.source.watermark
+        part.sent_watermark = watermark
+        return [(q, wire.encode(wire.Delta(part.number, part.seq, watermark, parts)))
+                for q, parts in enumerate(by_reducer)]
 
     def _state(self, part: _Partition, pending: dict[str, bytes | None], held: dict[str, wire.HeldEntry | None],
                done: dict[str, bytes | None], outbox: list[tuple[int, bytes]]) -> wire.JoinState:
-        joiner = part.joiner
+        source = part.source
+        joiner = source.joiner
         return wire.JoinState(part.seq, joiner.newest_prediction, joiner.newest_outcome,
-                              list(joiner.counts().as_dict().values()), dict(part.records), dict(part.offsets),
-                              [list(key) for key in self.segments.known()], pending, held, done, outbox)
+                              list(joiner.counts().as_dict().values()), dict(source.records), dict(source.reasons),
+                              source.segments.folded, dict(source.offsets or {}),
+                              [list(key) for key in source.segments.known()], pending, held, done, outbox)
 
     def _snapshot(self, part: _Partition) -> list[Write]:
         """Everything as of the checkpoint just cut; then the head, then what it makes obsolete."""
-        joiner = part.joiner
+        joiner = part.source.joiner
         held: dict[str, wire.HeldEntry | None] = {
             key: (ts, msgspec.json.encode(outcome), offset) for key, (ts, outcome, offset) in joiner.held.items()}
-        done: dict[str, bytes | None] = {**joiner._done_before, **joiner._done}
-        blob = wire.encode(self._state(part, dict(joiner.pending), held, done, []))
+        blob = wire.encode(self._state(part, dict(joiner.pending), held, dict(joiner.finals()), []))
         p, old = part.number, part.generation
         part.generation += 1
         writes = _chunks(p, "snap", part.generation, blob)
@@ -303,11 +271,12 @@ class JoinStage:
                  head.generation if head else "none")
         if not states:
             return
+        source = part.source
         pending: dict[str, bytes] = {}
         held: dict[str, HeldOutcome] = {}
         done: dict[str, bytes] = {}
         for state in states:
-            local = [self.segments.intern(tuple(key)) for key in state.segments]
+            local = [source.segments.intern(tuple(key)) for key in state.segments]
             for key, packed in state.pending.items():
                 if packed is None:
                     pending.pop(key, None)
@@ -326,11 +295,15 @@ class JoinStage:
                     done[key] = status
         last = states[-1]
         part.restored = True
-        part.joiner.restore(pending.items(), held.items(), done.items(),
-                            (last.newest_prediction, last.newest_outcome), JoinCounts(*last.counts))
-        part.records.update(last.records)
-        part.offsets.update(last.offsets)
-        part.sent_watermark = part.joiner.watermark
+        source.joiner.restore(pending.items(), held.items(), done.items(),
+                              (last.newest_prediction, last.newest_outcome), JoinCounts(*last.counts))
+        source.partials.advance(source.joiner.watermark)
+        source.records.update(last.records)
+        source.reasons.update(last.reasons)
+        source.segments.folded = last.folded
+        if source.offsets is not None:
+            source.offsets.update(last.offsets)
+        part.sent_watermark = source.watermark
 
 
 def _blob_key(partition: int, kind: str, number: int, chunk: int) -> bytes:
@@ -346,11 +319,24 @@ def _joined(chunks: dict[int, bytes]) -> bytes:
     return b"".join(wire.chunk(chunks[i])[1] for i in range(len(chunks)))
 
 
+class _Held:
+    """One metrics partition: its rollup and what each stored entry took in."""
+
+    def __init__(self, rollup: Rollup) -> None:
+        self.rollup = rollup
+        self.watermarks: dict[int, float] = {}  # the newest of each source
+        self.slices: dict[tuple[int, SegmentKey], dict[int, int]] = {}  # open slice -> applied per source
+        self.bases: dict[SegmentKey, dict[int, int]] = {}  # segment base -> applied per source
+        self.pending: list[Write] = []  # writes a restore found necessary
+
+
 class ReduceStage:
-    """The metrics stage of a worker: one Rollup per partition of the internal topic.
+    """The metrics stage of a worker: one engine Rollup per partition of the internal topic.
 
     `handle` returns the writes that make a merge durable; the store is read only to restore a
-    partition, so the caller decides when a write is safe and when a message may be committed."""
+    partition, so the caller decides when a write is safe and when a message may be committed.
+    Open slices are stored one entry each; once a slice closes it is folded into its segment's
+    base, so a restore reads one base per segment and the slices still open."""
 
     def __init__(self, spec: Spec, sources: int, store: Store,
                  on_alert: Callable[[Alert], None] | None = None) -> None:
@@ -358,13 +344,12 @@ class ReduceStage:
         self.sources = sources  # input partitions: windows close once all of them have passed
         self.store = store
         self.on_alert = on_alert
-        self.rollups: dict[int, Rollup] = {}
-        self.watermarks: dict[int, dict[int, float]] = {}  # per partition, the newest of each source
-        # Per partition, per (kind, slice, segment): the last checkpoint of each source merged
-        # into it, and for late parts (slices already closed) their summaries.
-        self.applied: dict[int, dict[tuple[str, int, tuple[str, ...]], dict[int, int]]] = {}
-        self.late: dict[int, dict[tuple[int, tuple[str, ...]], Summary]] = {}
+        self.held: dict[int, _Held] = {}
         self._quiet = False
+
+    @property
+    def rollups(self) -> dict[int, Rollup]:
+        return {q: held.rollup for q, held in self.held.items()}
 
     def handle(self, partition: int, raw: bytes) -> list[Write]:
         """Merge one Delta; returns what to persist before the message may be committed."""
@@ -373,88 +358,120 @@ class ReduceStage:
         except msgspec.DecodeError:  # not ours: something else wrote to the internal topic
             log.warning("ignored a message the metrics stage cannot read on partition %d", partition)
             return []
-        rollup = self.rollup(partition)
-        applied, source, seq = self.applied[partition], delta.source, delta.seq
-        writes: list[Write] = []
-        for part in delta.parts:
-            key = tuple(part.segment)
-            on_time, late = ("s", part.slice_id, key), ("l", part.slice_id, key)
-            if seq <= max(applied.get(on_time, {}).get(source, -1), applied.get(late, {}).get(source, -1)):
+        held = self.partition(partition)
+        rollup, source, seq = held.rollup, delta.source, delta.seq
+        writes, held.pending = held.pending, []
+        touched: set[int] = set()  # segments whose base changed
+        for p in delta.parts:
+            key = tuple(p.segment)
+            closed = p.late or p.slice_id < rollup.windows.closed_before
+            applied = held.bases.setdefault(key, {}) if closed else held.slices.setdefault((p.slice_id, key), {})
+            if seq <= applied.get(source, -1):
                 continue  # delivered again
-            summary = Summary.from_state(self.spec, part.summary)
-            segment = rollup.segments.intern(key)
-            if part.slice_id < rollup.windows.closed_before:  # too late for its window: totals only
-                rollup.windows.merge(segment, part.slice_id, summary)
-                entry, kind = self.late[partition].setdefault((part.slice_id, key), Summary(self.spec)), late
-                entry.merge(summary)
+            applied[source] = seq
+            segment, merged = rollup.merge(Part(key, p.slice_id, p.late, Summary.from_state(self.spec.shape,
+                                                                                            p.summary)))
+            if closed:
+                touched.add(segment)
             else:
-                entry, kind = rollup.windows.merge(segment, part.slice_id, summary), on_time
-            seen = applied.setdefault(kind, {})
-            seen[source] = seq
-            writes.append((_slice_key(partition, kind), wire.encode(wire.SliceEntry(entry.state(), seen))))
-        if writes:
-            rollup.delays.extend(delta.delays)
-        seen_watermarks = self.watermarks[partition]
-        if delta.watermark > seen_watermarks.get(source, -math.inf):
-            seen_watermarks[source] = delta.watermark
-            writes.append((f"{partition}|watermarks".encode(), wire.encode(seen_watermarks)))  # after the slices
-            rollup.advance(self.frontier(partition))
+                entry = wire.SliceEntry(merged.state(), applied)
+                writes.append((_slice_key(partition, p.slice_id, key), wire.encode(entry)))
+        if delta.watermark > held.watermarks.get(source, -math.inf):
+            held.watermarks[source] = delta.watermark
+            writes += self._advance(partition, held, touched)
+            writes.append((f"{partition}|watermarks".encode(), wire.encode(held.watermarks)))  # after the slices
+        else:
+            writes += self._bases(partition, held, touched)
         return writes
 
-    def rollup(self, partition: int) -> Rollup:
-        rollup = self.rollups.get(partition)
-        if rollup is None:
-            rollup = self.rollups[partition] = Rollup(self.spec, on_alert=self._alert, derive_overall=False)
-            self.applied[partition], self.late[partition], self.watermarks[partition] = {}, {}, {}
-            self._restore(partition, rollup)
-        return rollup
+    def partition(self, partition: int) -> _Held:
+        """The partition's rollup, restored from the store the first time it is needed."""
+        held = self.held.get(partition)
+        if held is None:
+            held = self.held[partition] = _Held(Rollup(self.spec, on_alert=self._alert))
+            self._restore(partition, held)
+        return held
 
     def revoke(self, partitions: set[int]) -> list[Rollup]:
-        for p in partitions:
-            self.watermarks.pop(p, None)
-            self.applied.pop(p, None)
-            self.late.pop(p, None)
-        return [self.rollups.pop(p) for p in partitions if p in self.rollups]
+        return [self.held.pop(p).rollup for p in partitions if p in self.held]
 
-    def frontier(self, partition: int) -> float:
+    def frontier(self, held: _Held) -> float:
         """The watermark every source has passed, as seen on one partition."""
-        seen = self.watermarks.get(partition, {})
+        seen = held.watermarks
         return min(seen.values()) if len(seen) >= self.sources else -math.inf
+
+    def _advance(self, partition: int, held: _Held, touched: set[int]) -> list[Write]:
+        """Close what every source has passed, and fold the closed slices into their segments' bases."""
+        rollup = held.rollup
+        writes: list[Write] = []
+        for segment, slice_id in rollup.advance(self.frontier(held)):
+            key = rollup.key(segment)
+            applied = held.slices.pop((slice_id, key), {})
+            base = held.bases.setdefault(key, {})
+            for source, seq in applied.items():
+                base[source] = max(base.get(source, -1), seq)
+            writes.append((_slice_key(partition, slice_id, key), None))
+            touched.add(segment)
+        return self._bases(partition, held, touched) + writes  # a base before the slices it folds go
+
+    def _bases(self, partition: int, held: _Held, touched: set[int]) -> list[Write]:
+        rollup = held.rollup
+        through = rollup.windows.closed_before
+        return [(_base_key(partition, rollup.key(segment)),
+                 wire.encode(wire.BaseEntry(rollup.base(segment), held.bases.get(rollup.key(segment), {}), through)))
+                for segment in sorted(touched)]
 
     def _alert(self, alert: Alert) -> None:
         if not self._quiet and self.on_alert is not None:
             self.on_alert(alert)
 
-    def _restore(self, partition: int, rollup: Rollup) -> None:
-        """Rebuild from the stored slices; windows and alerts are found again, quietly."""
+    def _restore(self, partition: int, held: _Held) -> None:
+        """Rebuild from the stored bases and open slices; windows closed since are found again, quietly."""
         prefix = f"{partition}|".encode()
         saved = [(key[len(prefix):], value) for key, value in list(self.store.items()) if key.startswith(prefix)]
         log.info("restoring metrics partition %d from %d stored entries", partition, len(saved))
-        slices: list[tuple[int, tuple[str, ...], Summary]] = []
-        late: list[tuple[int, tuple[str, ...], Summary]] = []
+        rollup = held.rollup
+        through = NEVER
+        slices: list[tuple[int, SegmentKey, wire.SliceEntry]] = []
         for key, value in saved:
             if key == b"watermarks":
-                self.watermarks[partition] = dict(wire.watermarks(value))
-                continue
-            kind, slice_id, segment = _kind(key)
-            entry = wire.slice_entry(value)
-            self.applied[partition][(kind, slice_id, segment)] = dict(entry.applied)
-            summary = Summary.from_state(self.spec, entry.summary)
-            (slices if kind == "s" else late).append((slice_id, segment, summary))
+                held.watermarks = dict(wire.watermarks(value))
+            elif key.startswith(b"b"):
+                entry = wire.base_entry(value)
+                segment_key = _segment(key[1:])
+                rollup.restore(segment_key, entry.base)
+                held.bases[segment_key] = dict(entry.applied)
+                through = max(through, entry.through)
+            else:
+                slice_id, segment_key = _slice(key[1:])
+                slices.append((slice_id, segment_key, wire.slice_entry(value)))
         self._quiet = True
         try:
-            for slice_id, segment, summary in sorted(slices, key=lambda item: item[0]):
-                rollup.windows.merge(rollup.segments.intern(segment), slice_id, summary)
-            rollup.advance(self.frontier(partition))
-            for slice_id, segment, summary in late:
-                self.late[partition][(slice_id, segment)] = summary
-                rollup.windows.merge(rollup.segments.intern(segment), slice_id, summary)
+            for slice_id, segment_key, entry in sorted(slices, key=lambda item: item[0]):
+                base = wire.base_entry(self.store[prefix + b"b" + wire.encode(segment_key)]) \
+                    if segment_key in held.bases else None
+                if base is not None and slice_id < base.through:  # folded before a crash cut the delete
+                    held.pending.append((_slice_key(partition, slice_id, segment_key), None))
+                    continue
+                held.slices[(slice_id, segment_key)] = dict(entry.applied)
+                rollup.merge(Part(segment_key, slice_id, False, Summary.from_state(self.spec.shape, entry.summary)))
+            # Close at least as far as any base has: a crash may have cut the watermarks' write.
+            frontier = max(self.frontier(held), through * rollup.windows.width + self.spec.horizon)
+            held.pending += self._advance(partition, held, set())
+            if frontier > self.frontier(held):
+                rollup.advance(frontier)
+                held.pending += self._advance(partition, held, set())
         finally:
             self._quiet = False
 
 
-_kind = msgspec.msgpack.Decoder(tuple[str, int, tuple[str, ...]]).decode
+def _slice_key(partition: int, slice_id: int, segment: SegmentKey) -> bytes:
+    return f"{partition}|s".encode() + wire.encode((slice_id, segment))
 
 
-def _slice_key(partition: int, kind: tuple[str, int, tuple[str, ...]]) -> bytes:
-    return f"{partition}|".encode() + wire.encode(kind)
+def _base_key(partition: int, segment: SegmentKey) -> bytes:
+    return f"{partition}|b".encode() + wire.encode(segment)
+
+
+_slice = msgspec.msgpack.Decoder(tuple[int, tuple[str, ...]]).decode
+_segment = msgspec.msgpack.Decoder(tuple[str, ...]).decode

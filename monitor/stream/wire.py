@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from monitor.engine.rollup import SegmentBase
 from monitor.stats.summary import SummaryState
 
 
@@ -12,6 +13,7 @@ class SlicePart(msgspec.Struct, array_like=True):
 
     segment: list[str]  # the `by` values; [] for the overall segment
     slice_id: int
+    late: bool  # finalized after the source saw its slice close: totals only
     summary: SummaryState
 
 
@@ -20,10 +22,9 @@ class Delta(msgspec.Struct, array_like=True):
     know that every decision of this source with `ts + horizon <= watermark` has been sent."""
 
     source: int  # the join partition
-    seq: int  # its checkpoint number: a metrics partition merges each (source, seq) once per slice
+    seq: int  # its checkpoint number: a metrics partition merges each (source, seq) once
     watermark: float
     parts: list[SlicePart]
-    delays: list[float]  # outcome delays of the matched decisions (sent with the overall segment)
 
 
 HeldEntry = tuple[float, bytes, int]  # event time, outcome as JSON, offset of its record
@@ -40,6 +41,8 @@ class JoinState(msgspec.Struct, array_like=True):
     newest_outcome: float
     counts: list[int]
     records: dict[str, int]
+    reasons: dict[str, int]
+    folded: int
     offsets: dict[str, int]  # the last offset handled, per topic
     segments: list[list[str]]  # segment keys of the local ids packed into `pending`
     pending: dict[str, bytes | None]  # None: removed
@@ -57,10 +60,18 @@ class Head(msgspec.Struct, array_like=True):
 
 
 class SliceEntry(msgspec.Struct, array_like=True):
-    """A metrics partition's merged summary of one segment and slice, and what it took in."""
+    """A metrics partition's merged summary of one open slice of one segment, and what it took in."""
 
     summary: SummaryState
     applied: dict[int, int]  # per source, the last checkpoint merged
+
+
+class BaseEntry(msgspec.Struct, array_like=True):
+    """A metrics partition's segment as of its closed slices: one per segment, whatever the run's length."""
+
+    base: SegmentBase
+    applied: dict[int, int]  # per source, the last checkpoint merged into it (late parts, folded slices)
+    through: int  # every slice below this id is folded in
 
 
 encode = msgspec.msgpack.Encoder().encode
@@ -68,5 +79,6 @@ delta = msgspec.msgpack.Decoder(Delta).decode
 join_state = msgspec.msgpack.Decoder(JoinState).decode
 head = msgspec.msgpack.Decoder(Head).decode
 slice_entry = msgspec.msgpack.Decoder(SliceEntry).decode
+base_entry = msgspec.msgpack.Decoder(BaseEntry).decode
 chunk = msgspec.msgpack.Decoder(tuple[int, bytes]).decode  # (chunks in all, bytes)
 watermarks = msgspec.msgpack.Decoder(dict[int, float]).decode
