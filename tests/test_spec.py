@@ -80,3 +80,27 @@ def test_defaults_fill_missing_kpis(spec: specs.Spec) -> None:
 def test_kpi_cannot_shadow_a_model_metric(spec_text: str) -> None:
     with pytest.raises(SpecError, match=r"`kpi\[0\]\.name`.*not a model metric"):
         specs.parse(spec_text.replace('name = "conversion"', 'name = "accuracy"'))
+
+
+def test_segments_max_values_defaults_to_50(spec_text: str) -> None:
+    assert specs.parse(spec_text).max_values == 50
+    by = 'by = ["variant", "segment.country"]'
+    assert specs.parse(spec_text.replace(by, f"{by}\nmax_values = 3")).max_values == 3
+
+
+@pytest.mark.parametrize("toml, value, fragment", [("0", 0, "an integer ≥ 1"), ("-5", -5, "an integer ≥ 1"),
+                                                    ("2.5", 2.5, "an integer"), ('"many"', "many", "an integer"),
+                                                    ("true", True, "an integer")])
+def test_segments_max_values_errors(spec_text: str, toml: str, value: object, fragment: str) -> None:
+    by = 'by = ["variant", "segment.country"]'
+    with pytest.raises(SpecError) as caught:
+        specs.parse(spec_text.replace(by, f"{by}\nmax_values = {toml}"))
+    assert caught.value.key == "segments.max_values" and caught.value.value == value
+    message = str(caught.value)
+    assert "`segments.max_values`" in message and fragment in message
+
+
+def test_segments_known_keys_name_max_values(spec_text: str) -> None:
+    by = 'by = ["variant", "segment.country"]'
+    with pytest.raises(SpecError, match=r"`segments\.max_value`.*known keys: by, max, max_values"):
+        specs.parse(spec_text.replace(by, f"{by}\nmax_value = 3"))

@@ -94,6 +94,7 @@ class Spec:
     window_period: float | None = None
     segment_by: tuple[str, ...] = ()
     max_segments: int = 500
+    max_values: int = 50
     alerts: Alerts = Alerts()
     topics: Topics = Topics()
     idle_timeout: float = 60.0
@@ -285,7 +286,7 @@ def _windows(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def _segments(table: dict[str, Any]) -> dict[str, Any]:
-    _known(table, "segments", {"by", "max"})
+    _known(table, "segments", {"by", "max", "max_values"})
     by = table.get("by", [])
     expected = f'a list of distinct fields among {", ".join(SEGMENT_FIELDS)} or "segment.<key>"'
     if not isinstance(by, list):
@@ -299,6 +300,7 @@ def _segments(table: dict[str, Any]) -> dict[str, Any]:
     return {
         "segment_by": tuple(by),
         "max_segments": _number(table, "segments.max", 500, low=1, integer=True),
+        "max_values": _number(table, "segments.max_values", 50, low=1, integer=True),
     }
 
 
