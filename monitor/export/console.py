@@ -27,14 +27,13 @@ def summary_table(monitor: Monitor, console: Console | None = None) -> None:
     table = Table(title=f"{spec.name}: totals per segment", show_lines=False)
     table.add_column("segment")
     table.add_column("decisions", justify="right")
-    shown = [m for m in spec.model_metrics if m in ("roc_auc", "log_loss", "business_value", "mae", "rmse", "r2")]
-    for name in [*shown, *(k.name for k in spec.kpis)]:
-        table.add_column(name, justify="right")
+    shown = [m for m in spec.metrics if m.headline]
+    for metric in shown:
+        table.add_column(metric.name, justify="right")
     for segment, total in monitor.totals().items():
         labels = monitor.segments.labels(segment)
-        values = [total["model"][m] for m in shown] + [total["kpi"][k.name] for k in spec.kpis]
         table.add_row("/".join(labels.values()) or "all", f"{total['decisions']:,}",
-                      *(f"{v:.4g}" for v in values))
+                      *(m.format(total[m.side][m.name]) for m in shown))
     console.print(table)
     console.print(f"alerts: {len(monitor.alerts)}" + "".join(
         f"\n  {a.kind} {a.subject} ({', '.join(a.segment.values()) or 'all'}) at {iso(a.at)}"

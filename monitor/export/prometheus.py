@@ -13,7 +13,7 @@ import math
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -36,6 +36,9 @@ def label_name(field: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", field)
 
 
+_LE = [floatToGoString(bound) for bound in DELAY_BUCKETS]  # type: ignore[no-untyped-call]  # Prometheus' own `le` text
+
+
 class Readings(Protocol):
     """What a collector reads: an in-process monitor, or a worker's stages."""
 
@@ -46,6 +49,19 @@ class Readings(Protocol):
     def rollups(self) -> Iterable[Rollup]: ...
 
     def folded(self) -> int: ...
+
+
+class _Families(NamedTuple):
+    model: GaugeMetricFamily
+    kpi: GaugeMetricFamily
+    decisions: CounterMetricFamily
+    records: CounterMetricFamily
+    pending: GaugeMetricFamily
+    alerts: CounterMetricFamily
+    active: GaugeMetricFamily
+    misalignment: GaugeMetricFamily
+    delay: HistogramMetricFamily
+    folded: CounterMetricFamily
 
 
 class MonitorCollector(Collector):
@@ -71,9 +87,9 @@ class MonitorCollector(Collector):
             self._fill(families)
         yield from families
 
-    def _families(self) -> list[Metric]:
+    def _families(self) -> _Families:
         p, by = self.prefix, ["decision", *self.by]
-        return [
+        return _Families(
             GaugeMetricFamily(f"{p}_model_metric", "Model metric of a segment, over the whole run (window=total)"
                               " or the latest complete window (window=rolling).", labels=[*by, "metric", "window"]),
             GaugeMetricFamily(f"{p}_kpi", "Business KPI of a segment (window=total or rolling).",
@@ -92,9 +108,9 @@ class MonitorCollector(Collector):
                                   labels=["decision"]),
             CounterMetricFamily(f"{p}_segments_folded", "Decisions counted under an `other` segment value"
                                 " because a segments cap was reached.", labels=["decision"]),
-        ]
+        )
 
-    def _fill(self, families: list[Metric]) -> None:
+    def _fill(self, families: _Families) -> None:
         model, kpi, decisions, records, pending, alerts, active, misalignment, delay, folded = families
         name, readings = self.spec.name, self.readings
         counts = readings.join_counts()
@@ -126,9 +142,9 @@ class MonitorCollector(Collector):
                 if segment == OVERALL:
                     summary = rollup.windows.total(OVERALL)
                     cumulative, buckets = 0, []
-                    for bound, count in zip(DELAY_BUCKETS, summary.delays, strict=True):
+                    for le, count in zip(_LE, summary.delays, strict=True):
                         cumulative += count
-                        buckets.append((floatToGoString(bound), cumulative))
+                        buckets.append((le, cumulative))
                     delay.add_metric([name], buckets, summary.delay_sum)
         for kind, n in fired.items():
             alerts.add_metric([name, kind], n)

@@ -227,7 +227,8 @@ def model_metrics(task: str, worth: dict[str, float] | None = None) -> tuple[Met
     return found
 
 
-MODEL_METRIC_NAMES = frozenset(m.name for task in ("binary", "regression") for m in model_metrics(task, dict.fromkeys(CELLS, 0.0)))
+MODEL_METRIC_NAMES = frozenset(
+    m.name for task in ("binary", "regression") for m in model_metrics(task, dict.fromkeys(CELLS, 0.0)))
 
 
 def mean(m: Moments) -> Estimate:

@@ -23,8 +23,9 @@ import logging
 import math
 import zlib
 from collections import Counter
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, ItemsView, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 
@@ -40,7 +41,13 @@ from monitor.engine.windows import NEVER, SegmentKey
 from monitor.stats.summary import Summary
 from monitor.stream import wire
 
-Store = MutableMapping[bytes, bytes]
+
+class Store(Protocol):
+    """Where a stage's state is read back from after a restart (a Faust table's data, or a dict)."""
+
+    def items(self) -> ItemsView[bytes, bytes]: ...
+
+
 Write = tuple[bytes, bytes | None]  # a key and its new value; None deletes it
 OVERALL_KEY = b"\x00all"
 CHECKPOINT_RECORDS = DRAIN_RECORDS  # records per checkpoint at most: the in-process monitor drains alike
@@ -431,31 +438,30 @@ class ReduceStage:
         saved = [(key[len(prefix):], value) for key, value in list(self.store.items()) if key.startswith(prefix)]
         log.info("restoring metrics partition %d from %d stored entries", partition, len(saved))
         rollup = held.rollup
-        through = NEVER
+        throughs: dict[SegmentKey, int] = {}  # per segment, the slices its base has folded in
         slices: list[tuple[int, SegmentKey, wire.SliceEntry]] = []
         for key, value in saved:
             if key == b"watermarks":
                 held.watermarks = dict(wire.watermarks(value))
             elif key.startswith(b"b"):
-                entry = wire.base_entry(value)
+                base = wire.base_entry(value)
                 segment_key = _segment(key[1:])
-                rollup.restore(segment_key, entry.base)
-                held.bases[segment_key] = dict(entry.applied)
-                through = max(through, entry.through)
+                rollup.restore(segment_key, base.base)
+                held.bases[segment_key] = dict(base.applied)
+                throughs[segment_key] = base.through
             else:
                 slice_id, segment_key = _slice(key[1:])
                 slices.append((slice_id, segment_key, wire.slice_entry(value)))
         self._quiet = True
         try:
             for slice_id, segment_key, entry in sorted(slices, key=lambda item: item[0]):
-                base = wire.base_entry(self.store[prefix + b"b" + wire.encode(segment_key)]) \
-                    if segment_key in held.bases else None
-                if base is not None and slice_id < base.through:  # folded before a crash cut the delete
+                if slice_id < throughs.get(segment_key, NEVER):  # folded before a crash cut the delete
                     held.pending.append((_slice_key(partition, slice_id, segment_key), None))
                     continue
                 held.slices[(slice_id, segment_key)] = dict(entry.applied)
                 rollup.merge(Part(segment_key, slice_id, False, Summary.from_state(self.spec.shape, entry.summary)))
             # Close at least as far as any base has: a crash may have cut the watermarks' write.
+            through = max(throughs.values(), default=NEVER)
             frontier = max(self.frontier(held), through * rollup.windows.width + self.spec.horizon)
             held.pending += self._advance(partition, held, set())
             if frontier > self.frontier(held):

@@ -1,0 +1,185 @@
+"""A worker's ordering of checkpoints, sends and acks, behind small protocols; Faust only wires it.
+
+The rules that keep a worker exact across crashes and rebalances live here, once:
+
+- a record is acked (so Kafka may commit it) only after the checkpoint holding its effect is durable;
+- a checkpoint's dead letters are durable before its records are acked;
+- its deltas are sent only once its log is durable, and never by an owner that lost the partition;
+- a compaction (snapshot) is written only once the deltas it makes the only copy of are durable;
+- the metrics stage acks a delta only once its merge is durable and while it still owns the partition.
+
+`Table` and `Sender` are the I/O edges: Faust's changelog-backed tables and topics in a worker,
+dicts and lists in the tests. Saving runs in the background, so the agents go on with the next
+records while the broker confirms; past `BACKLOG_RECORDS` unsaved records a partition waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from monitor.contract.spec import Spec
+from monitor.engine.alerts import Alert
+from monitor.engine.intake import DeadLetter
+from monitor.engine.join import JoinCounts
+from monitor.engine.rollup import Rollup
+from monitor.stream.stages import (
+    CHECKPOINT_RECORDS,
+    CHECKPOINT_SECONDS,
+    SNAPSHOT_MIN_BYTES,
+    Checkpoint,
+    JoinStage,
+    ReduceStage,
+    Store,
+    Write,
+)
+
+BACKLOG_RECORDS = 2 * CHECKPOINT_RECORDS  # records one partition may hold unsaved while a checkpoint is in flight
+Ack = Callable[[], Awaitable[Any]]  # lets Kafka commit one record
+log = logging.getLogger(__name__)
+
+
+class Table(Store, Protocol):
+    """A key-value store whose writes become durable: `write` returns one awaitable per write."""
+
+    def write(self, partition: int, writes: list[Write]) -> list[Awaitable[Any]]: ...
+
+
+class Sender(Protocol):
+    """Sends to the worker's topics; each send returns an awaitable that resolves once the broker has it."""
+
+    def delta(self, partition: int, raw: bytes) -> Awaitable[Any]: ...
+
+    def dead_letter(self, letter: DeadLetter) -> Awaitable[Any]: ...
+
+    def alert(self, raw: bytes) -> Awaitable[Any]: ...
+
+
+class Worker:
+    """Both stages of a worker with the ordering that makes them exact; what a scrape reads."""
+
+    def __init__(self, spec: Spec, join_table: Table, metrics_table: Table, sender: Sender, partitions: int,
+                 snapshot_bytes: int = SNAPSHOT_MIN_BYTES, clock: Callable[[], float] = time.time,
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
+        self.spec = spec
+        self.join_table, self.metrics_table, self.sender, self.clock = join_table, metrics_table, sender, clock
+        self.join = JoinStage(spec, join_table, partitions, snapshot_bytes, checkpoint_seconds)
+        self.fired: list[Alert] = []
+        self.reduce = ReduceStage(spec, partitions, metrics_table, on_alert=self.fired.append)
+        self.unsaved: dict[int, list[Ack]] = {}  # per input partition, the acks its next checkpoint covers
+        self.letters: dict[int, list[Awaitable[Any]]] = {}  # per input partition, dead letters since its checkpoint
+        self.saving: dict[int, asyncio.Future[None]] = {}  # per input partition, the checkpoint in flight
+        self.tasks: set[asyncio.Future[None]] = set()  # everything running in the background
+
+    # -- the join stage ----------------------------------------------------------------------------
+    async def record(self, topic: str, partition: int, offset: int, value: bytes, ack: Ack) -> None:
+        """Take one input record; `ack` is called once a durable checkpoint holds its effect."""
+        now = self.clock()
+        letter = self.join.process(topic, partition, offset, value, now)
+        if letter is not None:
+            self.letters.setdefault(partition, []).append(self.sender.dead_letter(letter))
+        self.unsaved.setdefault(partition, []).append(ack)
+        await self.checkpoint(partition, now)
+
+    async def tick(self, partition: int) -> None:
+        """Advance an idle partition by the wall clock, and checkpoint it if due."""
+        now = self.clock()
+        self.join.tick(partition, now)
+        await self.checkpoint(partition, now)
+
+    async def checkpoint(self, partition: int, now: float, force: bool = False) -> None:
+        """Cut a checkpoint if due and save it in the background, so the agent goes on with the next records."""
+        flight = self.saving.get(partition)
+        if flight is not None and not flight.done():
+            if self.join.backlog(partition) < BACKLOG_RECORDS and not force:
+                return
+            await flight  # backpressure: the broker is slower than the records
+        if partition not in self.join.partitions or not (force or self.join.due(partition, now)):
+            return
+        part, acks = self.join.partition(partition), self.unsaved.pop(partition, [])
+        done = self.join.checkpoint(partition, now)
+        logged = self.join_table.write(partition, done.log) + self.letters.pop(partition, [])
+        self.saving[partition] = flight = self._background(self._save(partition, part, done, logged, acks))
+
+    async def _save(self, partition: int, part: object, done: Checkpoint, logged: list[Awaitable[Any]],
+                    acks: list[Ack]) -> None:
+        await asyncio.gather(*logged)  # the checkpoint (and its dead letters) is durable before its deltas can be seen
+        if self.join.partitions.get(partition) is not part:
+            # Revoked meanwhile: the new owner sends these parts again if its restore saw this
+            # checkpoint, and handles its records again if not. Sending them here could count them twice.
+            return
+        sent = [self.sender.delta(q, raw) for q, raw in done.deltas]
+        for ack in acks:  # now Kafka may commit them
+            await ack()
+        if done.compaction:
+            await asyncio.gather(*sent)  # the deltas are durable before the logs holding them go
+            if self.join.partitions.get(partition) is part:
+                await asyncio.gather(*self.join_table.write(partition, done.compaction))
+
+    # -- the metrics stage -------------------------------------------------------------------------
+    async def delta(self, partition: int, raw: bytes, ack: Ack) -> None:
+        """Merge one delta; it is acked once its merge is durable, without holding up the next one."""
+        merged = self.metrics_table.write(partition, self.reduce.handle(partition, raw))
+        self._background(self._ack_merged(merged, partition, self.reduce.held.get(partition), ack))
+        while self.fired:
+            await self.sender.alert(orjson.dumps(self.fired.pop(0).as_dict()))
+
+    async def _ack_merged(self, merged: list[Awaitable[Any]], partition: int, owner: object, ack: Ack) -> None:
+        await asyncio.gather(*merged)
+        # Revoked meanwhile: leave it uncommitted. A restore may have read the changelog before
+        # these writes reached it, and then only a redelivery brings this delta back.
+        if self.reduce.held.get(partition) is owner:
+            await ack()
+
+    # -- partitions --------------------------------------------------------------------------------
+    def revoke(self, inputs: set[int], metrics: set[int]) -> list[Rollup]:
+        """Forget revoked partitions; their unacked records are committed by whoever checkpoints them next."""
+        self.join.revoke(inputs)
+        for partition in inputs:
+            self.unsaved.pop(partition, None)
+            self.letters.pop(partition, None)
+            self.saving.pop(partition, None)  # a checkpoint in flight belongs to the old owner: never wait for it
+        return self.reduce.revoke(metrics)
+
+    async def settle(self) -> None:
+        """Checkpoint every partition now and wait for everything in flight (tests, shutdown)."""
+        for partition in list(self.join.partitions):
+            await self.checkpoint(partition, self.clock(), force=True)
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks))
+
+    # -- what a scrape reads -----------------------------------------------------------------------
+    def join_counts(self) -> JoinCounts:
+        return self.join.counts()
+
+    def record_counts(self) -> Mapping[str, int]:
+        return self.join.record_counts()
+
+    def rollups(self) -> Iterable[Rollup]:
+        return self.reduce.rollups.values()
+
+    def folded(self) -> int:
+        return self.join.folded()
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "join_partitions": sorted(self.join.partitions),
+                "metric_partitions": sorted(self.reduce.held),
+                "held_outcomes": self.join.held_outcomes(),
+                "segments": {"/".join(r.key(s)) or "(all)": t["decisions"]
+                             for r in self.rollups() for s, t in r.totals().items()}}
+
+    def _background(self, work: Awaitable[None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a state write failed; its records stay uncommitted", exc_info=task.exception())
