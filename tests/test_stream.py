@@ -1,85 +1,191 @@
-"""The streaming stages without a broker: parity with replay, restarts and redeliveries."""
+"""The shipped streaming worker without a broker: parity with replay, restarts and redeliveries.
+
+`monitor.stream.worker.Worker` runs here exactly as in the Faust app, over in-memory tables and
+topics (`Memory`, `Topics`) on a simulated clock.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from monitor.apps.simulate import simulate
 from monitor.contract import spec as specs
 from monitor.contract.spec import Spec
-from monitor.engine.monitor import Monitor
-from monitor.stream.stages import JoinStage, ReduceStage
+from monitor.engine.intake import DeadLetter
+from monitor.engine.monitor import Monitor, report
+from monitor.stream.stages import CHECKPOINT_SECONDS, Write
+from monitor.stream.worker import Worker
 from monitor.testing import Stream, encode
 
-REDUCERS = 3
+Record = tuple[str, int, int, bytes]  # topic, partition, offset, value
 
 
-class Worker:
-    """Both stages wired as the Faust app wires them, over in-memory stores, on a simulated clock."""
+def done() -> asyncio.Future[None]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
-    def __init__(self, spec: Spec, stores: tuple[dict[bytes, bytes], dict[bytes, bytes]], sources: int = 1,
-                 snapshot_min_bytes: int = 1 << 20) -> None:
-        self.join_store, self.metrics_store = stores
-        self.join = JoinStage(spec, self.join_store, REDUCERS, snapshot_min_bytes)
-        self.reduce = ReduceStage(spec, sources, self.metrics_store)
-        self.sent: list[tuple[int, bytes]] = []  # every delta, in order
 
-    def feed(self, records: list[tuple[str, int, int, bytes]], clock: float = 0.0) -> float:
+class Memory(dict[bytes, bytes]):
+    """A table whose writes are durable at once."""
+
+    def write(self, partition: int, writes: list[Write]) -> list[Awaitable[Any]]:
+        for key, value in writes:
+            if value is None:
+                self.pop(key, None)
+            else:
+                self[key] = value
+        return [done()]
+
+
+class Topics:
+    """The internal topic as a queue; dead letters and alerts as lists. `drop` loses deltas (a crash)."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.sent: list[tuple[int, bytes]] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.alerts: list[dict[str, Any]] = []
+        self.drop = False
+
+    def delta(self, partition: int, raw: bytes) -> Awaitable[Any]:
+        if self.drop:  # the process dies with the send in flight: never confirmed
+            return asyncio.get_running_loop().create_future()
+        self.queue.append((partition, raw))
+        self.sent.append((partition, raw))
+        return done()
+
+    def dead_letter(self, letter: DeadLetter) -> Awaitable[Any]:
+        self.dead_letters.append(letter)
+        return done()
+
+    def alert(self, raw: bytes) -> Awaitable[Any]:
+        self.alerts.append(orjson.loads(raw))
+        return done()
+
+
+class Harness:
+    """One worker on in-memory tables, fed record by record on a simulated clock."""
+
+    def __init__(self, spec: Spec, stores: tuple[Memory, Memory], sources: int = 1,
+                 snapshot_min_bytes: int = 1 << 20, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
+        self.spec = spec
+        self.loop = asyncio.new_event_loop()  # one loop for the worker's whole life, as in Faust
+        self.clock = 0.0
+        self.topics = Topics()
+        self.acked: set[tuple[str, int, int]] = set()
+        self.worker = Worker(spec, stores[0], stores[1], self.topics, sources, snapshot_min_bytes,
+                             clock=lambda: self.clock, checkpoint_seconds=checkpoint_seconds)
+
+    def feed(self, records: list[Record], clock: float | None = None) -> float:
+        return self.loop.run_until_complete(self._feed(records, clock))
+
+    async def _feed(self, records: list[Record], clock: float | None) -> float:
+        if clock is not None:
+            self.clock = clock
         for topic, partition, offset, value in records:
-            clock += 0.001
-            self.join.process(topic, partition, offset, value, now=clock)
-            if self.join.due(partition, clock):
-                self.checkpoint(partition, clock)
-        return clock
+            self.clock += 0.001
+            await self.worker.record(topic, partition, offset, value, self._ack(topic, partition, offset))
+            await self.deliver()
+        return self.clock
 
-    def checkpoint(self, partition: int, clock: float, deliver: bool = True) -> None:
-        done = self.join.checkpoint(partition, clock)
-        write(self.join_store, done.log)
-        if not deliver:  # a crash before the deltas left, so before any compaction
-            return
-        for q, raw in done.deltas:
-            self.sent.append((q, raw))
-            write(self.metrics_store, self.reduce.handle(q, raw))
-        write(self.join_store, done.compaction)
+    async def deliver(self) -> None:
+        """Let background saves finish, and hand every delta sent to the metrics stage."""
+        while self.worker.tasks or self.topics.queue:
+            if self.worker.tasks:
+                await asyncio.gather(*list(self.worker.tasks))
+            while self.topics.queue:
+                q, raw = self.topics.queue.popleft()
+                await self.worker.delta(q, raw, self._ack("decisions", q, -1))
+
+    def redeliver(self, deltas: list[tuple[int, bytes]]) -> None:
+        async def again() -> None:
+            self.topics.queue.extend(deltas)
+            await self.deliver()
+        self.loop.run_until_complete(again())
 
     def finish(self, clock: float) -> None:
-        for partition in list(self.join.partitions):
-            self.checkpoint(partition, clock)
+        async def settle() -> None:
+            self.clock = clock
+            await self.worker.settle()
+            await self.deliver()
+        self.loop.run_until_complete(settle())
+
+    def crash_after_checkpoint(self) -> None:
+        """Every partition checkpoints durably, then the worker dies before its deltas leave."""
+        async def cut() -> None:
+            self.topics.drop = True
+            for partition in list(self.worker.join.partitions):
+                await self.worker.checkpoint(partition, self.clock, force=True)
+            for _ in range(10):  # the logs become durable; the deltas hang
+                await asyncio.sleep(0)
+            for task in self.worker.tasks:
+                task.cancel()
+            await asyncio.gather(*self.worker.tasks, return_exceptions=True)
+        self.loop.run_until_complete(cut())
 
     def totals(self) -> dict[tuple[str, ...], dict[str, Any]]:
         found = {}
-        for rollup in self.reduce.rollups.values():
+        for rollup in self.worker.rollups():
             for segment, total in rollup.totals().items():
                 if total["decisions"]:
-                    found[rollup.segments.key(segment)] = total
+                    found[rollup.key(segment)] = total
         return found
 
+    def report(self) -> dict[str, Any]:
+        join = self.worker.join
+        return report(self.spec, join.counts(), join.reasons(), self.worker.rollups())
 
-def write(store: dict[bytes, bytes], writes: list[tuple[bytes, bytes | None]]) -> None:
-    for key, value in writes:
-        if value is None:
-            store.pop(key, None)
-        else:
-            store[key] = value
+    def _ack(self, topic: str, partition: int, offset: int) -> Callable[[], Awaitable[None]]:
+        async def ack() -> None:
+            self.acked.add((topic, partition, offset))
+        return ack
 
 
-def records(scenario: str, n: int, partitions: int = 1) -> list[tuple[str, int, int, bytes]]:
+def records(scenario: str, n: int, partitions: int = 1, tail: bool = False) -> list[Record]:
+    """A simulated stream, spread over partitions by key as Kafka would; with `tail`, each partition
+    ends with a decision far in the future that moves its watermark past everything before it."""
     offsets: dict[tuple[str, int], int] = {}
     found = []
-    for r in simulate(scenario, n, seed=9):
+    stream = simulate(scenario, n, seed=9)
+    if tail:
+        end = max(float(r["value"]["ts"]) for r in stream if isinstance(r["value"], dict)  # type: ignore[index]
+                  and isinstance(r["value"].get("ts"), float))  # type: ignore[union-attr]
+        built = Stream()
+        for p in range(partitions):
+            key = next(f"tail-{p}-{i}" for i in range(10**6) if partition_of(f"tail-{p}-{i}", partitions) == p)
+            built.predict(key, end + 3 * 86400, 0.5).outcome(key, end + 3 * 86400 + 1, 0)
+        stream += built.records
+    for r in stream:
         topic = str(r["topic"])
-        partition = zlib.crc32(str(r["key"]).encode()) % partitions
+        partition = partition_of(str(r["key"]), partitions)
         offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
         found.append((topic, partition, offset, encode(r["value"])))
     return found
 
 
-def fresh() -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
-    return {}, {}
+def partition_of(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode()) % partitions
+
+
+def replayed(spec: Spec, stream: list[Record]) -> Monitor:
+    monitor = Monitor(spec)
+    for topic, _, _, value in stream:
+        monitor.process(topic, value)
+    monitor.finish()
+    return monitor
+
+
+def fresh() -> tuple[Memory, Memory]:
+    return Memory(), Memory()
 
 
 def assert_same_totals(got: dict[tuple[str, ...], dict[str, Any]], want: dict[tuple[str, ...], dict[str, Any]]) -> None:
@@ -92,47 +198,82 @@ def assert_same_totals(got: dict[tuple[str, ...], dict[str, Any]], want: dict[tu
                 assert (math.isnan(value) and math.isnan(other)) or other == pytest.approx(value, rel=1e-9), name
 
 
+def assert_same_report(got: Any, want: Any, where: str = "report") -> None:
+    """Equal structure, keys, counts and text; floats equal to 1e-9 relative."""
+    if isinstance(want, float) and isinstance(got, float):
+        assert got == pytest.approx(want, rel=1e-9, nan_ok=True), where
+    elif isinstance(want, dict) and isinstance(got, dict):
+        assert got.keys() == want.keys(), where
+        for key in want:
+            assert_same_report(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list) and isinstance(got, list):
+        assert len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            assert_same_report(a, b, f"{where}[{i}]")
+    else:
+        assert got == want, where
+
+
 def test_one_partition_equals_replay(spec: Spec) -> None:
     stream = records("business_drop", 20_000)
     monitor = Monitor(spec)
     for topic, _, _, value in stream:
         monitor.process(topic, value)
-    worker = Worker(spec, fresh())
+    monitor.drain()
+    worker = Harness(spec, fresh())
     worker.finish(worker.feed(stream))
     want_counts = monitor.joiner.counts()
-    got_counts = worker.join.counts()
+    got_counts = worker.worker.join.counts()
     assert got_counts == want_counts
     want = {monitor.segments.key(s): t for s, t in monitor.totals().items() if t["decisions"]}
     assert_same_totals(worker.totals(), want)
-    windows = sum(len(r.timeline.get(s, [])) for r in worker.reduce.rollups.values() for s in r.timeline)
+    windows = sum(len(r.timeline.get(s, [])) for r in worker.worker.rollups() for s in r.timeline)
     assert windows == sum(len(t) for t in monitor.timeline.values())
     assert [a.kind for a in sorted(monitor.alerts, key=lambda a: (a.at, a.kind))] == [
-        a.kind for a in sorted((a for r in worker.reduce.rollups.values() for a in r.alerts),
-                               key=lambda a: (a.at, a.kind))]
+        a.kind for a in sorted((a for r in worker.worker.rollups() for a in r.alerts), key=lambda a: (a.at, a.kind))]
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_worker_report_equals_replay_report(spec: Spec, partitions: int) -> None:
+    """The same records through replay and through the worker's stages give the same report,
+    alerts included. With one partition and checkpoints every `CHECKPOINT_RECORDS` records (as
+    replay drains), every number is bit for bit the same; with four, sums are merged in another
+    order, so floats agree to 1e-9 and everything else exactly."""
+    stream = records("business_drop", 30_000, partitions, tail=True)
+    want = replayed(spec, stream).report()
+    assert want["alerts"], "the scenario must raise alerts for the comparison to mean something"
+    worker = Harness(spec, fresh(), sources=partitions, checkpoint_seconds=math.inf)
+    worker.finish(worker.feed(stream))
+    got = worker.report()
+    if partitions == 1:
+        assert orjson.dumps(got) == orjson.dumps(want)
+    else:
+        assert_same_report(got, want)
+    assert sorted(a["kind"] for a in worker.topics.alerts) == sorted(a["kind"] for a in want["alerts"])
+    assert len(worker.topics.dead_letters) == want["join"]["invalid"]
+    assert {(t, p, o) for t, p, o, _ in stream} <= worker.acked  # every record was committed in the end
 
 
 @pytest.mark.parametrize("partitions", [1, 4])
 @pytest.mark.parametrize("snapshot_min_bytes", [1 << 20, 20_000])
 def test_restart_with_redelivery_counts_nothing_twice(spec: Spec, partitions: int, snapshot_min_bytes: int) -> None:
     stream = records("model_rot", 12_000, partitions)
-    whole = Worker(spec, fresh(), sources=partitions)
+    whole = Harness(spec, fresh(), sources=partitions)
     whole.finish(whole.feed(stream))
 
     stores = fresh()
-    first = Worker(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
+    first = Harness(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
     cut = len(stream) // 2
     clock = first.feed(stream[:cut])
-    for partition in first.join.partitions:  # a crash once the checkpoints were durable, before their deltas left
-        first.checkpoint(partition, clock, deliver=False)
+    first.crash_after_checkpoint()  # the checkpoints are durable; their deltas never left
     # A restart: state only from the stores.
-    second = Worker(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
+    second = Harness(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
     clock = second.feed(stream[cut - 700:], clock)  # records not yet acked are delivered again
-    for q, raw in first.sent[-20:]:  # and so are the last deltas of the metrics stage
-        write(second.metrics_store, second.reduce.handle(q, raw))
+    second.redeliver(first.topics.sent[-20:])  # and so are the last deltas of the metrics stage
     second.finish(clock)
-    assert second.join.counts() == whole.join.counts()
+    assert second.worker.join.counts() == whole.worker.join.counts()
     assert_same_totals(second.totals(), whole.totals())
-    assert second.reduce.rollups.keys() == whole.reduce.rollups.keys()
+    assert second.worker.reduce.held.keys() == whole.worker.reduce.held.keys()
     if snapshot_min_bytes < 1 << 20:
         assert any(key.endswith(b"/head") for key in stores[0])  # compaction ran
         assert sum(b"/log/" in key for key in stores[0]) < 40
@@ -144,15 +285,16 @@ def test_quiet_partition_expires_by_wall_clock(spec_text: str) -> None:
     for i in range(5):
         built.predict(f"d{i}", 1000.0 + i, 0.7, variant="a")
     built.outcome("d0", 1003.0, label=1)
-    worker = Worker(quick, fresh())
+    worker = Harness(quick, fresh())
     feed = [(str(r["topic"]), 0, n, encode(r["value"])) for n, r in enumerate(built.records)]
     worker.finish(worker.feed(feed, clock=50.0))
-    assert worker.join.counts().pending == 4  # the outcomes topic stopped at 1003: nothing expires by itself
-    worker.join.tick(0, now=51.0)  # quiet, but not for long enough
-    assert worker.join.counts().pending == 4
-    worker.join.tick(0, now=60.5)  # quiet for 10.5 s: the watermark follows, to about 1013.5
-    assert worker.join.due(0, now=60.5)
-    worker.checkpoint(0, 60.5)
-    counts = worker.join.counts()
+    join = worker.worker.join
+    assert join.counts().pending == 4  # the outcomes topic stopped at 1003: nothing expires by itself
+    join.tick(0, now=51.0)  # quiet, but not for long enough
+    assert join.counts().pending == 4
+    join.tick(0, now=60.5)  # quiet for 10.5 s: the watermark follows, to about 1013.5
+    assert join.due(0, now=60.5)
+    worker.finish(60.5)
+    counts = join.counts()
     assert (counts.matched, counts.expired, counts.pending) == (1, 3, 1)  # d4 is due at 1014
     assert worker.totals()[()]["decisions"] == 4
