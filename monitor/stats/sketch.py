@@ -15,9 +15,9 @@ SketchState = tuple[float, int, dict[int, int], dict[int, int]]
 class QuantileSketch:
     """Counts of values in log-spaced buckets, for quantiles of KPIs of either sign.
 
-    Bucket k holds |x| in (γ^(k−1), γ^k] with γ = (1 + a)/(1 − a), so its middle value is within
+    Bucket k holds |x| in (γ^(k−1), γ^k] with γ = (1 + a)/(1 − a), so 2γ^k/(γ + 1) is within
     relative accuracy a of everything in it; counts are exact, so a quantile lands in the right
-    bucket and merging sketches is adding counts. Values must be finite.
+    bucket and merging sketches is adding counts. Values must be finite: NaN and ±inf raise.
 
     >>> s = QuantileSketch(accuracy=0.01)
     >>> for x in (-3.0, 0.0, 1.0, 2.0, 100.0):
@@ -51,7 +51,8 @@ class QuantileSketch:
         try:
             k = math.ceil(math.log(x) * self._scale)
         except OverflowError:  # infinity: checked here rather than before, to keep the finite path short
-            raise ValueError(f"QuantileSketch.update: values must be finite, got {x!r}") from None
+            got = -x if counts is self.neg else x
+            raise ValueError(f"QuantileSketch.update: values must be finite, got {got!r}") from None
         counts[k] = counts.get(k, 0) + 1
         return self
 
