@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor.testing import edit_spec
+
 MONITOR = [sys.executable, "-m", "monitor.cli"]
 
 
@@ -65,7 +67,7 @@ def test_replay_errors_are_plain(tmp_path: Path, bundled_spec_path: Path, args: 
 
 def test_bad_spec_names_the_key(tmp_path: Path, bundled_spec_path: Path) -> None:
     spec = tmp_path / "bad.toml"
-    spec.write_text(bundled_spec_path.read_text().replace('horizon = "6h"', 'horizon = "six hours"'))
+    spec.write_text(edit_spec(bundled_spec_path.read_text(), {"outcome.horizon": "six hours"}))
     (tmp_path / "s.jsonl").write_text("")
     done = monitor("replay", "--spec", str(spec), "--input", str(tmp_path / "s.jsonl"), "--report", "r.json")
     assert done.returncode == 2
