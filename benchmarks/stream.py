@@ -30,6 +30,7 @@ from pathlib import Path
 from monitor.apps import brokers
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.spec import load
+from monitor.testing import edit_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 MATCHED = re.compile(r'^monitor_decisions_total\{[^}]*status="matched"[^}]*\} (\S+)$', re.M)
@@ -50,9 +51,9 @@ def total(pattern: re.Pattern[str], text: str) -> float:
 
 
 def make_spec(tmp: Path, tag: str) -> Path:
-    text = (ROOT / "monitor" / "checkout.toml").read_text().replace('name = "checkout_offer"', f'name = "bench_{tag}"')
-    text += (f'\n[topics]\npredictions = "bp-{tag}"\noutcomes = "bo-{tag}"\nalerts = "ba-{tag}"\n'
-             f'dead_letters = "bd-{tag}"\n')
+    text = edit_spec((ROOT / "monitor" / "checkout.toml").read_text(), {
+        "decision.name": f"bench_{tag}", "topics.predictions": f"bp-{tag}", "topics.outcomes": f"bo-{tag}",
+        "topics.alerts": f"ba-{tag}", "topics.dead_letters": f"bd-{tag}"})
     path = tmp / f"{tag}.toml"
     path.write_text(text)
     return path

@@ -11,14 +11,31 @@ import typer
 
 from monitor.contract.errors import MonitorError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# No pretty exceptions: main() turns an unexpected error into one line, and --debug shows Python's own traceback.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Watch a model's metrics and the business KPIs it drives, side by side.")
 
 SpecOption = Annotated[Path, typer.Option("--spec", help="Decision spec (TOML).")]
 
 
+_debug = False  # set by --debug; main() reads it after the command has failed
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", envvar="MONITOR_DEBUG",
+                                        help="Show the full traceback of an unexpected error.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+def _say_error(text: str) -> None:
+    typer.secho(f"error: {text}", fg="red", err=True)
+
+
 def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
+    _say_error(str(exc))
     raise typer.Exit(2)
 
 
@@ -180,7 +197,20 @@ def topics_create(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # typer already exits 130 inside a command; this covers the moments around it
+        raise SystemExit(130) from None
+    except MonitorError as exc:  # a known error that a command did not catch: same words and code as _fail
+        _say_error(str(exc))
+        raise SystemExit(2) from None
+    except Exception as exc:
+        if _debug:
+            raise
+        message = " ".join(str(exc).split())  # one line, even if the message has several
+        _say_error(type(exc).__name__ + (f": {message}" if message else ""))
+        typer.echo("(run again with --debug for the traceback)", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from monitor.testing import edit_spec
+
 MONITOR = [sys.executable, "-m", "monitor.cli"]
 
 
-def monitor(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MONITOR, *args], capture_output=True, text=True, timeout=timeout)
+def monitor(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "MONITOR_DEBUG"} | (env or {})
+    return subprocess.run([*MONITOR, *args], capture_output=True, text=True, timeout=timeout, env=environ)
 
 
 def test_simulate_then_replay_writes_the_report(tmp_path: Path, bundled_spec_path: Path) -> None:
@@ -62,7 +67,7 @@ def test_replay_errors_are_plain(tmp_path: Path, bundled_spec_path: Path, args: 
 
 def test_bad_spec_names_the_key(tmp_path: Path, bundled_spec_path: Path) -> None:
     spec = tmp_path / "bad.toml"
-    spec.write_text(bundled_spec_path.read_text().replace('horizon = "6h"', 'horizon = "six hours"'))
+    spec.write_text(edit_spec(bundled_spec_path.read_text(), {"outcome.horizon": "six hours"}))
     (tmp_path / "s.jsonl").write_text("")
     done = monitor("replay", "--spec", str(spec), "--input", str(tmp_path / "s.jsonl"), "--report", "r.json")
     assert done.returncode == 2
@@ -74,10 +79,61 @@ def test_unknown_scenario(tmp_path: Path) -> None:
     assert done.returncode == 2 and "valid scenarios" in done.stderr
 
 
+def test_unexpected_error_is_one_line(tmp_path: Path, bundled_spec_path: Path) -> None:
+    (tmp_path / "s.jsonl").write_text("")
+    # A directory as --report fails when the report is written, outside any known error
+    done = monitor("replay", "--spec", str(bundled_spec_path), "--input", str(tmp_path / "s.jsonl"),
+                   "--report", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"error: IsADirectoryError: [Errno 21] Is a directory: {str(tmp_path)!r}",
+                                        "(run again with --debug for the traceback)"]
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("flag, env", [(["--debug"], {}), ([], {"MONITOR_DEBUG": "1"})])
+def test_debug_shows_the_traceback(tmp_path: Path, bundled_spec_path: Path, flag: list[str],
+                                   env: dict[str, str]) -> None:
+    (tmp_path / "s.jsonl").write_text("")
+    done = monitor(*flag, "replay", "--spec", str(bundled_spec_path), "--input", str(tmp_path / "s.jsonl"),
+                   "--report", str(tmp_path), env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith("Traceback (most recent call last):")
+    assert done.stderr.splitlines()[-1] == f"IsADirectoryError: [Errno 21] Is a directory: {str(tmp_path)!r}"
+    assert "run again" not in done.stderr and "╭" not in done.stderr  # Python's own traceback, not Rich's box
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def scrape(port: int, until: str, timeout: float = 30) -> str:
+    """The text of /metrics once it contains `until`, or the last text read when time runs out."""
+    scraped = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and until not in scraped:
+        time.sleep(0.5)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                scraped = response.read().decode()
+        except OSError:
+            continue
+    return scraped
+
+
+def test_interrupt_exits_quietly_with_130() -> None:
+    port = free_port()
+    proc = subprocess.Popen([*MONITOR, "demo", "--port", str(port), "--duration", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "monitor_decisions_total" in scrape(port, "monitor_decisions_total")  # streaming by now
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err == ""
 
 
 def test_demo_serves_metrics_prints_alerts_and_a_summary() -> None:
@@ -86,15 +142,7 @@ def test_demo_serves_metrics_prints_alerts_and_a_summary() -> None:
                              "--duration", "8", "--decisions", "40000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        scraped = ""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "monitor_kpi{" not in scraped:
-            time.sleep(0.5)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-                    scraped = response.read().decode()
-            except OSError:
-                continue
+        scraped = scrape(port, "monitor_kpi{")
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()

@@ -27,7 +27,7 @@ import pytest
 from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.spec import Spec, load
-from monitor.testing import Stream
+from monitor.testing import Stream, edit_spec
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +57,9 @@ class Setup:
     def __init__(self, tmp: Path, servers: str, bootstrap_spec: Path, partitions: int) -> None:
         tag = uuid.uuid4().hex[:8]
         self.servers = servers
-        text = bootstrap_spec.read_text().replace('name = "checkout_offer"', f'name = "it_{tag}"')
-        text += (f'\n[topics]\npredictions = "p-{tag}"\noutcomes = "o-{tag}"\nalerts = "a-{tag}"\n'
-                 f'dead_letters = "dl-{tag}"\n\n[stream]\nidle_timeout = "1h"\n')
+        text = edit_spec(bootstrap_spec.read_text(), {
+            "decision.name": f"it_{tag}", "topics.predictions": f"p-{tag}", "topics.outcomes": f"o-{tag}",
+            "topics.alerts": f"a-{tag}", "topics.dead_letters": f"dl-{tag}", "stream.idle_timeout": "1h"})
         self.spec_path = tmp / "spec.toml"
         self.spec_path.write_text(text)
         self.spec: Spec = load(self.spec_path)
@@ -303,8 +303,7 @@ def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
     setup.stop(one)
     lines = sum(1 for _ in path.open())
     # The same records again, under a second consumer group: a fresh pair of workers.
-    text = setup.spec_path.read_text().replace(f'name = "{setup.spec.name}"', f'name = "{setup.spec.name}_2"')
-    setup.spec_path.write_text(text)
+    setup.spec_path.write_text(edit_spec(setup.spec_path.read_text(), {"decision.name": f"{setup.spec.name}_2"}))
     ports = [setup.start("--snapshot-bytes", "20000"), setup.start("--snapshot-bytes", "20000")]
     both = setup.settle(ports, lines)
     assert all(healthz(p)["join_partitions"] for p in ports)  # the work was shared
@@ -314,8 +313,8 @@ def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
 
 
 def test_quiet_partition_expires_by_wall_clock(setup: Setup) -> None:
-    text = setup.spec_path.read_text().replace('idle_timeout = "1h"', 'idle_timeout = "1s"')
-    setup.spec_path.write_text(text.replace('horizon = "6h"', 'horizon = "6s"'))
+    setup.spec_path.write_text(edit_spec(setup.spec_path.read_text(),
+                                         {"stream.idle_timeout": "1s", "outcome.horizon": "6s"}))
     setup.spec = load(setup.spec_path)
     built = Stream()
     for i in range(20):

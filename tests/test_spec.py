@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from monitor.contract import spec as specs
 from monitor.contract.errors import SpecError
+from monitor.testing import edit_spec
 
 
 def test_bundled_example_parses(bundled_spec_path: Path) -> None:
@@ -26,28 +28,27 @@ def test_durations(text: str, expected: float) -> None:
     assert specs.parse_duration(text, "k") == expected
 
 
-@pytest.mark.parametrize("old, new, key, fragment", [
-    ('task = "binary"', 'task = "multiclass"', "model.task", '"binary", "regression"'),
-    ('horizon = "6h"', 'horizon = "6 hours"', "outcome.horizon", "positive duration"),
-    ('horizon = "6h"', 'horizon = "-6h"', "outcome.horizon", "positive duration"),
-    ("threshold = 0.5", "threshold = 1.5", "model.threshold", "in [0.0, 1.0]"),
-    ('field = "value"', 'field = "revenue"', "kpi[1].field", '"kpis.<name>"'),
-    ('agg = "sum"', 'agg = "median"', "kpi[2].agg", '"mean", "sum"'),
-    ("size = 500", "size = 5", "windows.size", "≥ 10"),
-    ("size = 500", 'size = "big"', "windows.size", "an integer"),
-    ('by = ["variant", "segment.country"]', 'by = ["features.x"]', "segments.by", "segment.<key>"),
-    ('by = ["variant", "segment.country"]', 'by = ["variant", "variant"]', "segments.by", "distinct"),
-    ('name = "checkout_offer"', 'name = "checkout offer!"', "decision.name", "letters, digits"),
-    ("tp = 40.0", 'tp = "forty"', "business.value.tp", "a number"),
-    ("[windows]", "[window]", "window", "known keys"),
-    ("threshold = 0.5", "treshold = 0.5", "model.treshold", "known keys"),
-    ('name = "items"', 'name = "revenue"', "kpi[2].name", "not used by another"),
+@pytest.mark.parametrize("changes, key, fragment", [
+    ({"model.task": "multiclass"}, "model.task", '"binary", "regression"'),
+    ({"outcome.horizon": "6 hours"}, "outcome.horizon", "positive duration"),
+    ({"outcome.horizon": "-6h"}, "outcome.horizon", "positive duration"),
+    ({"model.threshold": 1.5}, "model.threshold", "in [0.0, 1.0]"),
+    ({"kpi.1.field": "revenue"}, "kpi[1].field", '"kpis.<name>"'),
+    ({"kpi.2.agg": "median"}, "kpi[2].agg", '"mean", "sum"'),
+    ({"windows.size": 5}, "windows.size", "≥ 10"),
+    ({"windows.size": "big"}, "windows.size", "an integer"),
+    ({"segments.by": ["features.x"]}, "segments.by", "segment.<key>"),
+    ({"segments.by": ["variant", "variant"]}, "segments.by", "distinct"),
+    ({"decision.name": "checkout offer!"}, "decision.name", "letters, digits"),
+    ({"business.value.tp": "forty"}, "business.value.tp", "a number"),
+    ({"windows": None, "window": {"size": 500}}, "window", "known keys"),
+    ({"model.threshold": None, "model.treshold": 0.5}, "model.treshold", "known keys"),
+    ({"kpi.2.name": "revenue"}, "kpi[2].name", "not used by another"),
 ])
-def test_errors_name_key_value_and_expectation(spec_text: str, old: str, new: str, key: str,
+def test_errors_name_key_value_and_expectation(spec_text: str, changes: dict[str, object], key: str,
                                                fragment: str) -> None:
-    assert old in spec_text
     with pytest.raises(SpecError) as caught:
-        specs.parse(spec_text.replace(old, new, 1))
+        specs.parse(edit_spec(spec_text, changes))
     assert caught.value.key == key
     message = str(caught.value)
     assert f"`{key}`" in message and fragment in message
@@ -66,7 +67,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_regression_rejects_business_values(spec_text: str) -> None:
-    text = spec_text.replace('task = "binary"\nthreshold = 0.5', 'task = "regression"')
+    text = edit_spec(spec_text, {"model.task": "regression", "model.threshold": None})
     with pytest.raises(SpecError, match=r"business\.value"):
         specs.parse(text)
 
@@ -79,28 +80,41 @@ def test_defaults_fill_missing_kpis(spec: specs.Spec) -> None:
 
 def test_kpi_cannot_shadow_a_model_metric(spec_text: str) -> None:
     with pytest.raises(SpecError, match=r"`kpi\[0\]\.name`.*not a model metric"):
-        specs.parse(spec_text.replace('name = "conversion"', 'name = "accuracy"'))
+        specs.parse(edit_spec(spec_text, {"kpi.0.name": "accuracy"}))
+
+
+def test_edit_spec_writes_any_value_and_deletes_by_index(spec_text: str) -> None:
+    edited = tomllib.loads(edit_spec(spec_text, {"kpi.2": None, "windows.size": -5, "stream.idle_timeout": "2s"}))
+    assert [k["name"] for k in edited["kpi"]] == ["conversion", "revenue"]
+    assert edited["windows"] == {"size": -5} and edited["stream"] == {"idle_timeout": "2s"}
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"model.task.x": 1}, "not a table"),
+    ({"kpi.3.name": "x"}, "not an index of an array of 3"),
+    ({"outcome.gone": None}, "no such key"),
+])
+def test_edit_spec_refuses_paths_that_are_not_there(spec_text: str, changes: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        edit_spec(spec_text, changes)
 
 
 def test_segments_max_values_defaults_to_50(spec_text: str) -> None:
     assert specs.parse(spec_text).max_values == 50
-    by = 'by = ["variant", "segment.country"]'
-    assert specs.parse(spec_text.replace(by, f"{by}\nmax_values = 3")).max_values == 3
+    assert specs.parse(edit_spec(spec_text, {"segments.max_values": 3})).max_values == 3
 
 
-@pytest.mark.parametrize("toml, value, fragment", [("0", 0, "an integer ≥ 1"), ("-5", -5, "an integer ≥ 1"),
-                                                    ("2.5", 2.5, "an integer"), ('"many"', "many", "an integer"),
-                                                    ("true", True, "an integer")])
-def test_segments_max_values_errors(spec_text: str, toml: str, value: object, fragment: str) -> None:
-    by = 'by = ["variant", "segment.country"]'
+@pytest.mark.parametrize("given, value, fragment", [(0, 0, "an integer ≥ 1"), (-5, -5, "an integer ≥ 1"),
+                                                    (2.5, 2.5, "an integer"), ("many", "many", "an integer"),
+                                                    (True, True, "an integer")])
+def test_segments_max_values_errors(spec_text: str, given: object, value: object, fragment: str) -> None:
     with pytest.raises(SpecError) as caught:
-        specs.parse(spec_text.replace(by, f"{by}\nmax_values = {toml}"))
+        specs.parse(edit_spec(spec_text, {"segments.max_values": given}))
     assert caught.value.key == "segments.max_values" and caught.value.value == value
     message = str(caught.value)
     assert "`segments.max_values`" in message and fragment in message
 
 
 def test_segments_known_keys_name_max_values(spec_text: str) -> None:
-    by = 'by = ["variant", "segment.country"]'
     with pytest.raises(SpecError, match=r"`segments\.max_value`.*known keys: by, max, max_values"):
-        specs.parse(spec_text.replace(by, f"{by}\nmax_value = 3"))
+        specs.parse(edit_spec(spec_text, {"segments.max_value": 3}))

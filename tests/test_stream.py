@@ -23,7 +23,7 @@ from monitor.engine.intake import DeadLetter
 from monitor.engine.monitor import Monitor, report
 from monitor.stream.stages import CHECKPOINT_SECONDS, Write
 from monitor.stream.worker import Worker
-from monitor.testing import Stream, encode
+from monitor.testing import Stream, edit_spec, encode
 
 Record = tuple[str, int, int, bytes]  # topic, partition, offset, value
 
@@ -280,7 +280,7 @@ def test_restart_with_redelivery_counts_nothing_twice(spec: Spec, partitions: in
 
 
 def test_quiet_partition_expires_by_wall_clock(spec_text: str) -> None:
-    quick = specs.parse(spec_text.replace('horizon = "6h"', 'horizon = "10s"') + '[stream]\nidle_timeout = "2s"\n')
+    quick = specs.parse(edit_spec(spec_text, {"outcome.horizon": "10s", "stream.idle_timeout": "2s"}))
     built = Stream()
     for i in range(5):
         built.predict(f"d{i}", 1000.0 + i, 0.7, variant="a")
