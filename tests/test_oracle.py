@@ -14,10 +14,10 @@ from scipy import stats
 
 from monitor.apps.simulate import simulate
 from monitor.contract.spec import Spec
-from monitor.stats.decision import Decision
 from monitor.engine.monitor import Monitor
 from monitor.engine.segments import OVERALL
 from monitor.engine.windows import Window
+from monitor.stats.decision import Decision
 from monitor.testing import Stream, encode
 
 H = 6 * 3600
