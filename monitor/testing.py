@@ -1,9 +1,12 @@
-"""Helpers for testing code that uses the monitor: a stream builder, in-memory sinks and a spec editor."""
+"""Helpers for testing code that uses the monitor: a stream builder, in-memory sinks, a spec
+editor, and the streaming worker on in-memory tables and topics."""
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +14,14 @@ import orjson
 import tomli_w
 
 from monitor.apps.simulate import encode
+from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
-from monitor.engine.monitor import Monitor
+from monitor.engine.monitor import Monitor, report
+from monitor.stream.stages import CHECKPOINT_SECONDS, Write
+from monitor.stream.worker import Worker
+
+Record = tuple[str, int, int, bytes]  # topic, partition, offset, value
 
 
 class Stream:
@@ -112,3 +120,127 @@ def _key(node: object, part: str, path: str) -> int | str:
     if not part.isdigit() or int(part) >= len(node):
         raise ValueError(f"cannot edit {path!r}: {part!r} is not an index of an array of {len(node)}")
     return int(part)
+
+
+def _done() -> asyncio.Future[None]:
+    """An awaitable that has already resolved: an in-memory write is durable at once."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+class Memory(dict[bytes, bytes]):
+    """A table whose writes are durable at once."""
+
+    def write(self, partition: int, writes: list[Write]) -> list[Awaitable[Any]]:
+        for key, value in writes:
+            if value is None:
+                self.pop(key, None)
+            else:
+                self[key] = value
+        return [_done()]
+
+
+class Topics:
+    """The internal topic as a queue; dead letters and alerts as lists. `drop` loses deltas (a crash)."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.sent: list[tuple[int, bytes]] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.alerts: list[dict[str, Any]] = []
+        self.drop = False
+
+    def delta(self, partition: int, raw: bytes) -> Awaitable[Any]:
+        if self.drop:  # the process dies with the send in flight: never confirmed
+            return asyncio.get_running_loop().create_future()
+        self.queue.append((partition, raw))
+        self.sent.append((partition, raw))
+        return _done()
+
+    def dead_letter(self, letter: DeadLetter) -> Awaitable[Any]:
+        self.dead_letters.append(letter)
+        return _done()
+
+    def alert(self, raw: bytes) -> Awaitable[Any]:
+        self.alerts.append(orjson.loads(raw))
+        return _done()
+
+
+class InMemoryWorker:
+    """The shipped streaming `Worker` on in-memory tables and topics, fed record by record on a
+    simulated clock: every delta reaches the metrics stage before the next record is taken."""
+
+    def __init__(self, spec: Spec, stores: tuple[Memory, Memory], sources: int = 1,
+                 snapshot_min_bytes: int = 1 << 20, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
+        self.spec = spec
+        self.loop = asyncio.new_event_loop()  # one loop for the worker's whole life, as in Faust
+        self.clock = 0.0
+        self.topics = Topics()
+        self.acked: set[tuple[str, int, int]] = set()
+        self.worker = Worker(spec, stores[0], stores[1], self.topics, sources, snapshot_min_bytes,
+                             clock=lambda: self.clock, checkpoint_seconds=checkpoint_seconds)
+
+    def feed(self, records: list[Record], clock: float | None = None) -> float:
+        return self.loop.run_until_complete(self._feed(records, clock))
+
+    async def _feed(self, records: list[Record], clock: float | None) -> float:
+        if clock is not None:
+            self.clock = clock
+        for topic, partition, offset, value in records:
+            self.clock += 0.001
+            await self.worker.record(topic, partition, offset, value, self._ack(topic, partition, offset))
+            await self.deliver()
+        return self.clock
+
+    async def deliver(self) -> None:
+        """Let background saves finish, and hand every delta sent to the metrics stage."""
+        while self.worker.tasks or self.topics.queue:
+            if self.worker.tasks:
+                await asyncio.gather(*list(self.worker.tasks))
+            while self.topics.queue:
+                q, raw = self.topics.queue.popleft()
+                await self.worker.delta(q, raw, self._ack("decisions", q, -1))
+
+    def redeliver(self, deltas: list[tuple[int, bytes]]) -> None:
+        async def again() -> None:
+            self.topics.queue.extend(deltas)
+            await self.deliver()
+        self.loop.run_until_complete(again())
+
+    def finish(self, clock: float) -> None:
+        async def settle() -> None:
+            self.clock = clock
+            await self.worker.settle()
+            await self.deliver()
+        self.loop.run_until_complete(settle())
+
+    def crash_after_checkpoint(self) -> None:
+        """Every partition checkpoints durably, then the worker dies before its deltas leave."""
+        async def cut() -> None:
+            self.topics.drop = True
+            for partition in list(self.worker.join.partitions):
+                await self.worker.checkpoint(partition, self.clock, force=True)
+            for _ in range(10):  # the logs become durable; the deltas hang
+                await asyncio.sleep(0)
+            for task in self.worker.tasks:
+                task.cancel()
+            await asyncio.gather(*self.worker.tasks, return_exceptions=True)
+        self.loop.run_until_complete(cut())
+
+    def totals(self) -> dict[tuple[str, ...], dict[str, Any]]:
+        found = {}
+        for rollup in self.worker.rollups():
+            for segment, total in rollup.totals().items():
+                if total["decisions"]:
+                    found[rollup.key(segment)] = total
+        return found
+
+    def report(self) -> dict[str, Any]:
+        join = self.worker.join
+        return report(self.spec, join.counts(), join.reasons(), self.worker.rollups())
+
+    def _ack(self, topic: str, partition: int, offset: int) -> Callable[[], Awaitable[None]]:
+        async def ack() -> None:
+            self.acked.add((topic, partition, offset))
+        return ack

@@ -1,16 +1,13 @@
 """The shipped streaming worker without a broker: parity with replay, restarts and redeliveries.
 
 `monitor.stream.worker.Worker` runs here exactly as in the Faust app, over in-memory tables and
-topics (`Memory`, `Topics`) on a simulated clock.
+topics (`monitor.testing.InMemoryWorker`) on a simulated clock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import zlib
-from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -19,135 +16,8 @@ import pytest
 from monitor.apps.simulate import simulate
 from monitor.contract import spec as specs
 from monitor.contract.spec import Spec
-from monitor.engine.intake import DeadLetter
-from monitor.engine.monitor import Monitor, report
-from monitor.stream.stages import CHECKPOINT_SECONDS, Write
-from monitor.stream.worker import Worker
-from monitor.testing import Stream, edit_spec, encode
-
-Record = tuple[str, int, int, bytes]  # topic, partition, offset, value
-
-
-def done() -> asyncio.Future[None]:
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
-
-
-class Memory(dict[bytes, bytes]):
-    """A table whose writes are durable at once."""
-
-    def write(self, partition: int, writes: list[Write]) -> list[Awaitable[Any]]:
-        for key, value in writes:
-            if value is None:
-                self.pop(key, None)
-            else:
-                self[key] = value
-        return [done()]
-
-
-class Topics:
-    """The internal topic as a queue; dead letters and alerts as lists. `drop` loses deltas (a crash)."""
-
-    def __init__(self) -> None:
-        self.queue: deque[tuple[int, bytes]] = deque()
-        self.sent: list[tuple[int, bytes]] = []
-        self.dead_letters: list[DeadLetter] = []
-        self.alerts: list[dict[str, Any]] = []
-        self.drop = False
-
-    def delta(self, partition: int, raw: bytes) -> Awaitable[Any]:
-        if self.drop:  # the process dies with the send in flight: never confirmed
-            return asyncio.get_running_loop().create_future()
-        self.queue.append((partition, raw))
-        self.sent.append((partition, raw))
-        return done()
-
-    def dead_letter(self, letter: DeadLetter) -> Awaitable[Any]:
-        self.dead_letters.append(letter)
-        return done()
-
-    def alert(self, raw: bytes) -> Awaitable[Any]:
-        self.alerts.append(orjson.loads(raw))
-        return done()
-
-
-class Harness:
-    """One worker on in-memory tables, fed record by record on a simulated clock."""
-
-    def __init__(self, spec: Spec, stores: tuple[Memory, Memory], sources: int = 1,
-                 snapshot_min_bytes: int = 1 << 20, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
-        self.spec = spec
-        self.loop = asyncio.new_event_loop()  # one loop for the worker's whole life, as in Faust
-        self.clock = 0.0
-        self.topics = Topics()
-        self.acked: set[tuple[str, int, int]] = set()
-        self.worker = Worker(spec, stores[0], stores[1], self.topics, sources, snapshot_min_bytes,
-                             clock=lambda: self.clock, checkpoint_seconds=checkpoint_seconds)
-
-    def feed(self, records: list[Record], clock: float | None = None) -> float:
-        return self.loop.run_until_complete(self._feed(records, clock))
-
-    async def _feed(self, records: list[Record], clock: float | None) -> float:
-        if clock is not None:
-            self.clock = clock
-        for topic, partition, offset, value in records:
-            self.clock += 0.001
-            await self.worker.record(topic, partition, offset, value, self._ack(topic, partition, offset))
-            await self.deliver()
-        return self.clock
-
-    async def deliver(self) -> None:
-        """Let background saves finish, and hand every delta sent to the metrics stage."""
-        while self.worker.tasks or self.topics.queue:
-            if self.worker.tasks:
-                await asyncio.gather(*list(self.worker.tasks))
-            while self.topics.queue:
-                q, raw = self.topics.queue.popleft()
-                await self.worker.delta(q, raw, self._ack("decisions", q, -1))
-
-    def redeliver(self, deltas: list[tuple[int, bytes]]) -> None:
-        async def again() -> None:
-            self.topics.queue.extend(deltas)
-            await self.deliver()
-        self.loop.run_until_complete(again())
-
-    def finish(self, clock: float) -> None:
-        async def settle() -> None:
-            self.clock = clock
-            await self.worker.settle()
-            await self.deliver()
-        self.loop.run_until_complete(settle())
-
-    def crash_after_checkpoint(self) -> None:
-        """Every partition checkpoints durably, then the worker dies before its deltas leave."""
-        async def cut() -> None:
-            self.topics.drop = True
-            for partition in list(self.worker.join.partitions):
-                await self.worker.checkpoint(partition, self.clock, force=True)
-            for _ in range(10):  # the logs become durable; the deltas hang
-                await asyncio.sleep(0)
-            for task in self.worker.tasks:
-                task.cancel()
-            await asyncio.gather(*self.worker.tasks, return_exceptions=True)
-        self.loop.run_until_complete(cut())
-
-    def totals(self) -> dict[tuple[str, ...], dict[str, Any]]:
-        found = {}
-        for rollup in self.worker.rollups():
-            for segment, total in rollup.totals().items():
-                if total["decisions"]:
-                    found[rollup.key(segment)] = total
-        return found
-
-    def report(self) -> dict[str, Any]:
-        join = self.worker.join
-        return report(self.spec, join.counts(), join.reasons(), self.worker.rollups())
-
-    def _ack(self, topic: str, partition: int, offset: int) -> Callable[[], Awaitable[None]]:
-        async def ack() -> None:
-            self.acked.add((topic, partition, offset))
-        return ack
+from monitor.engine.monitor import Monitor
+from monitor.testing import InMemoryWorker, Memory, Record, Stream, edit_spec, encode
 
 
 def records(scenario: str, n: int, partitions: int = 1, tail: bool = False) -> list[Record]:
@@ -220,7 +90,7 @@ def test_one_partition_equals_replay(spec: Spec) -> None:
     for topic, _, _, value in stream:
         monitor.process(topic, value)
     monitor.drain()
-    worker = Harness(spec, fresh())
+    worker = InMemoryWorker(spec, fresh())
     worker.finish(worker.feed(stream))
     want_counts = monitor.joiner.counts()
     got_counts = worker.worker.join.counts()
@@ -242,7 +112,7 @@ def test_worker_report_equals_replay_report(spec: Spec, partitions: int) -> None
     stream = records("business_drop", 30_000, partitions, tail=True)
     want = replayed(spec, stream).report()
     assert want["alerts"], "the scenario must raise alerts for the comparison to mean something"
-    worker = Harness(spec, fresh(), sources=partitions, checkpoint_seconds=math.inf)
+    worker = InMemoryWorker(spec, fresh(), sources=partitions, checkpoint_seconds=math.inf)
     worker.finish(worker.feed(stream))
     got = worker.report()
     if partitions == 1:
@@ -258,16 +128,16 @@ def test_worker_report_equals_replay_report(spec: Spec, partitions: int) -> None
 @pytest.mark.parametrize("snapshot_min_bytes", [1 << 20, 20_000])
 def test_restart_with_redelivery_counts_nothing_twice(spec: Spec, partitions: int, snapshot_min_bytes: int) -> None:
     stream = records("model_rot", 12_000, partitions)
-    whole = Harness(spec, fresh(), sources=partitions)
+    whole = InMemoryWorker(spec, fresh(), sources=partitions)
     whole.finish(whole.feed(stream))
 
     stores = fresh()
-    first = Harness(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
+    first = InMemoryWorker(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
     cut = len(stream) // 2
     clock = first.feed(stream[:cut])
     first.crash_after_checkpoint()  # the checkpoints are durable; their deltas never left
     # A restart: state only from the stores.
-    second = Harness(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
+    second = InMemoryWorker(spec, stores, sources=partitions, snapshot_min_bytes=snapshot_min_bytes)
     clock = second.feed(stream[cut - 700:], clock)  # records not yet acked are delivered again
     second.redeliver(first.topics.sent[-20:])  # and so are the last deltas of the metrics stage
     second.finish(clock)
@@ -285,7 +155,7 @@ def test_quiet_partition_expires_by_wall_clock(spec_text: str) -> None:
     for i in range(5):
         built.predict(f"d{i}", 1000.0 + i, 0.7, variant="a")
     built.outcome("d0", 1003.0, label=1)
-    worker = Harness(quick, fresh())
+    worker = InMemoryWorker(quick, fresh())
     feed = [(str(r["topic"]), 0, n, encode(r["value"])) for n, r in enumerate(built.records)]
     worker.finish(worker.feed(feed, clock=50.0))
     join = worker.worker.join
