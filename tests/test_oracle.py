@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import tomllib
 from dataclasses import replace
 from typing import Any
 
@@ -13,12 +14,13 @@ import pytest
 from scipy import stats
 
 from monitor.apps.simulate import simulate
+from monitor.contract import spec as specs
 from monitor.contract.spec import Spec
 from monitor.engine.monitor import Monitor
 from monitor.engine.segments import OVERALL
 from monitor.engine.windows import Window
 from monitor.stats.decision import Decision
-from monitor.testing import Stream, encode
+from monitor.testing import Stream, edit_spec, encode
 
 H = 6 * 3600
 
@@ -56,9 +58,24 @@ def binary_oracle(frame: pd.DataFrame, spec: Spec) -> dict[str, float]:
         "recall": tp / (tp + fn) if tp + fn else 0.0,
         "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
         "roc_auc": u / (y.sum() * (~y).sum()),
+        "pr_auc": average_precision(y, score),
         "log_loss": float(np.mean(-np.where(y, np.log(p), np.log(1 - p)))),
+        "brier": float(np.mean((score - y) ** 2)),
         "business_value": (tp * worth["tp"] + fp * worth["fp"] + fn * worth["fn"] + tn * worth["tn"]) / len(y),
     }
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """scikit-learn's average precision: Σ (R_k − R_{k−1}) · P_k over the distinct scores, highest first."""
+    if not y.any():
+        return math.nan
+    order = np.argsort(-score, kind="stable")
+    ranked, hits = score[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # the last index of each distinct score
+    tp = np.cumsum(hits)[last]
+    precision = tp / (last + 1)
+    recall_step = np.diff(np.r_[0, tp]) / y.sum()
+    return float(np.sum(recall_step * precision))
 
 
 def kpi_oracle(frame: pd.DataFrame, spec: Spec) -> dict[str, float]:
@@ -68,7 +85,7 @@ def kpi_oracle(frame: pd.DataFrame, spec: Spec) -> dict[str, float]:
 def assert_close(got: dict[str, Any], expected: dict[str, float], what: str) -> None:
     for name, want in expected.items():
         value = got[name]
-        tol = 1e-4 if name == "roc_auc" else 1e-9
+        tol = {"roc_auc": 1e-4, "pr_auc": 1e-3}.get(name, 1e-9)  # both read scores binned to 1e-5
         if value is None or (isinstance(value, float) and math.isnan(value)):
             assert math.isnan(want), f"{what} {name}: undefined, expected {want}"
         else:
@@ -185,3 +202,31 @@ def test_regression_metrics_match_numpy(spec: Spec) -> None:
         assert_close(window.values[0], oracle(part), "regression window")
     total = recorder.monitor.totals()[OVERALL]
     assert_close(total["model"], oracle(frame), "regression total")
+
+
+def test_quantile_kpi_matches_numpy(spec_text: str) -> None:
+    """A `p90` KPI, from mergeable sketches, against numpy on the same decisions: totals and windows."""
+    kpis = [*tomllib.loads(spec_text)["kpi"], {"name": "revenue_p90", "field": "value", "agg": "p90"}]
+    with_p90 = specs.parse(edit_spec(spec_text, {"kpi": kpis}))
+    recorder = Recorder(with_p90)
+    for record in simulate("business_drop", 30_000, seed=4):
+        recorder.monitor.process(str(record["topic"]), encode(record["value"]))
+    recorder.monitor.finish()
+    frame = recorder.frame()
+
+    def p90(part: pd.DataFrame) -> float:
+        return float(np.quantile(part["revenue_p90"].dropna().to_numpy(), 0.9, method="lower"))
+
+    total = recorder.monitor.totals()[OVERALL]["kpi"]["revenue_p90"]
+    assert total == pytest.approx(p90(frame), rel=0.01)  # the sketch's relative accuracy
+    windows = [w for w in recorder.windows if w.segment == OVERALL]
+    assert len(windows) > 10
+    for window in windows:
+        part = frame[(frame["ts"] >= window.start) & (frame["ts"] < window.end)]
+        assert window.values[1]["revenue_p90"] == pytest.approx(p90(part), rel=0.01)
+    # The standard error the alert test uses, against a bootstrap of the same window.
+    rng = np.random.default_rng(0)
+    for window in (windows[1], windows[-2]):
+        part = frame[(frame["ts"] >= window.start) & (frame["ts"] < window.end)]["revenue_p90"].dropna().to_numpy()
+        boot = [np.quantile(rng.choice(part, part.size), 0.9, method="lower") for _ in range(400)]
+        assert 0.5 < window.estimates["revenue_p90"].se / np.std(boot) < 2

@@ -4,11 +4,17 @@ import logging
 import random
 from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 import pytest
+from prometheus_client import CollectorRegistry
 
 from monitor.contract.events import Prediction
 from monitor.contract.spec import Spec
+from monitor.engine.monitor import Monitor
 from monitor.engine.segments import OTHER, OVERALL, UNKNOWN, Segments
+from monitor.export.prometheus import MonitorCollector
+from monitor.testing import Stream
 
 
 def prediction(i: int, user: str | None, variant: str | None = "treatment", **tags: str) -> Prediction:
@@ -125,3 +131,54 @@ def test_one_warning_per_field_and_one_for_the_combinations(spec: Spec,
     assert sum("more than 8 combinations" in m and "raise segments.max " in m for m in messages) == 1
     assert all("`other`" in m for m in messages)
     assert len(segments) <= 8 + 2
+
+
+def wild_stream(n: int) -> tuple[Stream, pd.DataFrame]:
+    """`n` decisions, each from a user never seen before, a third of them converting; and the truth as a frame."""
+    rng = np.random.default_rng(5)
+    score = np.round(rng.random(n), 6)
+    label = rng.random(n) < score * 0.6
+    value = np.round(rng.gamma(2.0, 20.0, n), 2)
+    stream = Stream()
+    for i in range(n):
+        ts = 1_767_225_600.0 + 2.0 * i
+        stream.predict(f"w{i}", ts, float(score[i]), variant="treatment" if i % 2 else "control",
+                       segment={"user": f"user-{i}"})
+        if label[i]:
+            stream.outcome(f"w{i}", ts + 60.0, 1, value=float(value[i]))
+    end = 1_767_225_600.0 + 2.0 * n + 3 * 86400  # moves the watermark past every horizon
+    stream.predict("end", end, 0.5, segment={"user": "user-0"}).outcome("end", end + 1, 0)
+    truth = pd.DataFrame({"user": [f"user-{i}" for i in range(n)], "score": score, "label": label,
+                          "value": np.where(label, value, 0.0)})
+    return stream, truth
+
+
+def test_a_hundred_thousand_values_in_one_field_stay_bounded_and_exact(spec: Spec,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    wild = replace(spec, segment_by=("segment.user",))
+    n = 100_000
+    stream, truth = wild_stream(n)
+    monitor = Monitor(wild)
+    registry = CollectorRegistry()
+    registry.register(MonitorCollector(wild, monitor))
+    with caplog.at_level(logging.WARNING, logger="monitor.engine.segments"):
+        stream.feed(monitor)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "`segment.user`" in warnings[0] and "segments.max_values" in warnings[0]
+
+    kept = wild.max_values  # every user is new: the first 50 keep a segment each, the rest are `other`
+    assert len(monitor.segments) == 1 + kept + 1
+    assert registry.get_sample_value("monitor_segments_folded_total", {"decision": wild.name}) == n - kept
+    exported = {tuple(sorted(s.labels.items())) for m in registry.collect() for s in m.samples}
+    assert len({dict(labels).get("segment_user") for labels in exported}) <= kept + 3  # + other, "" and None
+
+    other = truth.iloc[kept:]
+    totals = {monitor.segments.key(s): t for s, t in monitor.totals().items()}
+    got = totals[(OTHER,)]
+    assert got["decisions"] == len(other)
+    y, s = other["label"].to_numpy(), other["score"].to_numpy()
+    assert got["model"]["accuracy"] == pytest.approx(np.mean(y == (s >= wild.threshold)), rel=1e-12)
+    assert got["model"]["brier"] == pytest.approx(np.mean((s - y) ** 2), rel=1e-9)
+    assert got["kpi"]["revenue"] == pytest.approx(other["value"].mean(), rel=1e-9)
+    assert got["kpi"]["conversion"] == pytest.approx(y.mean(), rel=1e-12)
+    assert totals[("user-7",)]["decisions"] == 1
