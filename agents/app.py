@@ -2,7 +2,7 @@
 
     predictions ─┐                                              ┌─> monitor-alerts
                  ├─> join (per partition) ─> <app>-decisions ─> metrics (per segment) ─┤
-    outcomes ────┘        │      (partial summaries per segment and slice)             └─> /metrics
+    outcomes ────┘        │      (parts: summaries per segment and slice)              └─> /metrics
                           └─> monitor-dead-letters
 
 Agents compute nothing and decide no ordering: they hand raw records to the worker with a way to

@@ -2,7 +2,7 @@
 
 Replay reads one source (its file); a worker runs one per Kafka input partition. A source
 decodes and checks each record, joins it by event time, and folds every final decision into a
-partial summary of its segment and slice of decision time (`Partials`). `drain()` hands those
+partial summary of its segment and slice of decision time (`Parts`). `drain()` hands those
 parts to a `Rollup`, in process or through Kafka; the overall segment's parts are merged here,
 once per slice, from the others.
 
@@ -15,6 +15,7 @@ drained and how far the metrics stage has got.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from typing import NamedTuple
 
@@ -40,7 +41,7 @@ class Part(NamedTuple):
     summary: Summary
 
 
-class Partials:
+class Parts:
     """Final decisions, pre-aggregated per (segment, slice, late) until drained."""
 
     def __init__(self, spec: Spec) -> None:
@@ -48,38 +49,43 @@ class Partials:
         self.width = spec.slice_seconds
         self.horizon = spec.horizon
         self.derived = bool(spec.segment_by)  # the overall segment is the merge of the others
-        self.parts: dict[tuple[int, int, bool], Summary] = {}
+        self.summaries: dict[tuple[int, int, bool], Summary] = {}
         self.closed_before = NEVER  # slices below this have closed, as this source sees them
 
     def add(self, d: Decision) -> None:
         slice_id = int(d.ts // self.width)
         key = (d.segment, slice_id, slice_id < self.closed_before)
-        part = self.parts.get(key)
+        part = self.summaries.get(key)
         if part is None:
-            part = self.parts[key] = Summary(self.shape)
+            part = self.summaries[key] = Summary(self.shape)
         part.update(d)
 
     def advance(self, watermark: float) -> None:
         """The frontier (watermark − horizon) closes the slices that end before it."""
-        through = int((watermark - self.horizon) // self.width) if watermark > -1e300 else NEVER
-        if through > self.closed_before:
-            self.closed_before = through
+        if watermark == -math.inf:  # no watermark yet: nothing has closed
+            return
+        self.closed_before = max(self.closed_before, int((watermark - self.horizon) // self.width))
 
     def drain(self, segments: Segments) -> list[Part]:
         """Every part since the last drain, the overall segment's included, oldest slice first."""
         found: list[Part] = []
         overall: dict[tuple[int, bool], Summary] = {}
-        for (segment, slice_id, late), summary in sorted(self.parts.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        for (segment, slice_id, late), summary in sorted(self.summaries.items(), key=_slice_then_segment):
             found.append(Part(segments.key(segment), slice_id, late, summary))
             if self.derived and segment != OVERALL:
                 overall.setdefault((slice_id, late), Summary(self.shape)).merge(summary)
         found += [Part((), slice_id, late, summary) for (slice_id, late), summary in overall.items()]
-        self.parts = {}
+        self.summaries = {}
         return found
 
 
+def _slice_then_segment(item: tuple[tuple[int, int, bool], Summary]) -> tuple[int, int, bool]:
+    (segment, slice_id, late), _ = item
+    return slice_id, segment, late
+
+
 class Source:
-    """Intake, join and partials of one stream of records.
+    """Intake, join and parts of one stream of records.
 
     With `offsets`, a record at or below the last offset handled on its topic is a redelivery
     (after a restart) and is skipped; replay files may mix partitions, so replay leaves it off."""
@@ -87,8 +93,8 @@ class Source:
     def __init__(self, spec: Spec, journal: Journal | None = None, offsets: bool = False) -> None:
         self.spec = spec
         self.segments = Segments(spec)
-        self.partials = Partials(spec)
-        self.joiner = Joiner(spec, self.partials.add, journal)
+        self.parts = Parts(spec)
+        self.joiner = Joiner(spec, self.parts.add, journal)
         self.records: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()  # dead-letter reasons, grouped
         self.offsets: dict[str, int] | None = {} if offsets else None
@@ -119,7 +125,7 @@ class Source:
             log.exception("record %s[%s]@%s failed", topic, partition, offset)
             return self.reject(topic, f"internal error: {exc!r}", value, partition, offset)
         finally:
-            self.partials.advance(joiner.watermark)
+            self.parts.advance(joiner.watermark)
         return None
 
     def reject(self, topic: str, reason: str, value: bytes, partition: int | None = None,
@@ -132,10 +138,10 @@ class Source:
     def advance(self, watermark: float) -> None:
         """Move the watermark without a record (an idle partition follows the wall clock)."""
         self.joiner.advance(watermark)
-        self.partials.advance(self.joiner.watermark)
+        self.parts.advance(self.joiner.watermark)
 
     def drain(self) -> list[Part]:
-        return self.partials.drain(self.segments)
+        return self.parts.drain(self.segments)
 
     @property
     def watermark(self) -> float:
