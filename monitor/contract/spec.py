@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from monitor.contract.errors import SpecError
-from monitor.stats.metrics import MODEL_METRIC_NAMES, QUANTILES, KpiMetric, Metric, model_metrics
+from monitor.stats.metrics import CELLS, MODEL_METRIC_NAMES, QUANTILES, KpiMetric, Metric, model_metrics
 from monitor.stats.summary import Shape
 
 Task = Literal["binary", "regression"]
-CELLS = ("tp", "fp", "fn", "tn")
+
 SEGMENT_FIELDS = ("model", "model_version", "variant", "action")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
