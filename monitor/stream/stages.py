@@ -368,13 +368,18 @@ class ReduceStage:
         held = self.partition(partition)
         rollup, source, seq = held.rollup, delta.source, delta.seq
         writes, held.pending = held.pending, []
-        touched: set[int] = set()  # segments whose base changed
+        # Decide what is new before merging anything: two parts of one delta may land in one entry
+        # (keys that fold into `other` here), and the first must not hide the second.
+        fresh = []
         for p in delta.parts:
-            key = tuple(p.segment)
+            segment = rollup.segments.intern(tuple(p.segment))
+            key = rollup.key(segment)
             closed = p.late or p.slice_id < rollup.windows.closed_before
             applied = held.bases.setdefault(key, {}) if closed else held.slices.setdefault((p.slice_id, key), {})
-            if seq <= applied.get(source, -1):
-                continue  # delivered again
+            if seq > applied.get(source, -1):  # else delivered again
+                fresh.append((p, key, closed, applied))
+        touched: set[int] = set()  # segments whose base changed
+        for p, key, closed, applied in fresh:
             applied[source] = seq
             segment, merged = rollup.merge(Part(key, p.slice_id, p.late, Summary.from_state(self.spec.shape,
                                                                                             p.summary)))
@@ -385,7 +390,7 @@ class ReduceStage:
                 writes.append((_slice_key(partition, p.slice_id, key), wire.encode(entry)))
         if delta.watermark > held.watermarks.get(source, -math.inf):
             held.watermarks[source] = delta.watermark
-            writes += self._advance(partition, held, touched)
+            writes += self._advance(partition, held, touched, self.frontier(held))
             writes.append((f"{partition}|watermarks".encode(), wire.encode(held.watermarks)))  # after the slices
         else:
             writes += self._bases(partition, held, touched)
@@ -407,11 +412,11 @@ class ReduceStage:
         seen = held.watermarks
         return min(seen.values()) if len(seen) >= self.sources else -math.inf
 
-    def _advance(self, partition: int, held: _Held, touched: set[int]) -> list[Write]:
-        """Close what every source has passed, and fold the closed slices into their segments' bases."""
+    def _advance(self, partition: int, held: _Held, touched: set[int], watermark: float) -> list[Write]:
+        """Close what `watermark` has passed, and fold the closed slices into their segments' bases."""
         rollup = held.rollup
         writes: list[Write] = []
-        for segment, slice_id in rollup.advance(self.frontier(held)):
+        for segment, slice_id in rollup.advance(watermark):
             key = rollup.key(segment)
             applied = held.slices.pop((slice_id, key), {})
             base = held.bases.setdefault(key, {})
@@ -439,34 +444,30 @@ class ReduceStage:
         log.info("restoring metrics partition %d from %d stored entries", partition, len(saved))
         rollup = held.rollup
         throughs: dict[SegmentKey, int] = {}  # per segment, the slices its base has folded in
-        slices: list[tuple[int, SegmentKey, wire.SliceEntry]] = []
+        slices: list[tuple[int, SegmentKey, SegmentKey, wire.SliceEntry]] = []  # slice, stored key, key here
         for key, value in saved:
             if key == b"watermarks":
                 held.watermarks = dict(wire.watermarks(value))
             elif key.startswith(b"b"):
                 base = wire.base_entry(value)
-                segment_key = _segment(key[1:])
-                rollup.restore(segment_key, base.base)
+                segment_key = rollup.key(rollup.restore(_segment(key[1:]), base.base))
                 held.bases[segment_key] = dict(base.applied)
                 throughs[segment_key] = base.through
             else:
-                slice_id, segment_key = _slice(key[1:])
-                slices.append((slice_id, segment_key, wire.slice_entry(value)))
+                slice_id, stored = _slice(key[1:])
+                slices.append((slice_id, stored, rollup.key(rollup.segments.intern(stored)), wire.slice_entry(value)))
         self._quiet = True
         try:
-            for slice_id, segment_key, entry in sorted(slices, key=lambda item: item[0]):
+            for slice_id, stored, segment_key, entry in sorted(slices, key=lambda item: item[0]):
                 if slice_id < throughs.get(segment_key, NEVER):  # folded before a crash cut the delete
-                    held.pending.append((_slice_key(partition, slice_id, segment_key), None))
+                    held.pending.append((_slice_key(partition, slice_id, stored), None))
                     continue
                 held.slices[(slice_id, segment_key)] = dict(entry.applied)
                 rollup.merge(Part(segment_key, slice_id, False, Summary.from_state(self.spec.shape, entry.summary)))
             # Close at least as far as any base has: a crash may have cut the watermarks' write.
             through = max(throughs.values(), default=NEVER)
-            frontier = max(self.frontier(held), through * rollup.windows.width + self.spec.horizon)
-            held.pending += self._advance(partition, held, set())
-            if frontier > self.frontier(held):
-                rollup.advance(frontier)
-                held.pending += self._advance(partition, held, set())
+            watermark = max(self.frontier(held), through * rollup.windows.width + self.spec.horizon)
+            held.pending += self._advance(partition, held, set(), watermark)
         finally:
             self._quiet = False
 
