@@ -16,7 +16,7 @@ from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup, alert_order
 from monitor.engine.source import Source
 
-DRAIN_RECORDS = 2000  # records between drains; a worker checkpoints at least this often
+DRAIN_RECORDS = 10_000  # records between drains; a worker checkpoints at least this often
 
 
 class Monitor:

@@ -98,6 +98,7 @@ class Source:
         self.records: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()  # dead-letter reasons, grouped
         self.offsets: dict[str, int] | None = {} if offsets else None
+        self._watermark = -math.inf  # the watermark the parts last saw
 
     def handle(self, topic: str, value: bytes, partition: int | None = None,
                offset: int | None = None) -> DeadLetter | None:
@@ -109,6 +110,7 @@ class Source:
             self.offsets[topic] = tracked = offset
         self.records[topic] += 1
         spec, joiner = self.spec, self.joiner
+        letter = None
         try:
             if topic == spec.topics.predictions:
                 p = decode_prediction(value)
@@ -120,13 +122,14 @@ class Source:
             else:
                 raise RecordError(f"topic {topic!r} is neither predictions nor outcomes")
         except RecordError as exc:
-            return self.reject(topic, exc.reason, value, partition, offset)
+            letter = self.reject(topic, exc.reason, value, partition, offset)
         except Exception as exc:  # a bug must not stop the monitor, nor skip the record silently
             log.exception("record %s[%s]@%s failed", topic, partition, offset)
-            return self.reject(topic, f"internal error: {exc!r}", value, partition, offset)
-        finally:
+            letter = self.reject(topic, f"internal error: {exc!r}", value, partition, offset)
+        if joiner.watermark > self._watermark:  # slices may have closed: later decisions in them are late
+            self._watermark = joiner.watermark
             self.parts.advance(joiner.watermark)
-        return None
+        return letter
 
     def reject(self, topic: str, reason: str, value: bytes, partition: int | None = None,
                offset: int | None = None) -> DeadLetter:
@@ -138,6 +141,7 @@ class Source:
     def advance(self, watermark: float) -> None:
         """Move the watermark without a record (an idle partition follows the wall clock)."""
         self.joiner.advance(watermark)
+        self._watermark = self.joiner.watermark
         self.parts.advance(self.joiner.watermark)
 
     def drain(self) -> list[Part]:

@@ -66,15 +66,16 @@ class Windows:
         self._building: dict[int, Window] = {}
 
     def merge(self, segment: int, slice_id: int, part: Summary, late: bool = False) -> Summary:
-        """Add the summary of some decisions of one slice; returns what it merged into.
+        """Add the summary of some decisions of one slice, handing `part` over; returns what it merged into.
 
         A late part (its decisions finalized after the source saw the slice close), or one whose
         slice has closed here, counts in the totals only."""
         if late or slice_id < self.closed_before:
             return self._closed(segment).merge(part)
         summary = self.open.get((segment, slice_id))
-        if summary is None:
-            summary = self.open[(segment, slice_id)] = Summary(self.spec.shape)
+        if summary is None:  # the part is the caller's to give away: taken as it is, not copied
+            summary = self.open[(segment, slice_id)] = part
+            return summary
         return summary.merge(part)
 
     def close(self, frontier: float) -> list[tuple[int, int]]:

@@ -22,7 +22,6 @@ from typing import Literal, NamedTuple
 
 from river import metrics as river
 
-from monitor.stats.histogram import ScoreHistogram
 from monitor.stats.moments import Moments
 from monitor.stats.summary import Summary
 
@@ -115,7 +114,7 @@ class PrAuc(Metric):
     headline: bool = True
 
     def estimate(self, s: Summary) -> Estimate:
-        return Estimate(_average_precision(s.scores), NAN)
+        return Estimate(s.scores.average_precision(), NAN)
 
 
 @dataclass(frozen=True)
@@ -241,18 +240,3 @@ def mean(m: Moments) -> Estimate:
 def values(chosen: tuple[Metric, ...], s: Summary) -> dict[str, float]:
     """Each metric's reported value, by name."""
     return {m.name: m.value(s) for m in chosen}
-
-
-def _average_precision(scores: ScoreHistogram) -> float:
-    """Σ (R_k − R_{k−1}) · P_k over thresholds from the highest score bin down; NaN without positives."""
-    n_pos = sum(scores.pos.values())
-    if n_pos == 0:
-        return NAN
-    tp = fp = 0
-    area = 0.0
-    for b in sorted(scores.pos.keys() | scores.neg.keys(), reverse=True):
-        p = scores.pos.get(b, 0)
-        tp += p
-        fp += scores.neg.get(b, 0)
-        area += p / n_pos * tp / (tp + fp)
-    return area

@@ -35,12 +35,11 @@ class Shape:
     binary: bool
     sketched: tuple[bool, ...] = ()  # one per KPI
 
-
 class Summary:
     """Sufficient statistics of a set of decisions."""
 
     __slots__ = ("abs_err", "binary", "brier", "cm", "delay_sum", "delays", "kpis", "loss", "n", "scores",
-                 "shape", "sketches", "sq_err", "target")
+                 "shape", "sketches", "sketching", "sq_err", "target")
 
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
@@ -55,6 +54,7 @@ class Summary:
         self.target = Moments()  # regression: y, for R²
         self.kpis = [Moments() for _ in shape.sketched]
         self.sketches = [QuantileSketch() if kept else None for kept in shape.sketched]
+        self.sketching = any(shape.sketched)
         self.delays = [0] * len(DELAY_BUCKETS)  # matched decisions per delay bucket
         self.delay_sum = 0.0
 
@@ -73,10 +73,12 @@ class Summary:
             self.abs_err.update(abs(error))
             self.sq_err.update(error * error)
             self.target.update(d.label)
-        for moments, sketch, x in zip(self.kpis, self.sketches, d.kpis, strict=True):
+        for moments, x in zip(self.kpis, d.kpis):  # noqa: B905  # hot path: lengths agree by construction
             if x is not None:
                 moments.update(x)
-                if sketch is not None:
+        if self.sketching:
+            for sketch, x in zip(self.sketches, d.kpis):  # noqa: B905
+                if sketch is not None and x is not None:
                     sketch.update(x)
         if d.delay is not None:
             self.delays[bisect_left(DELAY_BUCKETS, d.delay)] += 1

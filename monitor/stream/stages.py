@@ -304,7 +304,7 @@ class JoinStage:
         part.restored = True
         source.joiner.restore(pending.items(), held.items(), done.items(),
                               (last.newest_prediction, last.newest_outcome), JoinCounts(*last.counts))
-        source.parts.advance(source.joiner.watermark)
+        source.advance(source.joiner.watermark)  # the parts learn which slices have closed
         source.records.update(last.records)
         source.reasons.update(last.reasons)
         source.segments.folded = last.folded
