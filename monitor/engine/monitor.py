@@ -1,7 +1,9 @@
 """The whole engine in one process: a `Source` drained into a `Rollup`. No Faust, no I/O of its own.
 
 Replay and the embedded demo run this. A worker runs the same two halves with Kafka between
-them (`monitor.stream`), drains at the same cadence, and so gives the same numbers.
+them (`monitor.stream`) and gives the same numbers: which window a decision counts in is decided at
+its source, and an alert's time comes from the data, so neither depends on when parts are drained.
+A worker that checkpoints at this cadence gives even the same floating-point sums, bit for bit.
 """
 
 from __future__ import annotations

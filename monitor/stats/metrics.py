@@ -111,8 +111,6 @@ class PrAuc(Metric):
     """Average precision over the score thresholds (scikit-learn's definition, thresholds at 1e-5
     bins); reported, not tested: its sampling distribution has no simple closed form."""
 
-    headline: bool = True
-
     def estimate(self, s: Summary) -> Estimate:
         return Estimate(s.scores.average_precision(), NAN)
 
