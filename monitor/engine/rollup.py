@@ -79,13 +79,14 @@ class Rollup:
         return sorted(found | {OVERALL} if self.overall else found)
 
     def totals(self) -> dict[int, dict[str, Any]]:
-        """Per segment: finalized decisions, model metrics and KPIs over the whole run."""
+        """Per segment: finalized decisions, model metrics and KPIs over the whole run, and outcome delays
+        (matched decisions per bucket of `DELAY_BUCKETS`, and their sum)."""
         spec = self.spec
         found = {}
         for segment in self.held():
             summary = self.windows.total(segment)
             found[segment] = {"decisions": summary.n, "model": values(spec.model_metrics, summary),
-                              "kpi": values(spec.kpi_metrics, summary)}
+                              "kpi": values(spec.kpi_metrics, summary), "delays": (summary.delays, summary.delay_sum)}
         return found
 
     def latest(self, segment: int) -> WindowReport | None:

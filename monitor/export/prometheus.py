@@ -139,12 +139,12 @@ class MonitorCollector(Collector):
                     active.add_metric([*labels, kind], int(is_open))
                 for (metric, kpi_name), score in rollup.detector.misalignment.get(segment, {}).items():
                     misalignment.add_metric([*labels, metric, kpi_name], score)
-                if segment == OVERALL:
-                    summary = rollup.windows.total(OVERALL)
+                if segment == OVERALL:  # the delay histogram is the overall segment's
+                    counts, total_delay = total["delays"]
                     cumulative, buckets = 0, []
-                    for le, count in zip(_LE, summary.delays, strict=True):
+                    for le, count in zip(_LE, counts, strict=True):
                         cumulative += count
                         buckets.append((le, cumulative))
-                    delay.add_metric([name], buckets, summary.delay_sum)
+                    delay.add_metric([name], buckets, total_delay)
         for kind, n in fired.items():
             alerts.add_metric([name, kind], n)
