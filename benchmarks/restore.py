@@ -1,9 +1,9 @@
 """Restore cost of a worker's state as the run grows: 1x and 10x the run length.
 
-    python benchmarks/restore.py [--decisions 20000] [--partitions 4]
+    python benchmarks/restore.py [--decisions 20000] [--partitions 4] [--scales 1,10]
 
 Runs the shipped streaming worker (`monitor.testing.InMemoryWorker`, in-memory tables) through a
-simulated stream of N and then 10·N decisions (20,000 decisions a day of event time), then
+simulated stream of N and then 10·N decisions (or other `--scales`) (20,000 decisions a day of event time), then
 restores both stages from what their tables hold, as a restarted worker would. Prints the entries
 and bytes stored and the restore time of each stage.
 """
@@ -60,11 +60,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--scales", default="1,10", help="multiples of --decisions to run, comma-separated")
     args = parser.parse_args()
     spec = specs.load(SPEC)
     print(f"{'run':>12} {'fed in':>8} | {'join: entries':>13} {'MB':>6} {'restore':>9} |"
           f" {'metrics: entries':>16} {'MB':>6} {'restore':>9}")
-    for scale in (1, 10):
+    for scale in (int(s) for s in args.scales.split(",")):
         n = args.decisions * scale
         m = measure(spec, n, args.partitions)
         print(f"{n:>12,} {m['fed']:>7.1f}s | {m['join_entries']:>13,} {m['join_mb']:>6.2f} {m['join_s']:>8.3f}s |"
