@@ -40,7 +40,7 @@ class Rollup:
                  on_alert: Callable[[Alert], None] | None = None, segments: Segments | None = None,
                  overall: bool = False) -> None:
         self.spec = spec
-        self.segments = segments or Segments(spec)
+        self.segments = segments if segments is not None else Segments(spec)
         self.windows = Windows(spec, self._window)
         self.detector = Detector(spec, replay_input)
         self.on_alert = on_alert
