@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The full test run, from a fresh machine: install into .venv, lint, type-check, start a
-# private Kafka broker, run every test, stop the broker.
+# The full test run, from a fresh machine: install into .venv, lint, type-check, install promtool
+# and amtool when missing (as root, from Debian's packages), start a private Kafka broker, run every
+# test, stop the broker.
 #
 #   scripts/test.sh [pytest args]
 #
@@ -17,6 +18,30 @@ ruff check monitor agents tests benchmarks
 lint-imports
 mypy
 
+# promtool and amtool check the Prometheus and Alertmanager configs and run the alert-rule unit tests
+# (tests/test_ops_rules.py). Debian's packages bring them; their services must not start here.
+install_ops_tools() {
+  local policy=/usr/sbin/policy-rc.d made="" rc=0
+  if [[ ! -e "$policy" ]]; then  # deny every service start during the install
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made=1
+  fi
+  {
+    apt-get update -qq -o DPkg::Lock::Timeout=300 &&
+      DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 prometheus prometheus-alertmanager >/dev/null
+  } || rc=$?
+  [[ -z "$made" ]] || rm -f "$policy"
+  return "$rc"
+}
+if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
+  if [[ "$(id -u)" != 0 ]]; then
+    echo "test.sh: promtool and amtool are missing; install Debian's prometheus and prometheus-alertmanager as root" >&2
+    exit 1
+  fi
+  echo "test.sh: installing promtool and amtool (Debian's prometheus, prometheus-alertmanager)" >&2
+  install_ops_tools || { echo "test.sh: installing prometheus and prometheus-alertmanager failed" >&2; exit 1; }
+fi
+
 if [[ -z "${KAFKA_BOOTSTRAP:-}" ]]; then
   # A broker of the tests' own, on its own port and data dir, wiped afterwards.
   export KAFKA_PORT="${KAFKA_TEST_PORT:-19092}" KAFKA_HOME_DIR=.kafka-test
@@ -24,7 +49,7 @@ if [[ -z "${KAFKA_BOOTSTRAP:-}" ]]; then
   KAFKA_BOOTSTRAP="$(bash scripts/kafka-up.sh | tail -n 1)"
   export KAFKA_BOOTSTRAP
 fi
-export MONITOR_REQUIRE_KAFKA=1  # integration tests fail, never skip, when the broker is missing
+export MONITOR_REQUIRE_KAFKA=1  # integration and ops tests fail, never skip, when the broker or tools are missing
 echo "Kafka broker: $KAFKA_BOOTSTRAP" >&2
 
 python -m pytest "$@"
