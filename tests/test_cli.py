@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -150,3 +151,19 @@ def test_demo_serves_metrics_prints_alerts_and_a_summary() -> None:
     assert "monitor_decisions_total" in scraped and "monitor_kpi{" in scraped
     assert "misalignment" in out and "revenue" in out  # the alert, readable
     assert "totals per segment" in out
+
+
+def test_an_alerts_replay_command_runs_as_printed(tmp_path: Path, bundled_spec_path: Path) -> None:
+    """The `replay` field of an alert is a command a user can paste: it reproduces the alert."""
+    stream, report = tmp_path / "stream.jsonl", tmp_path / "first.json"
+    assert monitor("simulate", "--scenario", "business_drop", "--decisions", "100000", "--seed", "1",
+                   "--out", str(stream)).returncode == 0
+    done = monitor("replay", "--spec", str(bundled_spec_path), "--input", str(stream), "--report", str(report))
+    assert done.returncode == 0, done.stderr
+    alert = next(a for a in json.loads(report.read_text())["alerts"] if a["kind"] == "misalignment")
+    command = shlex.split(alert["replay"])
+    assert command[0] == "monitor"
+    again = subprocess.run([*MONITOR, *command[1:]], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    replayed = json.loads((tmp_path / "report.json").read_text())["alerts"]
+    assert any(a["kind"] == "misalignment" and a["segment"] == alert["segment"] for a in replayed)

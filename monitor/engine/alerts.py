@@ -234,8 +234,10 @@ class Detector:
         # The event time at which the window became complete: its last decision's horizon has
         # passed. It depends on the data alone, never on how records were batched or partitioned.
         at = window.end + self.spec.horizon
-        replay = (f"monitor replay --spec {self.spec.source} --input {self.replay_input} "
-                  f"--from {iso(reference_start)} --to {iso(at)}")
+        # From the reference's first window to one slice past `at`, so both topics carry the watermark
+        # past the window's end and the replay closes it and raises the alert again.
+        replay = (f"monitor replay --spec {self.spec.source} --input {self.replay_input} --report report.json "
+                  f"--from {iso(reference_start)} --to {iso(at + self.spec.slice_seconds)}")
         message = _message(kind, involved, held, segment, window, self.spec.name)
         return Alert(kind, at, segment, subject.name, model, kpis, "critical" if critical else "warning",
                      message, window, replay)
