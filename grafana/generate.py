@@ -32,6 +32,7 @@ DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOB = 'job="monitor"'  # the Prometheus job that scrapes the workers (prometheus/prometheus.yml)
 D = 'decision="$decision"'
 OVERALL_NAME = "all decisions"
+AXIS_WIDTH = 64  # the same on every graph, so panels stacked one above the other share their time axis
 
 
 class Layout:
@@ -75,7 +76,7 @@ def query(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False,
 
 def legend(calcs: tuple[str, ...] = ("lastNotNull",)) -> common_b.VizLegendOptions:
     return (common_b.VizLegendOptions().show_legend(True).display_mode(common.LegendDisplayMode.TABLE)
-            .placement(common.LegendPlacement.RIGHT).calcs(list(calcs)))
+            .placement(common.LegendPlacement.BOTTOM).calcs(list(calcs)))
 
 
 def tooltip() -> common_b.VizTooltipOptions:
@@ -90,8 +91,8 @@ def steps(*pairs: tuple[float | None, str]) -> dash.ThresholdsConfig:
 def graph(title: str, description: str, unit: str, *queries: prometheus.Dataquery,
           width: int = 12, decimals: int | None = None) -> timeseries.Panel:
     panel = (timeseries.Panel().title(title).description(description).datasource(DATASOURCE).unit(unit)
-             .span(width).height(9).legend(legend()).tooltip(tooltip()).line_width(1).fill_opacity(0)
-             .span_nulls(False))
+             .span(width).height(10).legend(legend()).tooltip(tooltip()).line_width(1).fill_opacity(0)
+             .span_nulls(False).axis_width(AXIS_WIDTH))
     if decimals is not None:
         panel = panel.decimals(decimals)
     for q in queries:
@@ -148,13 +149,16 @@ def model_vs_business(layout: Layout) -> dash.Dashboard:
             .with_panel(counts(
                 "Open alert episodes", "Segments with an open episode, per kind (monitor_alert_active). The monitor"
                 " opens an episode after `alerts.patience` significant windows in a row and closes it after as"
-                " many clean ones. Red marks on the graphs are alerts sent: `changes(monitor_alerts_total)`"
-                " shows the moment each alert went out, whereas Prometheus's ALERTS series would draw the whole"
-                " time a rule fires, which the state timeline below already shows per segment.",
+                " many clean ones.",
                 f"sum by (kind) (monitor_alert_active{{{D}}})", "{{kind}}", width=8))
             .with_panel(counts(
                 "Alerts sent", "Alerts sent since the workers' state began, per kind (monitor_alerts_total):"
-                " one per episode, segment and kind.", f"sum by (kind) (monitor_alerts_total{{{D}}})", "{{kind}}",
+                " one per episode, segment and kind. The red marks on the graphs come from this counter:"
+                " changes(monitor_alerts_total) > 0 marks the moment an alert went out, which is what to line up"
+                " against the model and KPI curves. Prometheus's ALERTS series would instead shade the whole time"
+                " a rule fires (the table beside this shows what is open now) and would show only the rules"
+                " Prometheus loaded. A rebalance that moves partitions between workers moves their counts too,"
+                " and can add a mark of its own.", f"sum by (kind) (monitor_alerts_total{{{D}}})", "{{kind}}",
                 width=8))
             .with_panel(
                 table.Panel().title("Open episodes").description(
@@ -163,18 +167,21 @@ def model_vs_business(layout: Layout) -> dash.Dashboard:
                 .with_target(query(layout.named(f"monitor_alert_active{{{D}}} == 1"), rows=True))
                 .with_transformation(model.DataTransformerConfig(id_val="organize", options={
                     "excludeByName": {"Time": True, "Value": True, "__name__": True, "decision": True}})))
-            .with_row(dash.Row("Latest complete window, per segment"))
+            .with_row(dash.Row("All decisions"))
             .with_panel(graph(
-                "Model: $metric", "The model metric of each segment over its latest complete window"
-                " (window=\"rolling\"): the window changes when enough decisions of a slice have their outcome.",
-                "short", query(layout.named(f'monitor_model_metric{{{D}, window="rolling", metric="$metric"}}'),
-                               layout.legend()), decimals=3))
-            .with_panel(graph(
-                "Business: $kpi", "The KPI of each segment over its latest complete window, on the same time"
-                " axis as the model metric beside it: a KPI falling while the model metric holds is the silent"
-                " case the monitor alerts on.", "short",
-                query(layout.named(f'monitor_kpi{{{D}, window="rolling", kpi="$kpi"}}'), layout.legend()),
-                decimals=3))
+                "$metric against $kpi, all decisions", "The model metric (left axis) and the KPI (right axis)"
+                " of the overall segment on one time axis: solid lines the latest complete window"
+                " (window=\"rolling\"), dashed lines the whole run (window=\"total\"). A KPI falling while the"
+                " model metric holds is the silent case the monitor alerts on; the red marks are alerts sent.",
+                "short",
+                query(f'monitor_model_metric{{{overall}, window="rolling", metric="$metric"}}', "$metric (model)"),
+                query(f'monitor_kpi{{{overall}, window="rolling", kpi="$kpi"}}', "$kpi (business)", "B"),
+                query(f'monitor_model_metric{{{overall}, window="total", metric="$metric"}}',
+                      "$metric (model, total)", "C"),
+                query(f'monitor_kpi{{{overall}, window="total", kpi="$kpi"}}', "$kpi (business, total)", "D"),
+                width=24, decimals=3)
+                .override_by_query("B", [right_axis()]).override_by_query("D", [right_axis()])
+                .override_by_regexp(".*total\\)", [dashed()]))
             .with_panel(graph(
                 "Misalignment: model metrics against $kpi, all decisions",
                 "monitor_misalignment = (z_model − z_kpi)/√2 for the latest tested window against the"
@@ -184,7 +191,19 @@ def model_vs_business(layout: Layout) -> dash.Dashboard:
                 .thresholds(steps((None, "red"), (-3, "transparent"), (3, "red")))
                 .thresholds_style(common_b.GraphThresholdsStyleConfig().mode(
                     common.GraphThresholdsStyleMode.DASHED_AND_AREA)))
-            .with_row(dash.Row("All decisions: latest window and whole run"))
+            .with_row(dash.Row("Per segment, latest complete window"))
+            .with_panel(graph(
+                "Model: $metric per segment", "The model metric of each segment over its latest complete window"
+                " (window=\"rolling\"); a window completes once enough decisions of its slices have their outcome"
+                " or reached the horizon.", "short",
+                query(layout.named(f'monitor_model_metric{{{D}, window="rolling", metric="$metric"}}'),
+                      layout.legend()), width=24, decimals=3))
+            .with_panel(graph(
+                "Business: $kpi per segment", "The KPI of each segment over its latest complete window, on the"
+                " same time axis as the model metric above it.", "short",
+                query(layout.named(f'monitor_kpi{{{D}, window="rolling", kpi="$kpi"}}'), layout.legend()),
+                width=24, decimals=3))
+            .with_row(dash.Row("Every metric, all decisions"))
             .with_panel(graph(
                 "Model metrics, all decisions", "Every model metric of the overall segment: solid lines the latest"
                 " complete window, dashed lines the whole run (window=\"total\").", "short",
@@ -197,6 +216,10 @@ def model_vs_business(layout: Layout) -> dash.Dashboard:
                 query(f'monitor_kpi{{{overall}, window="rolling"}}', "{{kpi}}"),
                 query(f'monitor_kpi{{{overall}, window="total"}}', "{{kpi}} (total)", "B"), decimals=3)
                 .override_by_regexp(".*\\(total\\)", [dashed()])))
+
+
+def right_axis() -> model.DynamicConfigValue:
+    return model.DynamicConfigValue(id_val="custom.axisPlacement", value="right")
 
 
 def dashed() -> model.DynamicConfigValue:
@@ -298,7 +321,7 @@ def pipeline_health(layout: Layout) -> dash.Dashboard:
                                f"sum(up{{{JOB}}})", "workers up", width=6)
                         .thresholds(steps((None, "red"), (1, "green"))))
             .with_panel(graph(
-                "Workers up", "1 while Prometheus scrapes a worker, 0 when the scrape fails, per worker.", "short",
+                "Scrapes per worker", "1 while Prometheus scrapes a worker, 0 when the scrape fails.", "short",
                 query(f"up{{{JOB}}}", "{{instance}}"), width=18, decimals=0).min(0).max(1))
             .with_panel(graph(
                 "Records consumed per topic", "Input records per second the monitor counted, per topic"

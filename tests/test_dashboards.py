@@ -130,16 +130,20 @@ def test_dashboards_follow_grafanas_conventions() -> None:
 # On a real Prometheus --------------------------------------------------------------------------------------
 
 
+def prometheus_binary() -> str:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
+            pytest.fail("the prometheus binary is missing (Debian package `prometheus`), yet the integration "
+                        "tests are required")
+        pytest.skip("no prometheus binary: apt-get install prometheus")
+    return binary
+
+
 class Prometheus:
     """A Prometheus of the test's own on loopback, scraping one worker every second."""
 
-    def __init__(self, tmp: Path, target: int) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            if os.environ.get("MONITOR_REQUIRE_KAFKA"):
-                pytest.fail("the prometheus binary is missing (Debian package `prometheus`), yet the "
-                            "integration tests are required")
-            pytest.skip("no prometheus binary: apt-get install prometheus")
+    def __init__(self, binary: str, tmp: Path, target: int) -> None:
         rules = RULES
         if not rules:
             (tmp / "rules.yml").write_text(FALLBACK_RULES)
@@ -158,10 +162,14 @@ class Prometheus:
                  f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
-        while not self.ready():
-            assert self.proc.poll() is None, f"prometheus exited:\n{self.log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"prometheus not ready in 30 s:\n{self.log.read_text()[-3000:]}"
-            time.sleep(0.2)
+        try:
+            while not self.ready():
+                assert self.proc.poll() is None, f"prometheus exited:\n{self.log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"prometheus not ready in 30 s:\n{self.log.read_text()[-3000:]}"
+                time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
 
     def ready(self) -> bool:
         try:
@@ -219,9 +227,10 @@ def variable_values(prom: Prometheus, board: dict[str, Any], decision: str,
 
 @pytest.mark.kafka
 def test_every_dashboard_query_returns_data_on_a_real_prometheus(setup: Setup, tmp_path: Path) -> None:  # noqa: F811
+    binary = prometheus_binary()
     path = setup.stream("business_drop", 40_000)
     port = setup.start()  # before the records, so Prometheus sees the counters move
-    prom = Prometheus(tmp_path, port)
+    prom = Prometheus(binary, tmp_path, port)
     try:
         setup.produce(path)
         misalignment = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]
