@@ -14,7 +14,7 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 export PATH="$PWD/.venv/bin:$PATH"
 
-ruff check monitor agents tests benchmarks
+ruff check monitor agents tests benchmarks grafana
 lint-imports
 mypy
 
