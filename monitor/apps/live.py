@@ -28,6 +28,7 @@ from monitor.apps.simulate import REFERENCE_HORIZON, Numbering, Record, check_sc
 
 CHUNK = 1000  # decisions per draw: enough that each draw carries its share of duplicates, orphans and bad records
 LOOKAHEAD = 1.0  # seconds: decisions are drawn this far ahead of the clock
+MIN_WAIT = 1e-4  # seconds: a record may go out this much late, so that time always moves on
 MAX_WAIT = 1.0  # seconds between wake-ups when nothing is due, so a deadline or a stop is seen soon
 REPORT_EVERY = 60.0  # seconds between progress lines
 
@@ -95,7 +96,7 @@ class Plan:
 
     def due(self, now: float) -> list[Record]:
         """The records due by `now`, in the order they fall due; draws more decisions when needed."""
-        while self.planned < now + LOOKAHEAD:
+        while self.planned - LOOKAHEAD <= now:  # the same sum as in next_due, so the two always agree
             self._draw()
         ready = []
         while self._heap and self._heap[0][0] <= now:
@@ -153,7 +154,7 @@ def run(plan: Plan, sink: Sink, clock: Clock, *, topics: dict[str, str] | None =
             say(f"sent {sent['predictions']:,} predictions and {sent['outcomes']:,} outcomes;"
                 f" {plan.waiting():,} records waiting")
         wake = plan.next_due() if until is None else min(plan.next_due(), until)
-        if clock.wait(min(max(wake - clock.time(), 0.0), MAX_WAIT)):
+        if clock.wait(min(max(wake - clock.time(), MIN_WAIT), MAX_WAIT)):
             break
     return sent
 
