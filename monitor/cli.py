@@ -84,11 +84,35 @@ def replay(
 @app.command()
 def simulate(
     scenario: Annotated[str, typer.Option(help="healthy, business_drop, model_rot, both_drop or label_delay.")],
-    out: Annotated[Path, typer.Option("--out", help="Replay file to write.")],
-    decisions: Annotated[int, typer.Option(min=1, help="Number of decisions.")] = 100_000,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Replay file to write.")] = None,  # noqa: UP045
+    decisions: Annotated[Optional[int], typer.Option(min=1, show_default="100000", help="Number of decisions.")] = None,  # noqa: UP045
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    live: Annotated[bool, typer.Option("--live", help="Send to Kafka as it happens, with current times, "
+                                       "instead of writing a file.")] = False,
+    rate: Annotated[float, typer.Option(min=0.001, help="--live: decisions per second.")] = 20.0,
+    bootstrap: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="--live: Kafka bootstrap HOST:PORT; defaults to $KAFKA_BOOTSTRAP, then 127.0.0.1:9092.")] = None,
+    spec: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="--live: send to this spec's topics and fit the delays to its horizon.")] = None,
+    change_after: Annotated[str, typer.Option(help="--live: the scenario's change starts this long after "
+                                              "the start, e.g. 90s, 10m.")] = "10m",
+    delay_scale: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        min=1e-6, show_default="the spec's horizon / 6h, else 1",
+        help="--live: multiply outcome delays (median 30 min) by this.")] = None,
+    duration: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="--live: stop after this long, e.g. 90s; runs until Ctrl-C or SIGTERM if unset.")] = None,
 ) -> None:
-    """Write a simulated stream, with delays, duplicates, orphans and malformed records."""
+    """Write a simulated stream, with delays, duplicates, orphans and malformed records; or send it live."""
+    if live:
+        if out is not None or decisions is not None:
+            raise typer.BadParameter("--live sends to Kafka without end: drop --out and --decisions",
+                                     param_hint="--live")
+        _simulate_live(scenario, seed, rate, bootstrap, spec, change_after, delay_scale, duration)
+        return
+    if out is None:
+        raise typer.BadParameter("give a file to write, or --live", param_hint="--out")
+    if decisions is None:
+        decisions = 100_000
     from monitor.apps.simulate import simulate as simulating
     from monitor.apps.simulate import write_jsonl
 
@@ -98,6 +122,60 @@ def simulate(
         _fail(exc)
     count = write_jsonl(records, out)
     typer.echo(f"wrote {count:,} records for {decisions:,} decisions to {out}", err=True)
+
+
+def _seconds(text: str, option: str) -> float:
+    from monitor.contract.spec import parse_duration
+
+    try:
+        return parse_duration(text, option)
+    except MonitorError:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 10m or 2h", param_hint=option) from None
+
+
+def _simulate_live(scenario: str, seed: int, rate: float, bootstrap: str | None, spec: Path | None,
+                   change_after: str, delay_scale: float | None, duration: str | None) -> None:
+    import signal
+    import time
+
+    from monitor.apps import brokers, live
+    from monitor.apps.simulate import MEDIAN_DELAY
+    from monitor.contract import spec as specs
+
+    change = _seconds(change_after, "--change-after")
+    length = None if duration is None else _seconds(duration, "--duration")
+    topics: dict[str, str] = {}
+    try:
+        if spec is not None:
+            loaded = specs.load(spec)
+            topics = {"predictions": loaded.topics.predictions, "outcomes": loaded.topics.outcomes}
+            if delay_scale is None:
+                delay_scale = live.delay_scale(loaded.horizon)
+        start = time.time()
+        plan = live.Plan(scenario, rate, seed, start, change, delay_scale or 1.0, tag=f"{int(start):x}-")
+    except (MonitorError, ValueError) as exc:
+        _fail(exc)
+    from kafka.producer.kafka import KafkaProducer
+
+    servers = brokers.bootstrap(bootstrap)
+    clock = live.WallClock()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: clock.stop())
+    producer = KafkaProducer(bootstrap_servers=servers, linger_ms=50, acks="all")
+
+    def say(text: str) -> None:
+        typer.echo(f"simulate: {text}", err=True)
+
+    say(f"{scenario} at {rate:g} decisions/s to {servers}, outcome delays x{plan.delay_scale:.4g} (median "
+        f"{MEDIAN_DELAY * plan.delay_scale:.0f} s), change after {change:.0f} s"
+        + (f", for {length:.0f} s" if length else ""))
+    try:
+        sent = live.run(plan, producer, clock, topics=topics, until=None if length is None else start + length,
+                        say=say)
+        producer.flush()
+    finally:
+        producer.close()
+    say(f"stopped: sent {sent['predictions']:,} predictions and {sent['outcomes']:,} outcomes")
 
 
 @app.command()
@@ -125,7 +203,9 @@ BootstrapOption = Annotated[Optional[str], typer.Option(  # noqa: UP045
 def worker(
     spec: SpecOption,
     bootstrap: BootstrapOption = None,
-    web_port: Annotated[int, typer.Option(help="Port of /metrics and /healthz on 127.0.0.1.")] = 6066,
+    web_port: Annotated[int, typer.Option(help="Port of /metrics and /healthz.")] = 6066,
+    web_host: Annotated[str, typer.Option(help="Address /metrics and /healthz listen on; 0.0.0.0 for all "
+                                          "interfaces (in a container).")] = "127.0.0.1",
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
     snapshot_bytes: Annotated[int, typer.Option(
         min=1, help="Snapshot a join partition once its checkpoints since the last snapshot reach this many "
@@ -143,7 +223,7 @@ def worker(
         _fail(exc)
     from agents.app import create_app, run
 
-    run(create_app(loaded, servers, partitions, web_port, snapshot_bytes), loglevel)
+    run(create_app(loaded, servers, partitions, web_port, snapshot_bytes, web_host=web_host), loglevel)
 
 
 @app.command()
@@ -170,6 +250,20 @@ def produce(
     sent, skipped = brokers.produce(input, brokers.bootstrap(bootstrap), rate, rename)
     typer.echo(f"sent {sent:,} records" + (f"; skipped {skipped:,} lines that are not records" if skipped else ""),
                err=True)
+
+
+@app.command()
+def webhook(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5001,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for all interfaces.")] = "127.0.0.1",
+) -> None:
+    """Receive Alertmanager's notifications and print one line per alert, until Ctrl-C or SIGTERM."""
+    import signal
+
+    from monitor.apps.webhook import serve
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(host, port)
 
 
 topics = typer.Typer(help="Manage the monitor's Kafka topics.", no_args_is_help=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,14 @@ def spec_text() -> str:
 @pytest.fixture(scope="session")
 def bundled_spec_path() -> Path:
     return Path(__file__).parent.parent / "monitor" / "checkout.toml"
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    """The test broker (from scripts/test.sh or $KAFKA_BOOTSTRAP), for tests marked `kafka`."""
+    servers = os.environ.get("KAFKA_BOOTSTRAP")
+    if not servers:
+        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
+            pytest.fail("KAFKA_BOOTSTRAP is not set, yet the integration tests are required")
+        pytest.skip("no Kafka broker: run scripts/test.sh, or set KAFKA_BOOTSTRAP")
+    return servers

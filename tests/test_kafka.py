@@ -35,16 +35,6 @@ SAMPLE = re.compile(r'^(\w+)\{(.*)\} (\S+)$')
 Samples = list[tuple[str, dict[str, str], float]]  # (name, labels, value) of one scrape
 
 
-@pytest.fixture(scope="session")
-def bootstrap() -> str:
-    servers = os.environ.get("KAFKA_BOOTSTRAP")
-    if not servers:
-        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
-            pytest.fail("KAFKA_BOOTSTRAP is not set, yet the integration tests are required")
-        pytest.skip("no Kafka broker: run scripts/test.sh, or set KAFKA_BOOTSTRAP")
-    return servers
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

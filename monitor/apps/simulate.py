@@ -4,14 +4,18 @@ Decision ``i`` (0-based) has id ``d-{i:07d}``; the change point is decision ``de
 test finds when the change happened by reading that prediction's ``ts``. Every scenario draws the
 same random numbers in the same order: one seed gives the same customers, labels and delays in all
 scenarios, and scenarios differ only where they are meant to.
+
+`draw` makes one batch of decisions with their outcomes and mess; `simulate` is one draw sorted by
+arrival, and the live simulator (`monitor.apps.live`) makes a draw at a time, ahead of the clock.
 """
 
 from __future__ import annotations
 
 import copy
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ COUNTRIES = ("US", "DE", "FR")
 COUNTRY_SHARES = (0.5, 0.3, 0.2)
 INTERCEPT, SLOPE = -2.3, 1.4  # purchase logit = INTERCEPT + SLOPE·x, x ~ N(0, 1): base rate ≈ 15%
 MEDIAN_DELAY = 1800.0  # seconds from decision to purchase event
+REFERENCE_HORIZON = 6 * 3600.0  # the horizon these delays suit (the bundled spec's); see `draw`'s delay_scale
 DELAY_SIGMA = 1.0  # lognormal; ≈ 0.65% of outcomes come after a 6 h horizon
 VALUE_DROP = 0.6  # business_drop: revenue per purchase after the change
 DELAY_STRETCH = 5.0  # label_delay: outcome delays after the change
@@ -37,23 +42,55 @@ MALFORMED_SHARE = 0.002  # of decisions
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
 Record = dict[str, object]
 
 
 def simulate(scenario: str, decisions: int, seed: int, *, start: float = 1_767_225_600.0,
              per_day: int = 20_000) -> list[dict[str, object]]:
     """Kafka records in arrival order: {"topic", "key", "timestamp" (int ms), "value"}."""
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
+    check_scenario(scenario)
     if decisions < 0 or per_day <= 0:
         raise ValueError(f"need decisions >= 0 and per_day > 0, got {decisions} and {per_day}")
+    half = decisions // 2
     with _no_gc():
-        return _simulate(scenario, decisions, np.random.default_rng(seed), start, per_day)
+        records, arrivals = draw(scenario, decisions, np.random.default_rng(seed), start, 86_400 / per_day,
+                                 changed=lambda ts: np.arange(ts.size) >= half)
+        order = np.argsort(arrivals, kind="stable")  # ties keep construction order
+        return [records[i] for i in order.tolist()]
 
 
-def _simulate(scenario: str, n: int, rng: np.random.Generator, start: float, per_day: int) -> list[Record]:
+def check_scenario(scenario: str) -> None:
+    """Fail with the valid names unless `scenario` is one of them."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
+
+
+@dataclass
+class Numbering:
+    """Where the next draw's ids start, so that draws in a row never repeat an id.
+
+    `tag` goes into every id (``d-{tag}0000000``); a live run uses one of its own, so that a
+    restarted simulator never sends ids the monitor has seen. The malformed kinds cycle across draws."""
+
+    tag: str = ""
+    decisions: int = 0
+    orphans: int = 0
+    malformed: int = 0
+
+
+def draw(scenario: str, n: int, rng: np.random.Generator, start: float, gap: float, *,
+         changed: Callable[[Floats], Bools], delay_scale: float = 1.0,
+         numbering: Numbering | None = None) -> tuple[list[Record], Ints]:
+    """`n` decisions after `start` (mean `gap` seconds apart), their outcomes and the mess.
+
+    Returns the records in construction order with their arrival times (ms). `changed(ts)` says which
+    decisions come after the scenario's change; `delay_scale` shrinks outcome delays (to at least 1 s)
+    for a shorter horizon. `numbering`, if given, is advanced past the ids used."""
+    numbering = numbering or Numbering()
+    tag = numbering.tag
     # All draws happen here, before the scenario matters, so every scenario sees the same world.
-    ts = np.round(start + np.cumsum(rng.exponential(86_400 / per_day, n)), 3)
+    ts = np.round(start + np.cumsum(rng.exponential(gap, n)), 3)
     x = rng.standard_normal(n)
     label = rng.random(n) < _sigmoid(INTERCEPT + SLOPE * x)
     healthy = _sigmoid(INTERCEPT + SLOPE * (x + 0.35 * rng.standard_normal(n)))
@@ -73,7 +110,8 @@ def _simulate(scenario: str, n: int, rng: np.random.Generator, start: float, per
     early_delay = rng.uniform(1.0, 4.0, early.size)
     early_lag_ms = rng.integers(5_000, 60_001, early.size)
 
-    after = np.arange(n) >= n // 2
+    after = changed(ts)
+    delay = np.maximum(delay * delay_scale, 1.0)  # the same values when delay_scale is 1
     score = np.where(after, rotten, healthy) if scenario in ("model_rot", "both_drop") else healthy
     if scenario in ("business_drop", "both_drop"):
         value = np.where(after, value * VALUE_DROP, value)
@@ -82,7 +120,8 @@ def _simulate(scenario: str, n: int, rng: np.random.Generator, start: float, per
     delay[early] = early_delay
     publish_ms[early] += early_lag_ms  # the prediction's publish lags; its ts does not change
 
-    ids = [f"d-{i:07d}" for i in range(n)]
+    ids = [f"d-{tag}{i:07d}" for i in range(numbering.decisions, numbering.decisions + n)]
+    numbering.decisions += n
     predicted = _ms(ts) + publish_ms
     predictions = _predictions(ids, ts, np.round(score, 6), treatment, country, basket, predicted)
     outcome_ts = np.round(ts[buyers] + delay[buyers], 3)
@@ -101,7 +140,8 @@ def _simulate(scenario: str, n: int, rng: np.random.Generator, start: float, per
     if n:
         orphans = round(ORPHAN_SHARE * n)
         orphan_ts = np.round(rng.uniform(ts[0], ts[-1], orphans), 3)
-        orphan_ids = [f"orphan-{i:07d}" for i in range(orphans)]
+        orphan_ids = [f"orphan-{tag}{i:07d}" for i in range(numbering.orphans, numbering.orphans + orphans)]
+        numbering.orphans += orphans
         orphan_value = np.exp(rng.normal(3.75, 0.6, orphans))
         orphan_items = 1 + rng.poisson(1.0, orphans)
         orphan_ms = _ms(orphan_ts)
@@ -111,12 +151,13 @@ def _simulate(scenario: str, n: int, rng: np.random.Generator, start: float, per
         malformed = round(MALFORMED_SHARE * n)
         at = ts[np.linspace(0, n - 1, malformed + 2)[1:-1].round().astype(np.int64)]  # evenly spread
         at_ms = _ms(at)
-        bad = zip(at.tolist(), at_ms.tolist(), strict=True)
-        records += [_malformed(k, t, ms) for k, (t, ms) in enumerate(bad)]
+        bad = zip(range(numbering.malformed, numbering.malformed + malformed), at.tolist(), at_ms.tolist(),
+                  strict=True)
+        numbering.malformed += malformed
+        records += [_malformed(k, tag, t, ms) for k, t, ms in bad]
         arrivals.append(at_ms)
 
-    order = np.argsort(np.concatenate(arrivals), kind="stable")  # ties keep construction order
-    return [records[i] for i in order.tolist()]
+    return records, np.concatenate(arrivals)
 
 
 def write_jsonl(records: Iterable[dict[str, object]], path: Path) -> int:
@@ -185,9 +226,9 @@ def _resend(record: Record, arrival: int) -> Record:
     return {**record, "timestamp": arrival, "value": copy.deepcopy(record["value"])}
 
 
-def _malformed(k: int, ts: float, arrival: int) -> Record:
+def _malformed(k: int, tag: str, ts: float, arrival: int) -> Record:
     """The k-th bad record, cycling through the kinds of breakage a monitor must survive."""
-    d = f"bad-{k:07d}"  # never a real or orphan id
+    d = f"bad-{tag}{k:07d}"  # never a real or orphan id
     kind = k % 6
     topic = "outcomes" if kind == 3 else "predictions"
     value: object

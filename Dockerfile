@@ -1,0 +1,30 @@
+# The monitor's image. By default it runs a streaming worker on the compose network's broker;
+# docker-compose.yml runs the same image as `monitor topics create`, `monitor simulate --live`
+# and `monitor webhook`. Build: docker build -t model-business-monitor:0.1.0 .
+
+# Build stage: the project and its dependencies into a virtual environment (no build tools needed:
+# every dependency ships a wheel for this platform).
+FROM python:3.11.11-slim-bookworm AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/monitor
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY monitor ./monitor
+COPY agents ./agents
+RUN /opt/monitor/bin/pip install . && /opt/monitor/bin/pip uninstall --yes pip
+
+# Run stage: the environment only, as an unprivileged user.
+FROM python:3.11.11-slim-bookworm
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/monitor monitor
+COPY --from=build /opt/monitor /opt/monitor
+# The bundled example spec, so the default command runs; compose mounts its own over it.
+COPY monitor/checkout.toml /etc/monitor/checkout.toml
+ENV PATH=/opt/monitor/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+USER monitor
+WORKDIR /home/monitor
+# /metrics and /healthz of the worker
+EXPOSE 6066
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:6066/healthz', timeout=4)"]
+CMD ["monitor", "worker", "--spec", "/etc/monitor/checkout.toml", "--bootstrap", "kafka:9092", \
+     "--web-host", "0.0.0.0", "--web-port", "6066"]
