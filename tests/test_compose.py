@@ -21,9 +21,9 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SPEC_IN_CONTAINER = "/etc/monitor/checkout.toml"
 WEB_PORT = 6066
-# Written by the other parts of the ops stack; until they are merged, a missing one skips that check.
-FROM_OTHER_PARTS = ("prometheus/prometheus.yml", "prometheus/rules", "prometheus/alertmanager.yml",
-                    "grafana/provisioning", "grafana/dashboards", "grafana/dashboards/model-vs-business.json")
+# What the stack mounts from the repository besides the demo spec.
+OPS_FILES = ("prometheus/prometheus.yml", "prometheus/rules", "prometheus/alertmanager.yml",
+             "grafana/provisioning", "grafana/dashboards", "grafana/dashboards/model-vs-business.json")
 SERVICES = {"kafka", "topics", "worker", "simulator", "prometheus", "alertmanager", "webhook", "grafana"}
 
 
@@ -99,15 +99,13 @@ def test_every_image_is_pinned_or_built_here(services: dict[str, dict[str, Any]]
 
 def test_every_bind_mount_exists(services: dict[str, dict[str, Any]]) -> None:
     mounts = bind_mounts(services)
-    assert {source for _, source, _ in mounts} >= {"deploy/checkout-live.toml", *FROM_OTHER_PARTS} - {
+    assert {source for _, source, _ in mounts} >= {"deploy/checkout-live.toml", *OPS_FILES} - {
         "grafana/dashboards/model-vs-business.json"}
     missing = [source for _, source, _ in mounts if not (ROOT / source).exists()]
-    assert not [m for m in missing if m not in FROM_OTHER_PARTS], missing
+    assert not missing, missing
     for _, source, target in mounts:
-        if (ROOT / source).exists():
-            assert (ROOT / source).is_dir() == (not Path(target).suffix), (source, target)
-    if missing:
-        pytest.skip(f"written by the other parts of the ops stack, not here yet: {', '.join(missing)}")
+        assert (ROOT / source).is_dir() == (not Path(target).suffix), (source, target)
+    assert all((ROOT / path).exists() for path in OPS_FILES)
 
 
 def test_monitor_services_read_the_demo_spec(services: dict[str, dict[str, Any]]) -> None:
@@ -173,13 +171,14 @@ def test_grafana_is_anonymous_read_only_with_the_overview_as_home(services: dict
 
 
 def test_prometheus_targets_are_compose_services(services: dict[str, dict[str, Any]]) -> None:
-    path = ROOT / "prometheus" / "prometheus.yml"
-    if not path.exists():
-        pytest.skip("prometheus/prometheus.yml comes from another part of the ops stack")
-    config = yaml.safe_load(path.read_text())
-    mounted = {target for _, _, target in bind_mounts({"prometheus": services["prometheus"]})}
-    for rule_file in config.get("rule_files", []):
-        assert any(rule_file.startswith(target.rstrip("/") + "/") for target in mounted), rule_file
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    mounts = {target: source for _, source, target in bind_mounts({"prometheus": services["prometheus"]})}
+    config_file = next(target for target, source in mounts.items() if source == "prometheus/prometheus.yml")
+    for rule_file in config.get("rule_files", []):  # Prometheus reads a relative path from the config's folder
+        in_container = str(Path(config_file).parent / rule_file)
+        folder = str(Path(in_container).parent)
+        assert folder in mounts, rule_file
+        assert list((ROOT / mounts[folder]).glob(Path(in_container).name)), rule_file
     hosts = []
     for job in config.get("scrape_configs", []):
         for static in job.get("static_configs", []):
@@ -196,10 +195,7 @@ def test_prometheus_targets_are_compose_services(services: dict[str, dict[str, A
 
 
 def test_alertmanager_posts_to_the_webhook(services: dict[str, dict[str, Any]]) -> None:
-    path = ROOT / "prometheus" / "alertmanager.yml"
-    if not path.exists():
-        pytest.skip("prometheus/alertmanager.yml comes from another part of the ops stack")
-    config = yaml.safe_load(path.read_text())
+    config = yaml.safe_load((ROOT / "prometheus" / "alertmanager.yml").read_text())
     urls = [hook["url"] for receiver in config.get("receivers", []) for hook in receiver.get("webhook_configs", [])]
     assert "http://webhook:5001/" in urls
     for url in urls:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_kafka import Setup, bootstrap, free_port, setup  # noqa: F401  # fixtures, reused
+from tests.test_kafka import Setup, free_port, setup  # noqa: F401  # a fixture, reused
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
