@@ -4,6 +4,7 @@ editor, and the streaming worker on in-memory tables and topics."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import tomllib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -120,6 +121,13 @@ def _key(node: object, part: str, path: str) -> int | str:
     if not part.isdigit() or int(part) >= len(node):
         raise ValueError(f"cannot edit {path!r}: {part!r} is not an index of an array of {len(node)}")
     return int(part)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _done() -> asyncio.Future[None]:

@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.testing import edit_spec
+from monitor.testing import edit_spec, free_port
 
 MONITOR = [sys.executable, "-m", "monitor.cli"]
 
@@ -101,12 +100,6 @@ def test_debug_shows_the_traceback(tmp_path: Path, bundled_spec_path: Path, flag
     assert done.stderr.startswith("Traceback (most recent call last):")
     assert done.stderr.splitlines()[-1] == f"IsADirectoryError: [Errno 21] Is a directory: {str(tmp_path)!r}"
     assert "run again" not in done.stderr and "╭" not in done.stderr  # Python's own traceback, not Rich's box
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int, until: str, timeout: float = 30) -> str:

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_kafka import Setup, free_port, setup  # noqa: F401  # a fixture, reused
+from monitor.testing import free_port
+from tests.test_kafka import Setup, setup  # noqa: F401  # a fixture, reused
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"

@@ -11,7 +11,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,18 +26,12 @@ import pytest
 from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.spec import Spec, load
-from monitor.testing import Stream, edit_spec
+from monitor.testing import Stream, edit_spec, free_port
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = re.compile(r'^(\w+)\{(.*)\} (\S+)$')
 Samples = list[tuple[str, dict[str, str], float]]  # (name, labels, value) of one scrape
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Setup:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from monitor.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "prometheus"
@@ -156,12 +157,6 @@ def test_alertmanager_sends_to_the_webhook() -> None:
 
 
 # --- Alertmanager's inhibit rules, on a real Alertmanager ----------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class Hook(BaseHTTPRequestHandler):
     """Collects Alertmanager's notifications, as the compose stack's webhook logs them."""
