@@ -60,6 +60,10 @@ class JoinCounts:
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def __add__(self, other: JoinCounts) -> JoinCounts:
+        """The counts of two sources together: `sum(counts, JoinCounts())`."""
+        return JoinCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
 
 class Joiner:
     """Joins predictions with outcomes by event time and hands each final decision to `on_final`."""

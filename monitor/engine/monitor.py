@@ -16,9 +16,7 @@ from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup, alert_order
-from monitor.engine.source import Source
-
-DRAIN_RECORDS = 10_000  # records between drains; a worker checkpoints at least this often
+from monitor.engine.source import DRAIN_RECORDS, Source
 
 
 class Monitor:
@@ -98,12 +96,3 @@ def report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], rollups: 
         "segments": segments,
         "alerts": [a.as_dict() for a in alerts],
     }
-
-
-def add_counts(counts: Iterable[JoinCounts]) -> JoinCounts:
-    """The join counts of several sources together."""
-    total = JoinCounts()
-    for c in counts:
-        for name, value in c.as_dict().items():
-            setattr(total, name, getattr(total, name) + value)
-    return total

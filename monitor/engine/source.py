@@ -29,6 +29,7 @@ from monitor.engine.windows import NEVER, SegmentKey
 from monitor.stats.decision import Decision
 from monitor.stats.summary import Summary
 
+DRAIN_RECORDS = 10_000  # records between drains in process; a worker checkpoints at least this often
 log = logging.getLogger(__name__)
 
 

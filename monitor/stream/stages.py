@@ -34,9 +34,8 @@ from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import PENDING, HeldOutcome, JoinCounts
-from monitor.engine.monitor import DRAIN_RECORDS, add_counts
 from monitor.engine.rollup import Rollup
-from monitor.engine.source import Part, Source
+from monitor.engine.source import DRAIN_RECORDS, Part, Source
 from monitor.engine.windows import NEVER, SegmentKey
 from monitor.stats.summary import Summary
 from monitor.stream import wire
@@ -196,7 +195,7 @@ class JoinStage:
             self.partitions.pop(partition, None)
 
     def counts(self) -> JoinCounts:
-        return add_counts(part.source.joiner.counts() for part in self.partitions.values())
+        return sum((part.source.joiner.counts() for part in self.partitions.values()), JoinCounts())
 
     def record_counts(self) -> Counter[str]:
         return sum((part.source.records for part in self.partitions.values()), Counter())
