@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The full test run, from a fresh machine: install into .venv, lint, type-check, install promtool
-# and amtool when missing (as root, from Debian's packages), start a private Kafka broker, run every
-# test, stop the broker.
+# The full test run, from a fresh machine: install into .venv, lint, type-check, install promtool,
+# amtool and chromium when missing (as root, from Debian's packages), start a private Kafka broker,
+# run every test, stop the broker.
 #
 #   scripts/test.sh [pytest args]
 #
@@ -19,7 +19,8 @@ lint-imports
 mypy
 
 # promtool and amtool check the Prometheus and Alertmanager configs and run the alert-rule unit tests
-# (tests/test_ops_rules.py). Debian's packages bring them; their services must not start here.
+# (tests/test_ops_rules.py); chromium opens the HTML reports (Playwright drives it, it downloads no
+# browser). Debian's packages bring them; their services must not start here.
 install_ops_tools() {
   local policy=/usr/sbin/policy-rc.d made="" rc=0
   if [[ ! -e "$policy" ]]; then  # deny every service start during the install
@@ -28,18 +29,19 @@ install_ops_tools() {
   {
     apt-get update -qq -o DPkg::Lock::Timeout=300 &&
       DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends \
-        -o DPkg::Lock::Timeout=300 prometheus prometheus-alertmanager >/dev/null
+        -o DPkg::Lock::Timeout=300 prometheus prometheus-alertmanager chromium >/dev/null
   } || rc=$?
   [[ -z "$made" ]] || rm -f "$policy"
   return "$rc"
 }
-if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
+if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v chromium >/dev/null; then
   if [[ "$(id -u)" != 0 ]]; then
-    echo "test.sh: promtool and amtool are missing; install Debian's prometheus and prometheus-alertmanager as root" >&2
+    echo "test.sh: promtool, amtool or chromium is missing; install Debian's prometheus," \
+      "prometheus-alertmanager and chromium as root" >&2
     exit 1
   fi
-  echo "test.sh: installing promtool and amtool (Debian's prometheus, prometheus-alertmanager)" >&2
-  install_ops_tools || { echo "test.sh: installing prometheus and prometheus-alertmanager failed" >&2; exit 1; }
+  echo "test.sh: installing promtool, amtool and chromium (Debian's packages)" >&2
+  install_ops_tools || { echo "test.sh: installing prometheus, prometheus-alertmanager and chromium failed" >&2; exit 1; }
 fi
 
 if [[ -z "${KAFKA_BOOTSTRAP:-}" ]]; then

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +63,66 @@ def bootstrap() -> str:
             pytest.fail("KAFKA_BOOTSTRAP is not set, yet the integration tests are required")
         pytest.skip("no Kafka broker: run scripts/test.sh, or set KAFKA_BOOTSTRAP")
     return servers
+
+
+ARTIFACTS = Path(__file__).parent.parent / "artifacts"  # screenshots of reports opened in the browser
+
+
+@dataclass(frozen=True)
+class PageCheck:
+    """What a real browser saw on opening a report: console errors, plot boxes, plots drawn."""
+
+    console_errors: list[str]
+    plots: int
+    rendered: int
+    screenshot: Path
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (which cannot download a browser here)."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
+            pytest.fail("chromium is not installed, yet the browser checks are required (scripts/test.sh installs it)")
+        pytest.skip("no chromium: run scripts/test.sh, or apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Callable[[Path, str], PageCheck]:
+    """Open an HTML file offline, wait for its plots, keep a screenshot in artifacts/, report what happened."""
+
+    def check(path: Path, name: str) -> PageCheck:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, offline=True)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("requestfailed", lambda request: errors.append(f"request failed: {request.url}"))
+        try:
+            page.goto(path.resolve().as_uri(), wait_until="load", timeout=30_000)
+            plots = page.locator("div.plot").count()
+            if not errors:  # a page that failed while loading will never draw: don't wait for it
+                page.wait_for_function(
+                    "n => document.querySelectorAll('div.plot[data-rendered]').length >= n", arg=plots, timeout=30_000
+                )
+            rendered = page.evaluate(
+                "() => [...document.querySelectorAll('div.plot[data-rendered]')]"
+                ".filter(div => div.querySelector('.main-svg')).length"
+            )
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / f"{name}.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            context.close()
+        return PageCheck(errors, plots, rendered, shot)
+
+    return check
