@@ -23,6 +23,8 @@ from aiohttp.web import Response
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from agents.consumer import Transport
+from monitor.apps.brokers import group_id
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
 from monitor.export.prometheus import MonitorCollector
@@ -79,7 +81,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     datadir = tempfile.mkdtemp(prefix=f"monitor-{spec.name}-")  # the memory store keeps nothing on disk
     atexit.register(shutil.rmtree, datadir, ignore_errors=True)
     app = faust.App(
-        f"monitor-{spec.name}",
+        group_id(spec),
         broker=f"kafka://{bootstrap}",
         store="memory://",
         topic_partitions=partitions,
@@ -98,6 +100,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         key_serializer="raw",  # the engine decodes, counts and dead-letters; Faust never has to
         value_serializer="raw",
     )
+    app.transport = Transport(app.conf.broker_consumer, app)
     registry = CollectorRegistry()
     app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
 
@@ -153,6 +156,14 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json(worker.health())
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        inputs = {tp.partition for tp in assigned if tp.topic == spec.topics.predictions}
+        unticked = inputs - {tp.partition for tp in assigned if tp.topic == ticks.get_topic_name()}
+        if unticked:  # the internal topics are made before the group is joined, so this should not happen
+            log.error("input partitions %s came without their ticks partitions: their last records wait for"
+                      " new ones before they reach the metrics; restart the worker", sorted(unticked))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal types are too narrow
     async def revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:

@@ -279,10 +279,6 @@ def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup, how: signal.
 
 
 @pytest.mark.parametrize("setup", [4], indirect=True)
-# Known bug, not yet found: in about one run in five (seen with the previous engine too, 1 of 8 runs),
-# after the rebalance a metrics stage ends with about a third of the final decisions. Retried so that a
-# run still fails when it shows five times in a row; the hardening issue owns the fix.
-@pytest.mark.flaky(reruns=4)
 def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
     path = setup.stream("both_drop", 12_000)
     one, alone = setup.run(path)
