@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from agents.consumer import Transport
 from monitor.apps.brokers import group_id
+from monitor.apps.kafka_config import Connection
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
 from monitor.export.prometheus import MonitorCollector
@@ -75,14 +76,30 @@ class Topics:
         return self.alerts.send(key=None, value=raw)  # type: ignore[no-any-return]
 
 
-def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066,
+def credentials(kafka: Connection) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the connection's security: the same TLS context and login as every other client."""
+    s = kafka.settings
+    if s.uses_sasl:
+        password = s.sasl_password.reveal() if s.sasl_password else None
+        return faust.SASLCredentials(username=s.sasl_username, password=password, ssl_context=kafka.ssl_context,
+                                     mechanism=s.sasl_mechanism)
+    if s.uses_ssl:
+        return faust.SSLCredentials(kafka.ssl_context)
+    return None
+
+
+def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6066,
                snapshot_bytes: int = SNAPSHOT_MIN_BYTES, web_host: str = "127.0.0.1") -> faust.App:
     """A worker for one decision spec; `partitions` is the input topics' partition count."""
     datadir = tempfile.mkdtemp(prefix=f"monitor-{spec.name}-")  # the memory store keeps nothing on disk
     atexit.register(shutil.rmtree, datadir, ignore_errors=True)
     app = faust.App(
         group_id(spec),
-        broker=f"kafka://{bootstrap}",
+        broker=f"kafka://{kafka.bootstrap}",
+        broker_credentials=credentials(kafka),
+        # A worker killed without a goodbye holds its partitions until its session times out.
+        broker_session_timeout=spec.session_timeout,
+        broker_heartbeat_interval=spec.heartbeat_interval,
         store="memory://",
         topic_partitions=partitions,
         topic_replication_factor=1,

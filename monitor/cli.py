@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -37,6 +37,16 @@ def _say_error(text: str) -> None:
 def _fail(exc: Exception) -> None:
     _say_error(str(exc))
     raise typer.Exit(2)
+
+
+def _connect(bootstrap: str | None, spec: Any = None) -> Any:
+    """The Kafka connection of a command, checked once: a wrong password or an untrusted certificate
+    fails here, in one line, instead of in clients that retry quietly."""
+    from monitor.apps import kafka_config
+
+    connection = kafka_config.connect(bootstrap, spec)
+    kafka_config.check(connection)
+    return connection
 
 
 def _epoch_ms(text: str | None, option: str) -> int | None:
@@ -138,13 +148,14 @@ def _simulate_live(scenario: str, seed: int, rate: float, bootstrap: str | None,
     import signal
     import time
 
-    from monitor.apps import brokers, live
+    from monitor.apps import live
     from monitor.apps.simulate import MEDIAN_DELAY
     from monitor.contract import spec as specs
 
     change = _seconds(change_after, "--change-after")
     length = None if duration is None else _seconds(duration, "--duration")
     topics: dict[str, str] = {}
+    loaded = None
     try:
         if spec is not None:
             loaded = specs.load(spec)
@@ -153,15 +164,16 @@ def _simulate_live(scenario: str, seed: int, rate: float, bootstrap: str | None,
                 delay_scale = live.delay_scale(loaded.horizon)
         start = time.time()
         plan = live.Plan(scenario, rate, seed, start, change, delay_scale or 1.0, tag=f"{int(start):x}-")
+        kafka = _connect(bootstrap, loaded)
     except (MonitorError, ValueError) as exc:
         _fail(exc)
     from kafka.producer.kafka import KafkaProducer
 
-    servers = brokers.bootstrap(bootstrap)
+    servers = kafka.describe()
     clock = live.WallClock()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: clock.stop())
-    producer = KafkaProducer(bootstrap_servers=servers, linger_ms=50, acks="all")
+    producer = KafkaProducer(**kafka.kafka_python(linger_ms=50, acks="all"))
 
     def say(text: str) -> None:
         typer.echo(f"simulate: {text}", err=True)
@@ -217,14 +229,14 @@ def worker(
 
     try:
         loaded = specs.load(spec)
-        servers = brokers.bootstrap(bootstrap)
-        partitions = brokers.check_copartitioned(loaded, servers)
-        brokers.create_internal_topics(loaded, servers, partitions)
+        kafka = _connect(bootstrap, loaded)
+        partitions = brokers.check_copartitioned(loaded, kafka)
+        brokers.create_internal_topics(loaded, kafka, partitions)
     except MonitorError as exc:
         _fail(exc)
     from agents.app import create_app, run
 
-    run(create_app(loaded, servers, partitions, web_port, snapshot_bytes, web_host=web_host), loglevel)
+    run(create_app(loaded, kafka, partitions, web_port, snapshot_bytes, web_host=web_host), loglevel)
 
 
 @app.command()
@@ -243,12 +255,13 @@ def produce(
     try:
         if not input.is_file():
             raise MonitorError(f"--input {input} is not a readable file")
-        if spec is not None:
-            topics = specs.load(spec).topics
-            rename = {"predictions": topics.predictions, "outcomes": topics.outcomes}
+        loaded = None if spec is None else specs.load(spec)
+        if loaded is not None:
+            rename = {"predictions": loaded.topics.predictions, "outcomes": loaded.topics.outcomes}
+        kafka = _connect(bootstrap, loaded)
     except MonitorError as exc:
         _fail(exc)
-    sent, skipped = brokers.produce(input, brokers.bootstrap(bootstrap), rate, rename)
+    sent, skipped = brokers.produce(input, kafka, rate, rename)
     typer.echo(f"sent {sent:,} records" + (f"; skipped {skipped:,} lines that are not records" if skipped else ""),
                err=True)
 
@@ -284,8 +297,8 @@ def topics_create(
     from monitor.contract import spec as specs
 
     try:
-        created = brokers.create_topics(specs.load(spec), brokers.bootstrap(bootstrap), partitions,
-                                        retention_ms=retention_ms)
+        loaded = specs.load(spec)
+        created = brokers.create_topics(loaded, _connect(bootstrap, loaded), partitions, retention_ms=retention_ms)
     except MonitorError as exc:
         _fail(exc)
     typer.echo("created: " + (", ".join(created) or "nothing (all topics exist)"), err=True)

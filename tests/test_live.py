@@ -161,6 +161,7 @@ def test_live_simulator_on_kafka(tmp_path: Path, bootstrap: str, bundled_spec_pa
     from kafka.consumer.group import KafkaConsumer
 
     from monitor.apps.brokers import create_topics
+    from monitor.apps.kafka_config import Connection
     from monitor.contract.spec import load
 
     tag = uuid.uuid4().hex[:8]
@@ -169,7 +170,7 @@ def test_live_simulator_on_kafka(tmp_path: Path, bootstrap: str, bundled_spec_pa
         "decision.name": f"live_{tag}", "topics.predictions": f"p-{tag}", "topics.outcomes": f"o-{tag}",
         "outcome.horizon": "20s"}))
     spec = load(spec_path)
-    create_topics(spec, bootstrap, 2)
+    create_topics(spec, Connection(bootstrap), 2)
     consumer = KafkaConsumer(spec.topics.predictions, spec.topics.outcomes, bootstrap_servers=bootstrap,
                              auto_offset_reset="earliest", group_id=f"g-{tag}")
     run = subprocess.Popen(

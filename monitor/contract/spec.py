@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from monitor.contract.errors import SpecError
+from monitor.contract.kafka import KafkaSettings, parse_table
 from monitor.stats.metrics import CELLS, MODEL_METRIC_NAMES, QUANTILES, KpiMetric, Metric, model_metrics
 from monitor.stats.summary import Shape
 
@@ -98,6 +99,9 @@ class Spec:
     alerts: Alerts = Alerts()
     topics: Topics = Topics()
     idle_timeout: float = 60.0
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
     source: str = "<string>"
 
     @property
@@ -144,7 +148,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("<toml>", source, f"valid TOML ({exc})") from None
     _known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
-                     "alerts", "topics", "stream"})
+                     "alerts", "topics", "stream", "kafka"})
     decision = _table(doc, "decision", required=True)
     _known(decision, "decision", {"name"})
     model = _table(doc, "model", required=True)
@@ -165,7 +169,8 @@ def parse(text: str, source: str = "<string>") -> Spec:
         **_segments(_table(doc, "segments")),
         alerts=_alerts(_table(doc, "alerts")),
         topics=_topics(_table(doc, "topics")),
-        idle_timeout=_idle(_table(doc, "stream")),
+        **_stream(_table(doc, "stream")),
+        kafka=parse_table(_table(doc, "kafka")),
         source=source,
     )
     for i, kpi in enumerate(spec.kpis):
@@ -329,6 +334,15 @@ def _topics(table: dict[str, Any]) -> Topics:
     return Topics(**chosen)
 
 
-def _idle(table: dict[str, Any]) -> float:
-    _known(table, "stream", {"idle_timeout"})
-    return parse_duration(table.get("idle_timeout", "60s"), "stream.idle_timeout")
+def _stream(table: dict[str, Any]) -> dict[str, Any]:
+    _known(table, "stream", {"idle_timeout", "session_timeout", "heartbeat_interval"})
+    session = parse_duration(table.get("session_timeout", "10s"), "stream.session_timeout")
+    # Brokers accept sessions between group.min.session.timeout.ms (6 s) and ...max... (30 min) by default.
+    if not 6 <= session <= 1800:
+        raise SpecError("stream.session_timeout", table["session_timeout"], 'a duration from "6s" to "30m"')
+    heartbeat = parse_duration(table.get("heartbeat_interval", "1s"), "stream.heartbeat_interval")
+    if heartbeat > session / 3:  # Kafka's rule of thumb: three heartbeats may be missed before the session ends
+        raise SpecError("stream.heartbeat_interval", table.get("heartbeat_interval", "1s"),
+                        f"at most a third of stream.session_timeout ({session / 3:g} s)")
+    return {"idle_timeout": parse_duration(table.get("idle_timeout", "60s"), "stream.idle_timeout"),
+            "session_timeout": session, "heartbeat_interval": heartbeat}
