@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,3 +128,78 @@ def open_page(browser: Any) -> Callable[[Path, str], PageCheck]:
         return PageCheck(errors, plots, rendered, shot)
 
     return check
+
+
+@dataclass(frozen=True)
+class SecuredBroker:
+    """A broker of the tests' own with a SASL_SSL listener (SCRAM-SHA-512 and PLAIN) and a mutual-TLS one,
+    its certificates made by openssl for this run, and a second CA that nobody trusts."""
+
+    sasl_ssl: str
+    mtls: str
+    certs: Path
+    user: str
+    password: str
+
+    def env(self, how: str) -> dict[str, str]:
+        """The client environment for `scram`, `plain` or `mtls`."""
+        base = {"KAFKA_SSL_CAFILE": str(self.certs / "ca.pem")}
+        if how == "mtls":
+            return {**base, "KAFKA_BOOTSTRAP": self.mtls, "KAFKA_SECURITY_PROTOCOL": "SSL",
+                    "KAFKA_SSL_CERTFILE": str(self.certs / "client.pem"),
+                    "KAFKA_SSL_KEYFILE": str(self.certs / "client.key")}
+        mechanism = {"scram": "SCRAM-SHA-512", "plain": "PLAIN"}[how]
+        return {**base, "KAFKA_BOOTSTRAP": self.sasl_ssl, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "KAFKA_SASL_MECHANISM": mechanism, "KAFKA_SASL_USERNAME": self.user,
+                "KAFKA_SASL_PASSWORD": self.password}
+
+
+def make_certificates(where: Path) -> Path:
+    """A CA, a broker certificate for 127.0.0.1 in a PKCS12 keystore, a client certificate, and a rogue CA
+    with a certificate of its own."""
+    where.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True, timeout=60)
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "rogue"):
+        openssl("req", "-x509", *key, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}")
+    (where / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, ca in (("broker", "ca"), ("client", "ca"), ("intruder", "rogue")):
+        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", "san.ext")
+    openssl("pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key", "-certfile", "ca.pem",
+            "-out", "broker.p12", "-passout", "pass:broker-store")
+    return where
+
+
+@pytest.fixture(scope="session")
+def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    """Started on first use (scripts/kafka-up.sh on four free ports), stopped and wiped at the end."""
+    from monitor.testing import free_port
+
+    missing = [tool for tool in ("java", "openssl") if shutil.which(tool) is None]
+    if missing:
+        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
+            pytest.fail(f"{missing} not installed, yet the secured-broker tests are required")
+        pytest.skip(f"no {missing}")
+    home = tmp_path_factory.mktemp("secured")
+    certs = make_certificates(home / "certs")
+    plain, controller, sasl_ssl, mtls = (free_port() for _ in range(4))
+    password = "pw-" + uuid.uuid4().hex  # unique, so a grep for it finds only leaks
+    env = {**os.environ, "KAFKA_PORT": str(plain), "KAFKA_CONTROLLER_PORT": str(controller),
+           "KAFKA_SASL_SSL_PORT": str(sasl_ssl), "KAFKA_MTLS_PORT": str(mtls), "KAFKA_HOME_DIR": str(home / "kafka"),
+           "KAFKA_BROKER_KEYSTORE": str(certs / "broker.p12"), "KAFKA_BROKER_KEYSTORE_PASSWORD": "broker-store",
+           "KAFKA_BROKER_CLIENT_CA": str(certs / "ca.pem"), "KAFKA_BROKER_USERS": f"monitor:{password}",
+           "KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m"}
+    scripts = Path(__file__).parent.parent / "scripts"
+    try:
+        started = subprocess.run(["bash", str(scripts / "kafka-up.sh")], env=env, capture_output=True, text=True,
+                                 timeout=240)
+        assert started.returncode == 0, started.stderr
+        yield SecuredBroker(f"127.0.0.1:{sasl_ssl}", f"127.0.0.1:{mtls}", certs, "monitor", password)
+    finally:
+        subprocess.run(["bash", str(scripts / "kafka-down.sh")], env={**env, "KAFKA_WIPE": "1"},
+                       capture_output=True, timeout=120)
