@@ -24,6 +24,7 @@ from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agents.consumer import Transport
+from agents.logs import PRODUCER_BUFFER, quiet_faust
 from monitor.apps.brokers import group_id
 from monitor.apps.kafka_config import Connection
 from monitor.contract.spec import Spec
@@ -118,6 +119,8 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
         value_serializer="raw",
     )
     app.transport = Transport(app.conf.broker_consumer, app)
+    app.producer.buffer.max_messages = PRODUCER_BUFFER  # a checkpoint's burst is no reason to pause input
+    quiet_faust()
     registry = CollectorRegistry()
     app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
 

@@ -236,6 +236,8 @@ def worker(
         _fail(exc)
     from agents.app import create_app, run
 
+    typer.echo(f"worker {loaded.name}: Kafka at {kafka.describe()}, {partitions} input partitions;"
+               f" /metrics and /healthz on http://{web_host}:{web_port}", err=True)
     run(create_app(loaded, kafka, partitions, web_port, snapshot_bytes, web_host=web_host), loglevel)
 
 

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -67,7 +71,8 @@ def bootstrap() -> str:
     return servers
 
 
-ARTIFACTS = Path(__file__).parent.parent / "artifacts"  # screenshots of reports opened in the browser
+ROOT = Path(__file__).parent.parent
+ARTIFACTS = ROOT / "artifacts"  # screenshots of reports opened in the browser
 
 
 @dataclass(frozen=True)
@@ -203,3 +208,115 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured
     finally:
         subprocess.run(["bash", str(scripts / "kafka-down.sh")], env={**env, "KAFKA_WIPE": "1"},
                        capture_output=True, timeout=120)
+
+
+class Deployment:
+    """A spec whose topics are its own on some broker, with the `monitor` commands and workers run on it
+    as a user runs them: subprocesses, the broker and its security given in the environment."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], spec_text: str, partitions: int = 1) -> None:
+        from monitor.testing import edit_spec
+
+        tag = uuid.uuid4().hex[:8]
+        self.tmp, self.tag = tmp, tag
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}, **env}
+        self.spec_path = tmp / f"spec-{tag}.toml"
+        self.spec_path.write_text(edit_spec(spec_text, {
+            "decision.name": f"d_{tag}", "topics.predictions": f"p-{tag}", "topics.outcomes": f"o-{tag}",
+            "topics.alerts": f"a-{tag}", "topics.dead_letters": f"dl-{tag}", "stream.idle_timeout": "1h"}))
+        self.spec = specs.load(self.spec_path)
+        self.workers: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
+        self.outputs: list[str] = []  # what the commands printed
+        self.cli("topics", "create", "--spec", str(self.spec_path), "--partitions", str(partitions),
+                 "--retention-ms", "-1")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
+                              timeout=180, cwd=ROOT, env=self.env)
+        assert done.returncode == 0, done.stderr
+        self.outputs.append(done.stdout + done.stderr)
+        return done
+
+    def stream(self, scenario: str, decisions: int, seed: int = 3) -> tuple[Path, int]:
+        """A simulated stream on this spec's topics, produced; returns its file and record count."""
+        from monitor.apps.simulate import simulate, write_jsonl
+
+        names = {"predictions": self.spec.topics.predictions, "outcomes": self.spec.topics.outcomes}
+        records = simulate(scenario, decisions, seed=seed)
+        for record in records:
+            record["topic"] = names.get(str(record["topic"]), record["topic"])
+        path = self.tmp / f"{scenario}-{decisions}-{seed}-{self.tag}.jsonl"
+        count = write_jsonl(records, path)
+        self.cli("produce", "--input", str(path))
+        return path, count
+
+    def start(self, *options: str, loglevel: str = "warning") -> int:
+        from monitor.testing import free_port
+
+        port = free_port()
+        log = self.tmp / f"worker-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(self.spec_path),
+                                     "--web-port", str(port), "--loglevel", loglevel, *options],
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
+        self.workers[port] = (proc, log)
+        return port
+
+    def log(self, port: int) -> str:
+        return self.workers[port][1].read_text(errors="replace")
+
+    def get(self, port: int, path: str, **headers: str) -> str:
+        """The body of a worker's web page, or "" while it does not answer."""
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            return ""
+
+    def counted(self, port: int, name: str, text: str | None = None) -> dict[str, float]:
+        """A counter's samples on /metrics, by their label text."""
+        found = {}
+        for line in (self.get(port, "/metrics") if text is None else text).splitlines():
+            if line.startswith(name + "{"):
+                labels, value = line.rsplit(" ", 1)
+                found[labels] = float(value)
+        return found
+
+    def wait_for(self, port: int, records: int, timeout: float = 180) -> None:
+        """Until the worker has counted `records` records (it fails at once if the worker stops)."""
+        proc, log = self.workers[port]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sum(self.counted(port, "monitor_records_total").values()) >= records:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"the worker did not reach {records} records:\n{log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self, port: int, how: signal.Signals = signal.SIGTERM) -> None:
+        proc, _ = self.workers[port]
+        if proc.poll() is None:
+            proc.send_signal(how)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+
+    def close(self) -> None:
+        for port in self.workers:
+            self.stop(port, signal.SIGKILL)
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, bundled_spec_path: Path) -> Iterator[Callable[..., Deployment]]:
+    """deploy(env, partitions=1): a Deployment of the bundled spec; its workers are killed at the end."""
+    made: list[Deployment] = []
+
+    def make(env: dict[str, str], partitions: int = 1, spec_text: str | None = None) -> Deployment:
+        made.append(Deployment(tmp_path, env, spec_text or bundled_spec_path.read_text(), partitions))
+        return made[-1]
+
+    yield make
+    for deployment in made:
+        deployment.close()

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +16,9 @@ import pytest
 
 from monitor.apps.kafka_config import Connection, check, connect, hide_in_logs
 from monitor.apps.replay import replay
-from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.errors import ConfigError, SpecError
 from monitor.contract.kafka import KafkaSettings, Secret, resolve
-from monitor.contract.spec import load, parse
+from monitor.contract.spec import parse
 from monitor.testing import edit_spec, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,84 +125,28 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subproce
                           timeout=timeout, cwd=ROOT, env={**clean, **env})
 
 
-def _get(port: int, path: str) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
-
-
-def _counted(metrics: str, name: str) -> dict[str, float]:
-    found = {}
-    for line in metrics.splitlines():
-        if line.startswith(name + "{"):
-            labels, value = line.rsplit(" ", 1)
-            found[labels] = float(value)
-    return found
-
-
 @pytest.mark.kafka
 @pytest.mark.parametrize("how", ["scram", "plain", "mtls"])
-def test_worker_produce_and_topics_on_a_secured_listener(how: str, secured_broker: Any, tmp_path: Path,
-                                                         bundled_spec_path: Path) -> None:
-    tag = uuid.uuid4().hex[:8]
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(edit_spec(bundled_spec_path.read_text(), {
-        "decision.name": f"sec_{tag}", "topics.predictions": f"p-{tag}", "topics.outcomes": f"o-{tag}",
-        "topics.alerts": f"a-{tag}", "topics.dead_letters": f"dl-{tag}", "stream.idle_timeout": "1h"}))
-    spec = load(spec_path)
-    records = simulate("business_drop", 2_000, seed=3)
-    for record in records:
-        record["topic"] = {"predictions": spec.topics.predictions, "outcomes": spec.topics.outcomes}.get(
-            str(record["topic"]), record["topic"])
-    stream = tmp_path / "stream.jsonl"
-    lines = write_jsonl(records, stream)
-    env = secured_broker.env(how)
-    outputs = []
-    for args in (["topics", "create", "--spec", str(spec_path), "--partitions", "1", "--retention-ms", "-1"],
-                 ["produce", "--input", str(stream)]):
-        done = _cli(args, env)
-        assert done.returncode == 0, done.stderr
-        outputs.append(done.stdout + done.stderr)
-    port = free_port()
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
-        worker = subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(spec_path),
-                                   "--web-port", str(port), "--loglevel", "info"],
-                                  stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**clean, **env})
-    try:
-        deadline = time.monotonic() + 180
-        metrics = ""
-        while time.monotonic() < deadline and worker.poll() is None:
-            metrics = _get(port, "/metrics")
-            if sum(_counted(metrics, "monitor_records_total").values()) >= lines:
-                break
-            time.sleep(0.5)
-        assert sum(_counted(metrics, "monitor_records_total").values()) == lines, log.read_text()[-3000:]
-        counts = replay(spec, stream).joiner.counts()
-        deadline = time.monotonic() + 60  # the last checkpoint reaches the counters a moment later
-        while time.monotonic() < deadline:
-            metrics = _get(port, "/metrics")
-            status = {k.split('status="')[1].split('"')[0]: v
-                      for k, v in _counted(metrics, "monitor_decisions_total").items()}
-            if status.get("matched") == counts.matched:
-                break
-            time.sleep(0.5)
-        health = _get(port, "/healthz")
-        # (Parity of every count is tested in test_kafka.py; here: every record came in and joined.)
-        assert (status["matched"], status["invalid"]) == (counts.matched, counts.invalid)
-        assert json.loads(health)["join_partitions"] == [0]
-        outputs += [metrics, health, _get(port, "/")]
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=30)
-    outputs.append(log.read_text(errors="replace"))
+def test_worker_produce_and_topics_on_a_secured_listener(how: str, secured_broker: Any, deploy: Any) -> None:
+    site = deploy(secured_broker.env(how))  # `topics create` on the secured listener
+    stream, lines = site.stream("business_drop", 2_000)  # `produce`
+    port = site.start(loglevel="info")
+    site.wait_for(port, lines)
+    counts = replay(site.spec, stream).joiner.counts()
+    deadline = time.monotonic() + 60  # the last checkpoint reaches the counters a moment later
+    while time.monotonic() < deadline:
+        metrics = site.get(port, "/metrics")
+        status = {k.split('status="')[1].split('"')[0]: v
+                  for k, v in site.counted(port, "monitor_decisions_total", metrics).items()}
+        if status.get("matched") == counts.matched:
+            break
+        time.sleep(0.5)
+    # (Parity of every count is tested in test_kafka.py; here: every record came in and joined.)
+    assert (status["matched"], status["invalid"]) == (counts.matched, counts.invalid)
+    health = site.get(port, "/healthz")
+    assert json.loads(health)["join_partitions"] == [0]
+    site.stop(port)
+    outputs = [*site.outputs, metrics, health, site.log(port)]
     assert not [o for o in outputs if secured_broker.password in o]
     assert "Traceback" not in outputs[-1]
 
