@@ -222,12 +222,23 @@ def worker(
     snapshot_bytes: Annotated[int, typer.Option(
         min=1, help="Snapshot a join partition once its checkpoints since the last snapshot reach this many "
         "bytes (and the snapshot's own size): less restore work, more writes.")] = 1 << 20,
+    web_user: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="MONITOR_WEB_USER", help="Require basic auth on the web port as this user; the password comes "
+        "from $MONITOR_WEB_PASSWORD or the file named by $MONITOR_WEB_PASSWORD_FILE.")] = None,
+    web_certfile: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="MONITOR_WEB_CERTFILE", help="Serve the web port over HTTPS with this PEM certificate (chain).")] = None,
+    web_keyfile: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="MONITOR_WEB_KEYFILE", help="The PEM key of --web-certfile.")] = None,
 ) -> None:
     """Run a streaming worker: join, metrics and alerts on Kafka (Faust)."""
+    import os
+
     from monitor.apps import brokers
+    from monitor.apps.web_access import web_access
     from monitor.contract import spec as specs
 
     try:
+        access = web_access(web_user, web_certfile, web_keyfile, os.environ)
         loaded = specs.load(spec)
         kafka = _connect(bootstrap, loaded)
         partitions = brokers.check_copartitioned(loaded, kafka)
@@ -237,8 +248,8 @@ def worker(
     from agents.app import create_app, run
 
     typer.echo(f"worker {loaded.name}: Kafka at {kafka.describe()}, {partitions} input partitions;"
-               f" /metrics and /healthz on http://{web_host}:{web_port}", err=True)
-    run(create_app(loaded, kafka, partitions, web_port, snapshot_bytes, web_host=web_host), loglevel)
+               f" /metrics and /healthz on {access.scheme}://{web_host}:{web_port} ({access.describe()})", err=True)
+    run(create_app(loaded, kafka, partitions, web_port, snapshot_bytes, web_host=web_host, access=access), loglevel)
 
 
 @app.command()

@@ -180,18 +180,29 @@ def make_certificates(where: Path) -> Path:
     return where
 
 
+def _require(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
+            pytest.fail(f"{missing} not installed, yet the tests that need them are required")
+        pytest.skip(f"no {missing}")
+
+
 @pytest.fixture(scope="session")
-def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of make_certificates' files, made once per run."""
+    _require("openssl")
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def secured_broker(tmp_path_factory: pytest.TempPathFactory, certificates: Path) -> Iterator[SecuredBroker]:
     """Started on first use (scripts/kafka-up.sh on four free ports), stopped and wiped at the end."""
     from monitor.testing import free_port
 
-    missing = [tool for tool in ("java", "openssl") if shutil.which(tool) is None]
-    if missing:
-        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
-            pytest.fail(f"{missing} not installed, yet the secured-broker tests are required")
-        pytest.skip(f"no {missing}")
+    _require("java")
     home = tmp_path_factory.mktemp("secured")
-    certs = make_certificates(home / "certs")
+    certs = certificates
     plain, controller, sasl_ssl, mtls = (free_port() for _ in range(4))
     password = "pw-" + uuid.uuid4().hex  # unique, so a grep for it finds only leaks
     env = {**os.environ, "KAFKA_PORT": str(plain), "KAFKA_CONTROLLER_PORT": str(controller),

@@ -17,7 +17,8 @@ import pytest
 from monitor.apps.kafka_config import Connection, check, connect, hide_in_logs
 from monitor.apps.replay import replay
 from monitor.contract.errors import ConfigError, SpecError
-from monitor.contract.kafka import KafkaSettings, Secret, resolve
+from monitor.contract.kafka import KafkaSettings, resolve
+from monitor.contract.secrets import Secret
 from monitor.contract.spec import parse
 from monitor.testing import edit_spec, free_port
 

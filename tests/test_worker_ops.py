@@ -3,9 +3,20 @@ and the web port's authentication and TLS."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import os
 import re
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,3 +74,87 @@ def test_a_busy_worker_says_each_thing_once(bootstrap: str, deploy: Any) -> None
     assert not {text: n for text, n in said.items() if n > 1}, log[-3000:]
     assert f"worker {site.spec.name}: Kafka at {bootstrap} (PLAINTEXT), 4 input partitions" in log
     assert "producer buffer full" not in log
+
+
+def faust_paths() -> list[str]:
+    """Every page of Faust's own web apps, whether this worker turns it on or not, with its placeholders filled."""
+    from faust.web import base
+    from mode.utils.imports import symbol_by_name
+
+    found = []
+    for prefix, name in [*base.DEFAULT_BLUEPRINTS, *base.PRODUCTION_BLUEPRINTS, *base.DEBUG_BLUEPRINTS,
+                         *base.OPTIONAL_BLUEPRINTS]:
+        for route in symbol_by_name(name).routes:
+            found.append((prefix + route.uri).replace("{name}", "join").replace("{key}", "p0"))
+    return found
+
+
+def fetch(url: str, context: ssl.SSLContext | None, user: str | None = None, password: str = "") -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if user is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+@pytest.mark.kafka
+def test_web_port_with_basic_auth_and_tls_shows_no_table_or_secret(bootstrap: str, deploy: Any,
+                                                                    certificates: Path) -> None:
+    password = "web-" + uuid.uuid4().hex
+    site = deploy({"KAFKA_BOOTSTRAP": bootstrap, "MONITOR_WEB_PASSWORD": password})
+    stream, lines = site.stream("business_drop", 1_000)
+    port = site.start("--web-user", "prometheus", "--web-certfile", str(certificates / "broker.pem"),
+                      "--web-keyfile", str(certificates / "broker.key"))
+    trusted = ssl.create_default_context(cafile=str(certificates / "ca.pem"))
+    base_url = f"https://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # until the worker has taken in the whole stream
+        try:
+            status, metrics = fetch(base_url + "/metrics", trusted, "prometheus", password)
+        except OSError:  # not listening yet
+            status = 0
+        if status == 200 and sum(site.counted(port, "monitor_records_total", metrics).values()) >= lines:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(site.log(port)[-3000:])
+    paths = ["/metrics", "/healthz", *faust_paths(), "/nothing-here"]
+    ids = set(re.findall(r'"decision_id":\s*"([^"]+)"', stream.read_text()))
+    for path in paths:
+        assert fetch(base_url + path, trusted)[0] == 401, path  # no credentials
+        assert fetch(base_url + path, trusted, "prometheus", "wrong")[0] == 401, path
+        assert fetch(base_url + path, trusted, "scraper", password)[0] == 401, path
+        status, body = fetch(base_url + path, trusted, "prometheus", password)
+        assert status == (200 if path in ("/metrics", "/healthz", "/") else 404), (path, status, body[:200])
+        assert password not in body and not [i for i in ids if i in body], path  # no secret, no table contents
+    healthz = json.loads(fetch(base_url + "/healthz", trusted, "prometheus", password)[1])
+    assert healthz["join_partitions"] == [0]
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # a client that trusts another CA
+        fetch(base_url + "/metrics", ssl.create_default_context(cafile=str(certificates / "rogue.pem")))
+    assert site.get(port, "/metrics") == ""  # plain HTTP gets no answer
+    site.stop(port)
+    assert password not in site.log(port) + "".join(site.outputs)
+    assert f"on https://127.0.0.1:{port} (https, basic auth as 'prometheus')" in site.log(port)
+
+
+def test_web_settings_fail_at_start_naming_the_flag(tmp_path: Path, bundled_spec_path: Path) -> None:
+    from monitor.apps.web_access import web_access
+    from monitor.contract.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MONITOR_WEB_PASSWORD"):
+        web_access("prometheus", None, None, {})
+    with pytest.raises(ConfigError, match="--web-user"):
+        web_access(None, None, None, {"MONITOR_WEB_PASSWORD": "x"})
+    with pytest.raises(ConfigError, match="--web-keyfile"):
+        web_access(None, __file__, None, {})
+    with pytest.raises(ConfigError, match="--web-keyfile"):
+        web_access(None, __file__, __file__, {})  # not a certificate and key
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(bundled_spec_path),
+                           "--web-user", "prometheus"], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("MONITOR_WEB")})
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: setting `MONITOR_WEB_PASSWORD`: not set, expected a password for --web-user: set"
+        " MONITOR_WEB_PASSWORD or MONITOR_WEB_PASSWORD_FILE"]

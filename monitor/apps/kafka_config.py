@@ -23,7 +23,8 @@ from functools import cached_property
 from typing import Any
 
 from monitor.contract.errors import ConfigError, MonitorError
-from monitor.contract.kafka import KafkaSettings, Secret, resolve
+from monitor.contract.kafka import KafkaSettings, resolve
+from monitor.contract.secrets import Secret
 from monitor.contract.spec import Spec
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"

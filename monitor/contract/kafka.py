@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.contract.errors import ConfigError, SpecError
+from monitor.contract.secrets import Secret, read_secret
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -26,27 +27,6 @@ SECRETS = {  # spec keys that would hold a secret, and where the secret belongs 
     "sasl_password": "KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, or `kafka.sasl_password_file`",
     "ssl_key_password": "KAFKA_SSL_KEY_PASSWORD or KAFKA_SSL_KEY_PASSWORD_FILE, or `kafka.ssl_key_password_file`",
 }
-
-
-class Secret:
-    """A password that never shows itself in a repr, a log line or an error."""
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -147,22 +127,7 @@ def _where(key: str, from_env: Mapping[str, Any]) -> str:
 
 
 def _secret(key: str, settings: KafkaSettings, environ: Mapping[str, str]) -> Secret | None:
-    direct, named = environ.get(env_name(key)), environ.get(env_name(key) + "_FILE")
-    path = named or getattr(settings, key + "_file")
-    if direct and path:
-        raise ConfigError(env_name(key), "<hidden>", f"either {env_name(key)} or a password file, not both")
-    if direct:
-        return Secret(direct)
-    if not path:
-        return None
-    where = env_name(key) + "_FILE" if named else f"kafka.{key}_file"
-    try:
-        text = Path(path).read_text().rstrip("\r\n")  # files written by `echo` end with a newline
-    except OSError as exc:
-        raise ConfigError(where, path, f"a readable file ({exc.strerror})") from None
-    if not text:
-        raise ConfigError(where, path, "a file holding the password, not an empty one")
-    return Secret(text)
+    return read_secret(env_name(key), environ, getattr(settings, key + "_file"), f"kafka.{key}_file")
 
 
 def _check_complete(settings: KafkaSettings, from_env: Mapping[str, Any]) -> None:
