@@ -120,12 +120,14 @@ def hide_in_logs(secrets: list[str]) -> None:
     _hidden.extend(fresh)
 
 
+def _login_refused(c: Connection) -> str:
+    return (f"Kafka at {c.bootstrap} refused the login of {c.settings.sasl_username!r} with"
+            f" {c.settings.sasl_mechanism}: wrong user name or password (KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)")
+
+
 # What kafka-python logs while it retries, read as the one cause an operator can act on.
 _CAUSES: list[tuple[re.Pattern[str], Callable[[Connection, re.Match[str]], str]]] = [
-    (re.compile(r"SaslAuthenticationFailed|Authentication failed"),
-     lambda c, m: f"Kafka at {c.bootstrap} refused the login of {c.settings.sasl_username!r} with"
-                  f" {c.settings.sasl_mechanism}: wrong user name or password (KAFKA_SASL_USERNAME,"
-                  " KAFKA_SASL_PASSWORD)"),
+    (re.compile(r"SaslAuthenticationFailed|Authentication failed"), lambda c, m: _login_refused(c)),
     (re.compile(r"CERTIFICATE_VERIFY_FAILED\] certificate verify failed: ([^(]*)"),
      lambda c, m: f"the TLS certificate of Kafka at {c.bootstrap} is not trusted ({m.group(1).strip()}):"
                   " set KAFKA_SSL_CAFILE to the CA that signed it"),
@@ -143,13 +145,24 @@ class _Heard(logging.Handler):
     """Keeps what kafka-python logs while it retries, and the first definite cause in it."""
 
     def __init__(self, connection: Connection) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.DEBUG)
         self.connection = connection
         self.lines: list[str] = []
         self.cause = ""
+        self.logging_in = False  # a SASL authenticate request is out, without its response
 
     def emit(self, record: logging.LogRecord) -> None:
         line = " ".join(record.getMessage().split())
+        if "SaslAuthenticateRequest" in line:
+            self.logging_in = True
+        elif "SaslAuthenticateResponse" in line:
+            self.logging_in = False
+        elif self.logging_in and "socket disconnected" in line and not self.cause:
+            # The broker closes the connection on a failed login; kafka-python's TLS transport sometimes
+            # sees the close before the error response it follows.
+            self.cause = _login_refused(self.connection)
+        if record.levelno < logging.WARNING:
+            return
         self.lines.append(line)
         for pattern, say in _CAUSES:
             match = pattern.search(line)
@@ -183,7 +196,7 @@ def check(connection: Connection, timeout: float = 15.0) -> None:
     quiet = logging.getLogger("kafka")
     saved = quiet.level, quiet.propagate
     quiet.addHandler(heard)
-    quiet.setLevel(logging.WARNING)
+    quiet.setLevel(logging.DEBUG)  # the SASL steps are logged at debug level only (secrets redacted)
     quiet.propagate = False  # the retries' many lines are summed up in one error instead
     deadline = time.monotonic() + timeout
     try:
