@@ -110,7 +110,8 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     def table(name: str) -> ChangelogTable:
         return ChangelogTable(app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes))
 
-    worker = Worker(spec, table("join"), table("metrics"), sender, partitions, snapshot_bytes)
+    worker = Worker(spec, table("join"), table("metrics"), sender, partitions, snapshot_bytes,
+                    replay_source=f"--bootstrap {bootstrap}")
     registry.register(MonitorCollector(spec, worker))
 
     async def consume(stream: faust.StreamT[bytes], topic: str) -> None:

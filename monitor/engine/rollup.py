@@ -36,13 +36,13 @@ class SegmentBase(msgspec.Struct, array_like=True):
 class Rollup:
     """Merges parts, closes slices as the watermark passes them, tests each complete window."""
 
-    def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl",
+    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl",
                  on_alert: Callable[[Alert], None] | None = None, segments: Segments | None = None,
                  overall: bool = False) -> None:
         self.spec = spec
         self.segments = segments if segments is not None else Segments(spec)
         self.windows = Windows(spec, self._window)
-        self.detector = Detector(spec, replay_input)
+        self.detector = Detector(spec, replay_source)
         self.on_alert = on_alert
         self.overall = overall  # report the overall segment even before it has decisions
         self.alerts: list[Alert] = []

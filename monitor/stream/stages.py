@@ -345,8 +345,9 @@ class ReduceStage:
     base, so a restore reads one base per segment and the slices still open."""
 
     def __init__(self, spec: Spec, sources: int, store: Store,
-                 on_alert: Callable[[Alert], None] | None = None) -> None:
+                 on_alert: Callable[[Alert], None] | None = None, replay_source: str = "--input CAPTURE.jsonl") -> None:
         self.spec = spec
+        self.replay_source = replay_source  # what an alert's replay command reads: this worker's broker
         self.sources = sources  # input partitions: windows close once all of them have passed
         self.store = store
         self.on_alert = on_alert
@@ -399,7 +400,7 @@ class ReduceStage:
         """The partition's rollup, restored from the store the first time it is needed."""
         held = self.held.get(partition)
         if held is None:
-            held = self.held[partition] = _Held(Rollup(self.spec, on_alert=self._alert))
+            held = self.held[partition] = _Held(Rollup(self.spec, self.replay_source, on_alert=self._alert))
             self._restore(partition, held)
         return held
 

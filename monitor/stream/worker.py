@@ -65,12 +65,13 @@ class Worker:
 
     def __init__(self, spec: Spec, join_table: Table, metrics_table: Table, sender: Sender, partitions: int,
                  snapshot_bytes: int = SNAPSHOT_MIN_BYTES, clock: Callable[[], float] = time.time,
-                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS, replay_source: str = "--input CAPTURE.jsonl") -> None:
         self.spec = spec
         self.join_table, self.metrics_table, self.sender, self.clock = join_table, metrics_table, sender, clock
         self.join = JoinStage(spec, join_table, partitions, snapshot_bytes, checkpoint_seconds)
         self.fired: list[Alert] = []
-        self.reduce = ReduceStage(spec, partitions, metrics_table, on_alert=self.fired.append)
+        self.reduce = ReduceStage(spec, partitions, metrics_table, on_alert=self.fired.append,
+                                  replay_source=replay_source)
         self.unsaved: dict[int, list[Ack]] = {}  # per input partition, the acks its next checkpoint covers
         self.letters: dict[int, list[Awaitable[Any]]] = {}  # per input partition, dead letters since its checkpoint
         self.saving: dict[int, asyncio.Future[None]] = {}  # per input partition, the checkpoint in flight
