@@ -27,7 +27,7 @@ def run(spec: Spec, source: RecordSource, replay_source: str, progress: bool = F
     collector = Collector(monitor) if explain else None
     observe = None if collector is None else collector.observe
     process = monitor.process
-    for record in _tracked(source, progress):
+    for record in tracked(source, progress):
         if isinstance(record, Bad):
             monitor.reject("<replay>", record.reason, record.line)
             continue
@@ -38,16 +38,17 @@ def run(spec: Spec, source: RecordSource, replay_source: str, progress: bool = F
     return monitor, collector
 
 
-def _tracked(source: RecordSource, progress: bool) -> Iterator[Raw | Bad]:
+def tracked(source: RecordSource, progress: bool, label: str = "replay") -> Iterator[Raw | Bad]:
+    """The source's records, with a progress bar (records or bytes read of the total) if asked."""
     if not progress:
         yield from source
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TransferSpeedColumn
 
     rate = TransferSpeedColumn() if source.unit == "bytes" else MofNCompleteColumn()
-    columns = (TextColumn("replay"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), rate)
+    columns = (TextColumn(label), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), rate)
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("replay", total=None)
+        task = bar.add_task(label, total=None)
         for i, record in enumerate(source):
             if i % 4096 == 0:
                 bar.update(task, total=source.total or None, completed=source.done)

@@ -41,9 +41,14 @@ class Bad(NamedTuple):
 class RecordSource(Protocol):
     """Records in the engine's order; `done` of `total` (any unit) drives a progress bar."""
 
-    unit: str
-    total: int
-    done: int
+    @property
+    def unit(self) -> str: ...
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def done(self) -> int: ...
 
     def __iter__(self) -> Iterator[Raw | Bad]: ...
 

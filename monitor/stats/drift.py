@@ -61,4 +61,5 @@ def categories(reference: Mapping[str, int], current: Mapping[str, int]) -> Drif
 
 def _shares(bin_ids: npt.NDArray[np.intp], size: int) -> Sample:
     counts = np.bincount(bin_ids, minlength=size).astype(float)
-    return np.maximum(counts / max(counts.sum(), 1.0), EPS)
+    shares: Sample = np.maximum(counts / max(counts.sum(), 1.0), EPS)
+    return shares

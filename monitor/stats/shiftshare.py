@@ -22,8 +22,10 @@ other period's v.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple, TypeVar
+
+K = TypeVar("K")
 
 
 class Cell(NamedTuple):
@@ -40,13 +42,13 @@ class Parts(NamedTuple):
     value: float  # within segments, each positive outcome is worth more or less
 
 
-def kpi(cells: Mapping[Hashable, Cell]) -> float:
+def kpi(cells: Mapping[K, Cell]) -> float:
     """The KPI of one period: the sum of values over the decisions."""
     n = sum(c.n for c in cells.values())
     return sum(c.total for c in cells.values()) / n if n else float("nan")
 
 
-def shift_share(reference: Mapping[Hashable, Cell], current: Mapping[Hashable, Cell]) -> Parts:
+def shift_share(reference: Mapping[K, Cell], current: Mapping[K, Cell]) -> Parts:
     """The change of the KPI from `reference` to `current`, as mix, rate and value parts."""
     n0 = sum(c.n for c in reference.values())
     n1 = sum(c.n for c in current.values())
