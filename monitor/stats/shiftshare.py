@@ -56,7 +56,7 @@ def shift_share(reference: Mapping[K, Cell], current: Mapping[K, Cell]) -> Parts
         raise ValueError(f"both periods need decisions, got {n0} and {n1}")
     empty = Cell(0, 0, 0.0)
     mix = rate = value = 0.0
-    for key in {*reference, *current}:
+    for key in [*reference, *(k for k in current if k not in reference)]:  # a fixed order: sums repeat exactly
         a, b = reference.get(key, empty), current.get(key, empty)
         w0, w1 = a.n / n0, b.n / n1
         r0, r1 = _fill(_ratio(a.nonzero, a.n), _ratio(b.nonzero, b.n))
