@@ -122,8 +122,8 @@ def test_diff_command_prints_a_table_and_json(tmp_path: Path, bundled_spec_path:
 @pytest.mark.parametrize("args, message", [
     (["--input", "{stream}", "--bootstrap", "127.0.0.1:1"], "give one input"),
     (["--bootstrap", "127.0.0.1:1"], "--bootstrap reads a time range: give --from and --to"),
-    (["--input", "{stream}", "--reference", "2026-01-01T00:00:00Z", "--current", "2026-01-01T00:00:00Z..2026-01-01T01:00:00Z"],
-     "not a period"),
+    (["--input", "{stream}", "--reference", "2026-01-01T00:00:00Z",
+      "--current", "2026-01-01T00:00:00Z..2026-01-01T01:00:00Z"], "not a period"),
     (["--input", "{stream}", "--current", "2026-01-01T00:00:00Z..2026-01-01T01:00:00Z"], "give both"),
     (["--input", "{stream}", "--segment", "colour=red"], "--segment: got 'colour=red'"),
 ])
