@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from monitor.export.html import Page
 
 SHOWN_MODEL = ("roc_auc", "precision", "recall", "log_loss", "business_value", "mae", "rmse")
-MAX_EPISODES = 6  # alert groups drawn in "What changed"; the rest are listed
+MAX_EPISODES = 3  # alert groups drawn in "What changed"; the rest are listed in a table
 OVERALL_COLOR = "#1f2328"
 ALERT_COLOR = "#cf222e"
 PALETTE = ("#0969da", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7e8c", "#bc4c00", "#6e7781")
@@ -101,7 +101,8 @@ def _explained(explanations: Sequence[dict[str, Any]], title: str) -> go.Figure:
     shown = list(reversed(explanations[:10]))
     fig.add_trace(go.Bar(
         x=[100 * e["size"] for e in shown], y=[_label(e) for e in shown], orientation="h",
-        marker={"color": [_color(e) for e in shown]},
+        marker={"color": [_color(e) for e in shown]}, text=[f"{100 * e['size']:.1f}%" for e in shown],
+        textposition="outside", cliponaxis=False,
         hovertext=[e["summary"] for e in shown], hoverinfo="text", showlegend=False), row=1, col=2)
     fig.update_xaxes(title_text="size, %", row=1, col=2)
     fig.update_layout(title={"text": title, "font": {"size": 14}}, margin={"t": 70, "b": 50, "l": 60, "r": 24})
