@@ -7,7 +7,7 @@ from pathlib import Path
 
 from monitor.contract.spec import Spec
 from monitor.debug.explain import Collector
-from monitor.debug.records import Bad, FileRecords, Raw, RecordSource, TimeRange
+from monitor.debug.records import Bad, FileRecords, Incoming, RecordSource, TimeRange
 from monitor.engine.monitor import Monitor
 
 
@@ -38,7 +38,7 @@ def run(spec: Spec, source: RecordSource, replay_source: str, progress: bool = F
     return monitor, collector
 
 
-def tracked(source: RecordSource, progress: bool, label: str = "replay") -> Iterator[Raw | Bad]:
+def tracked(source: RecordSource, progress: bool, label: str = "replay") -> Iterator[Incoming | Bad]:
     """The source's records, with a progress bar (records or bytes read of the total) if asked."""
     if not progress:
         yield from source

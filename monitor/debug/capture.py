@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from monitor.debug.records import Bad, Raw
+from monitor.debug.records import Bad, Incoming
 
 
 class _Line(msgspec.Struct, omit_defaults=True):
@@ -30,7 +30,7 @@ _NULL = msgspec.Raw(b"null")
 _json = msgspec.json.Decoder()
 
 
-def line(record: Raw) -> bytes:
+def line(record: Incoming) -> bytes:
     """One record as a replay-file line (with its newline)."""
     value = bytes(record.value)
     kept = _as_json(value)
@@ -39,12 +39,12 @@ def line(record: Raw) -> bytes:
     return msgspec.json.encode(found) + b"\n"
 
 
-def capture(records: Iterable[Raw | Bad], path: Path) -> int:
+def capture(records: Iterable[Incoming | Bad], path: Path) -> int:
     """Write every record to `path`; returns how many. Lines that were not records are left out."""
     count = 0
     with path.open("wb") as out:
         for record in records:
-            if isinstance(record, Raw):
+            if not isinstance(record, Bad):
                 out.write(line(record))
                 count += 1
     return count

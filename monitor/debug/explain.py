@@ -60,6 +60,7 @@ class Collector:
         self.late: list[bool] = []  # finalized after its slice closed: in the totals, not in a window
         self.features: list[Features | None] = []
         self._waiting: dict[str, Features] = {}  # features of predictions not final yet
+        self._arrays: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None
         source = monitor.source
         parts, inner = source.parts, source.joiner.on_final
 
@@ -86,9 +87,21 @@ class Collector:
                windowed: bool = False) -> list[int]:
         """Indexes of the decisions made in [start, end), of one combination segment if given;
         `windowed` leaves out those that finalized too late to count in a window."""
-        return [i for i, d in enumerate(self.decisions)
-                if start <= d.ts < end and (segment is None or d.segment == segment)
-                and not (windowed and self.late[i])]
+        ts, segments, late = self._columns()
+        keep = (ts >= start) & (ts < end)
+        if segment is not None:
+            keep &= segments == segment
+        if windowed:
+            keep &= ~late
+        return [int(i) for i in np.flatnonzero(keep)]
+
+    def _columns(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Decision times, segments and late flags as arrays, built once the replay has ended."""
+        if self._arrays is None or len(self._arrays[0]) != len(self.decisions):
+            self._arrays = (np.array([d.ts for d in self.decisions], dtype=float),
+                            np.array([d.segment for d in self.decisions], dtype=np.int64),
+                            np.array(self.late, dtype=bool))
+        return self._arrays
 
     def explain(self, reference: list[int], current: list[int]) -> list[Explanation]:
         return explain(self.spec, self.monitor.segments.labels, [self.decisions[i] for i in reference],

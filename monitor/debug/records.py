@@ -31,6 +31,28 @@ class Raw(NamedTuple):
     offset: int | None = None
 
 
+class Incoming(Protocol):
+    """What the engine reads of a record: a `Raw`, or a replay file's decoded line as it is."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def value(self) -> bytes | msgspec.Raw: ...
+
+    @property
+    def key(self) -> str | None: ...
+
+    @property
+    def timestamp(self) -> int | None: ...
+
+    @property
+    def partition(self) -> int | None: ...
+
+    @property
+    def offset(self) -> int | None: ...
+
+
 class Bad(NamedTuple):
     """A line of a replay file that is not a record at all."""
 
@@ -50,7 +72,7 @@ class RecordSource(Protocol):
     @property
     def done(self) -> int: ...
 
-    def __iter__(self) -> Iterator[Raw | Bad]: ...
+    def __iter__(self) -> Iterator[Incoming | Bad]: ...
 
 
 @dataclass(frozen=True)
@@ -98,8 +120,9 @@ class FileRecords:
         self.total = path.stat().st_size
         self.done = 0
 
-    def __iter__(self) -> Iterator[Raw | Bad]:
+    def __iter__(self) -> Iterator[Incoming | Bad]:
         window = self.window
+        whole = window.start is None and window.end is None
         with self.path.open("rb") as stream:
             for i, line in enumerate(stream):
                 if i % 4096 == 0:
@@ -111,7 +134,11 @@ class FileRecords:
                 except RecordError as exc:
                     yield Bad(exc.reason, line)
                     continue
-                if window.holds(record.topic, record.timestamp):
+                if not (whole or window.holds(record.topic, record.timestamp)):
+                    continue
+                if record.value_base64 is None:
+                    yield record  # the decoded line serves as it is: no copy on the hot path
+                else:
                     yield Raw(record.topic, record.payload(), record.key, record.timestamp, record.partition,
                               record.offset)
         self.done = self.total
@@ -175,10 +202,10 @@ class Narrowed:
     def done(self) -> int:
         return self.source.done
 
-    def __iter__(self) -> Iterator[Raw | Bad]:
+    def __iter__(self) -> Iterator[Incoming | Bad]:
         predictions, outcomes = self.spec.topics.predictions, self.spec.topics.outcomes
         for record in self.source:
-            if isinstance(record, Raw):
+            if not isinstance(record, Bad):
                 if record.topic == predictions and not self._matches(record.value):
                     continue
                 if record.topic == outcomes and self.dropped and self._dropped(record.value):
