@@ -168,8 +168,10 @@ def _join_figure(join: dict[str, int]) -> go.Figure:
     names = ["matched", "expired", "late", "duplicates", "orphans", "invalid", "pending"]
     colors = ["#1a7f37", "#59636e", "#9a6700", "#8c959f", "#bc4c00", ALERT_COLOR, "#0969da"]
     fig = go.Figure(go.Bar(x=names, y=[join.get(n, 0) for n in names], marker={"color": colors},
-                           text=[f"{join.get(n, 0):,}" for n in names], textposition="outside"))
-    fig.update_layout(yaxis={"title": "records / decisions"},
+                           text=[f"{join.get(n, 0):,}" for n in names], textposition="outside", cliponaxis=False))
+    # Log scale: the few late, orphan and invalid records matter, and would vanish beside the matched ones.
+    fig.update_layout(yaxis={"title": "decisions or records (log scale)", "type": "log"},
+                      margin={"t": 60, "b": 40, "l": 60, "r": 24},
                       title={"text": f"{join['predictions']:,} predictions, {join['outcomes']:,} outcomes",
                              "font": {"size": 14}})
     return fig
