@@ -78,7 +78,9 @@ class PageCheck:
     screenshot: Path
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in this thread while it is
+# open, and every later test that calls asyncio.run() would fail with "another loop is running".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless, driven by Playwright (which cannot download a browser here)."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")

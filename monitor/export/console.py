@@ -38,4 +38,3 @@ def summary_table(monitor: Monitor, console: Console | None = None) -> None:
     console.print(f"alerts: {len(monitor.alerts)}" + "".join(
         f"\n  {a.kind} {a.subject} ({', '.join(a.segment.values()) or 'all'}) at {iso(a.at)}"
         for a in monitor.alerts))
-
