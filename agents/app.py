@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Awaitable, ItemsView
 from typing import Any
@@ -71,8 +73,10 @@ class Topics:
                    ("partition", str(letter.partition).encode()), ("offset", str(letter.offset).encode())]
         return self.dead_letters.send_soon(key=None, value=letter.value, headers=headers)  # type: ignore[no-any-return]
 
-    def alert(self, raw: bytes) -> Awaitable[Any]:
-        return self.alerts.send(key=None, value=raw)  # type: ignore[no-any-return]
+    def alert(self, alert_id: str, raw: bytes) -> Awaitable[Any]:
+        if os.environ.get("MONITOR_FAULT") == "kill-on-alert":  # fault injection for the tests: die sending
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.alerts.send(key=alert_id.encode(), value=raw)  # type: ignore[no-any-return]
 
 
 def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066,

@@ -63,13 +63,13 @@ class Setup:
     def produce(self, path: Path) -> None:
         cli("produce", "--input", str(path), "--bootstrap", self.servers)
 
-    def start(self, *options: str) -> int:
+    def start(self, *options: str, env: dict[str, str] | None = None) -> int:
         port = free_port()
         log = (self.tmp / f"worker-{port}.log").open("wb")
         level = os.environ.get("WORKER_LOGLEVEL", "warning")
         proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(self.spec_path),
                                  "--bootstrap", self.servers, "--web-port", str(port), "--loglevel", level, *options],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
         self.workers.append((proc, port))
         return port
 
@@ -262,6 +262,21 @@ def test_parity_with_replay(setup: Setup) -> None:
     assert all("monitor replay" in a["replay"] and (a["metrics"] or a["kpis"]) for a in sent)
     counted = {labels["kind"]: v for n, labels, v in scraped[0] if n == "monitor_alerts_total" and v}
     assert counted == Counter(kind for kind, _ in want)
+
+
+def test_an_alert_cut_by_sigkill_reaches_the_alerts_topic_after_the_restart(setup: Setup) -> None:
+    path = setup.stream("business_drop", 20_000)
+    want = sorted({a.id for a in replay(setup.spec, path).alerts})
+    assert want, "the scenario should alert"
+    setup.produce(path)
+    setup.start(env={"MONITOR_FAULT": "kill-on-alert"})  # dies the moment it sends its first alert
+    proc = setup.workers[-1][0]
+    assert proc.wait(timeout=240) == -signal.SIGKILL
+    port = setup.start()
+    setup.settle([port], sum(1 for _ in path.open()), timeout=240)
+    sent = [json.loads(m.value) for m in messages(setup, setup.spec.topics.alerts, len(want))]
+    assert sorted({a["id"] for a in sent}) == want  # each at least once: the outbox survived the kill
+    assert all(m.key.decode() == json.loads(m.value)["id"] for m in messages(setup, setup.spec.topics.alerts, 0))
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
