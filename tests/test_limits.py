@@ -117,3 +117,16 @@ def test_a_wrong_limit_fails_at_start_naming_the_key(spec_text: str) -> None:
     with pytest.raises(SpecError, match=r"limits\.max_pendin"):
         parse(edit_spec(spec_text, {"limits.max_pendin": 5}))
     assert parse(edit_spec(spec_text, {"limits.max_record_bytes": 4096})).limits.max_record_bytes == 4096
+
+
+def test_past_max_finals_the_older_final_ids_are_forgotten_early(spec: Spec) -> None:
+    s = Stream()
+    for i in range(6):
+        s.predict(f"d{i}", float(i), 0.9).outcome(f"d{i}", i + 0.5, 1, value=1.0)
+    s.outcome("d0", 7.0, 1, value=1.0)  # d0's id was forgotten: an orphan now, not a duplicate
+    s.outcome("d5", 7.0, 1, value=1.0)  # d5's is remembered: a duplicate
+    m = take(Monitor(limited(spec, max_finals=4)), s)
+    c = m.joiner.counts()
+    assert len(m.joiner.finals()) <= 4 + 1  # a generation may reach the cap before the older one goes
+    assert (c.matched, c.duplicates, c.evicted_finals) == (6, 1, 5)
+    assert set(m.joiner.held) == {"d0"}

@@ -84,10 +84,13 @@ class Limits:
     """Per input partition, what the join may hold in memory, and the largest record it reads.
 
     Past `max_pending` the oldest pending decision is finalized early as expired; past `max_held`
-    the oldest held outcome is dropped as an orphan. Both are counted (`monitor_join_evicted_total`)."""
+    the oldest held outcome is dropped as an orphan; past `max_finals` the older half of the final
+    ids remembered (to tell redeliveries, duplicates and late outcomes) is forgotten early. All are
+    counted (`monitor_join_evicted_total`)."""
 
-    max_pending: int = 1_000_000  # about 170 bytes each
-    max_held: int = 100_000
+    max_pending: int = 1_000_000  # about 190 bytes each
+    max_held: int = 100_000  # about 400 bytes each
+    max_finals: int = 3_000_000  # about 270 bytes each
     max_record_bytes: int = 1 << 20
 
 
@@ -344,9 +347,10 @@ def _topics(table: dict[str, Any]) -> Topics:
 
 
 def _limits(table: dict[str, Any]) -> Limits:
-    _known(table, "limits", {"max_pending", "max_held", "max_record_bytes"})
+    keys = ("max_pending", "max_held", "max_finals", "max_record_bytes")
+    _known(table, "limits", set(keys))
     return Limits(**{key: int(_number(table, f"limits.{key}", getattr(Limits, key), low=1, integer=True))
-                     for key in ("max_pending", "max_held", "max_record_bytes")})
+                     for key in keys})
 
 
 def _idle(table: dict[str, Any]) -> float:

@@ -56,10 +56,11 @@ class JoinCounts:
     orphans: int = 0
     invalid: int = 0
     pending: int = 0
-    # Of the above, what the memory limits forced (spec [limits]): decisions finalized early as
-    # expired, and held outcomes dropped as orphans.
+    # What the memory limits forced (spec [limits]): decisions finalized early as expired and held
+    # outcomes dropped as orphans (both also in the counts above), and final ids forgotten early.
     evicted_pending: int = 0
     evicted_held: int = 0
+    evicted_finals: int = 0  # final ids forgotten early: not a record's ending, so in no count above
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -74,7 +75,8 @@ class Joiner:
 
     def __init__(self, spec: Spec, on_final: Callable[[Decision], None], journal: Journal | None = None) -> None:
         self.horizon = spec.horizon
-        self.max_pending, self.max_held = spec.limits.max_pending, spec.limits.max_held
+        limits = spec.limits
+        self.max_pending, self.max_held, self.max_finals = limits.max_pending, limits.max_held, limits.max_finals
         self.missing = spec.missing
         self.kpis = spec.kpis
         missing = spec.missing
@@ -147,10 +149,7 @@ class Joiner:
                 if self.journal is not None:
                     self.journal.held(decision_id, None)
         if ts >= self._rotate_at:
-            if self.journal is not None:
-                for decision_id in self._done_before:
-                    self.journal.done(decision_id, None)
-            self._done_before, self._done = self._done, {}
+            self._rotate()
             self._rotate_at = ts + 2 * horizon
 
     def prediction(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
@@ -265,6 +264,17 @@ class Joiner:
         self._done[decision_id] = packed
         if self.journal is not None:
             self.journal.done(decision_id, packed)
+        if len(self._done) + len(self._done_before) > self.max_finals:
+            # Forget the older generation early: an outcome for one of them is then an orphan, not late.
+            self.tally.evicted_finals += len(self._done_before)
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """The newer generation of final ids becomes the older one; the older one is forgotten."""
+        if self.journal is not None:
+            for decision_id in self._done_before:
+                self.journal.done(decision_id, None)
+        self._done_before, self._done = self._done, {}
 
     def _match(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
                outcome_ts: float, outcome: Outcome) -> None:

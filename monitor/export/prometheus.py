@@ -110,7 +110,8 @@ class MonitorCollector(Collector):
             CounterMetricFamily(f"{p}_segments_folded", "Decisions counted under an `other` segment value"
                                 " because a segments cap was reached.", labels=["decision"]),
             CounterMetricFamily(f"{p}_join_evicted", "What the join's memory limits forced out: pending decisions"
-                                " finalized early as expired, held outcomes dropped as orphans.",
+                                " finalized early as expired, held outcomes dropped as orphans, final ids"
+                                " forgotten early.",
                                 labels=["decision", "kind"]),
         )
 
@@ -126,6 +127,7 @@ class MonitorCollector(Collector):
         folded.add_metric([name], readings.folded())
         evicted.add_metric([name, "pending"], counts.evicted_pending)
         evicted.add_metric([name, "held"], counts.evicted_held)
+        evicted.add_metric([name, "finals"], counts.evicted_finals)
         fired = dict.fromkeys(KINDS, 0)
         for rollup in readings.rollups():
             for alert in rollup.alerts:
