@@ -33,6 +33,10 @@ def test_capture_keeps_every_value_byte_for_byte(tmp_path: Path, spec: Spec) -> 
     assert [(r.key, r.timestamp, r.partition, r.offset) for r in back if not isinstance(r, Bad)] == \
         [(f"k{i}", 1000 + i, 0, i) for i in range(len(values))]
     assert b'"value_base64"' not in line(records[0]) and b'"value_base64"' in line(records[1])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b'{"topic": "predictions", "value": null, "value_base64": "not base64!"}\n')
+    reasons = [r.reason for r in FileRecords(broken) if isinstance(r, Bad)]
+    assert reasons == ["replay line: `value_base64` is not base64"]
 
 
 def test_a_capture_replays_to_the_same_report_as_its_source(tmp_path: Path, spec: Spec) -> None:

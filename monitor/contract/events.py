@@ -58,7 +58,10 @@ class Record(msgspec.Struct, frozen=True):
         """The value as the engine takes it."""
         if self.value_base64 is None:
             return self.value
-        return base64.b64decode(self.value_base64)
+        try:
+            return base64.b64decode(self.value_base64, validate=True)
+        except ValueError:  # binascii.Error is a ValueError
+            raise RecordError("replay line: `value_base64` is not base64") from None
 
 
 _predictions = msgspec.json.Decoder(Prediction)
@@ -86,6 +89,8 @@ def decode_prediction(raw: bytes | memoryview) -> Prediction:
         return _predictions.decode(raw)
     except msgspec.DecodeError as exc:
         raise RecordError(f"prediction: {_plain(exc)}") from None
+    except RecursionError:
+        raise RecordError("prediction: JSON nested too deeply") from None
 
 
 def decode_outcome(raw: bytes | memoryview) -> Outcome:
@@ -93,6 +98,8 @@ def decode_outcome(raw: bytes | memoryview) -> Outcome:
         return _outcomes.decode(raw)
     except msgspec.DecodeError as exc:
         raise RecordError(f"outcome: {_plain(exc)}") from None
+    except RecursionError:
+        raise RecordError("outcome: JSON nested too deeply") from None
 
 
 def decode_record(line: bytes) -> Record:
@@ -100,6 +107,8 @@ def decode_record(line: bytes) -> Record:
         return _records.decode(line)
     except msgspec.DecodeError as exc:
         raise RecordError(f"replay line: {_plain(exc)}") from None
+    except RecursionError:
+        raise RecordError("replay line: JSON nested too deeply") from None
 
 
 def _plain(exc: msgspec.DecodeError) -> str:

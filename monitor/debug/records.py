@@ -131,16 +131,15 @@ class FileRecords:
                     continue
                 try:
                     record = decode_record(line)
+                    if not (whole or window.holds(record.topic, record.timestamp)):
+                        continue
+                    if record.value_base64 is None:
+                        yield record  # the decoded line serves as it is: no copy on the hot path
+                    else:
+                        yield Raw(record.topic, record.payload(), record.key, record.timestamp, record.partition,
+                                  record.offset)
                 except RecordError as exc:
                     yield Bad(exc.reason, line)
-                    continue
-                if not (whole or window.holds(record.topic, record.timestamp)):
-                    continue
-                if record.value_base64 is None:
-                    yield record  # the decoded line serves as it is: no copy on the hot path
-                else:
-                    yield Raw(record.topic, record.payload(), record.key, record.timestamp, record.partition,
-                              record.offset)
         self.done = self.total
 
 
