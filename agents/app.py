@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Awaitable, ItemsView
 from typing import Any
@@ -74,8 +76,10 @@ class Topics:
                    ("partition", str(letter.partition).encode()), ("offset", str(letter.offset).encode())]
         return self.dead_letters.send_soon(key=None, value=letter.value, headers=headers)  # type: ignore[no-any-return]
 
-    def alert(self, raw: bytes) -> Awaitable[Any]:
-        return self.alerts.send(key=None, value=raw)  # type: ignore[no-any-return]
+    def alert(self, alert_id: str, raw: bytes) -> Awaitable[Any]:
+        if os.environ.get("MONITOR_FAULT") == "kill-on-alert":  # fault injection for the tests: die sending
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.alerts.send(key=alert_id.encode(), value=raw)  # type: ignore[no-any-return]
 
 
 def credentials(kafka: Connection) -> faust.types.auth.CredentialsT | None:
@@ -151,7 +155,8 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
     def table(name: str) -> ChangelogTable:
         return ChangelogTable(app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes))
 
-    worker = Worker(spec, table("join"), table("metrics"), sender, partitions, snapshot_bytes)
+    worker = Worker(spec, table("join"), table("metrics"), sender, partitions, snapshot_bytes,
+                    replay_source=f"--bootstrap {kafka.bootstrap}")
     registry.register(MonitorCollector(spec, worker))
 
     async def consume(stream: faust.StreamT[bytes], topic: str) -> None:

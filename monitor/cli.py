@@ -42,11 +42,9 @@ def _fail(exc: Exception) -> None:
 def _connect(bootstrap: str | None, spec: Any = None) -> Any:
     """The Kafka connection of a command, checked once: a wrong password or an untrusted certificate
     fails here, in one line, instead of in clients that retry quietly."""
-    from monitor.apps import kafka_config
+    from monitor.apps.kafka_config import connect_checked
 
-    connection = kafka_config.connect(bootstrap, spec)
-    kafka_config.check(connection)
-    return connection
+    return connect_checked(bootstrap, spec)
 
 
 def _epoch_ms(text: str | None, option: str) -> int | None:
@@ -64,36 +62,136 @@ def _epoch_ms(text: str | None, option: str) -> int | None:
 @app.command()
 def replay(
     spec: SpecOption,
-    input: Annotated[Path, typer.Option("--input", help="Replay file: one Kafka record per JSON line.")],
     report: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
+    input: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--input", help="Replay file: one Kafka record per JSON line.")] = None,
+    bootstrap: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Read the range --from/--to from this Kafka broker (HOST:PORT) instead of a file.")] = None,
     since: Annotated[Optional[str], typer.Option("--from", help="Only records from this time (RFC 3339).")] = None,  # noqa: UP045
     until: Annotated[Optional[str], typer.Option("--to", help="Only records before this time.")] = None,  # noqa: UP045
+    segment: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        help="Only decisions with FIELD=VALUE, e.g. variant=control or segment.country=DE; repeatable.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Add what changed to each alert.")] = False,
+    reference: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="With --current: explain the change between two periods, T1..T2 (RFC 3339).")] = None,
+    current: Annotated[Optional[str], typer.Option(help="The period compared with --reference, T3..T4.")] = None,  # noqa: UP045
+    html: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Also write a self-contained HTML report (implies --explain).")] = None,
 ) -> None:
-    """Replay captured records through the engine and write a report."""
+    """Replay records from a file or a Kafka time range through the engine and write a report."""
     import orjson
 
+    from monitor.apps import ranges
     from monitor.apps import replay as replaying
     from monitor.contract import spec as specs
 
+    periods = _periods(reference, current)
     try:
         loaded = specs.load(spec)
-        if not input.is_file():
-            raise MonitorError(f"--input {input} is not a readable file")
-        monitor = replaying.replay(loaded, input, _epoch_ms(since, "--from"), _epoch_ms(until, "--to"),
-                                   progress=sys.stderr.isatty())
+        source, named = ranges.open_source(loaded, input, bootstrap, _epoch_ms(since, "--from"),
+                                           _epoch_ms(until, "--to"), segment or [],
+                                           connect=lambda servers: _connect(servers, loaded))
+        monitor, collector = replaying.run(loaded, source, named, progress=sys.stderr.isatty(),
+                                           explain=explain or html is not None or periods is not None)
+        result = ranges.report(monitor, collector, periods)
     except MonitorError as exc:
         _fail(exc)
-    result = monitor.report()
     report.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    if html is not None:
+        from monitor.debug.page import render
+
+        html.write_text(render(result, spec.read_text(), f"monitor replay {named}"))
     if sys.stdout.isatty():
         from monitor.export.console import summary_table
 
         summary_table(monitor)
 
 
+def _periods(reference: str | None, current: str | None) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    if reference is None and current is None:
+        return None
+    if reference is None or current is None:
+        raise typer.BadParameter("give both --reference and --current", param_hint="--reference/--current")
+    return _period(reference, "--reference"), _period(current, "--current")
+
+
+def _period(text: str, option: str) -> tuple[float, float]:
+    start, sep, end = text.partition("..")
+    if not sep:
+        raise typer.BadParameter(f"{text!r} is not a period: expected T1..T2, e.g. "
+                                 "2026-01-01T00:00:00Z..2026-01-02T00:00:00Z", param_hint=option)
+    first, last = _epoch_ms(start, option), _epoch_ms(end, option)
+    assert first is not None and last is not None
+    if last <= first:
+        raise typer.BadParameter(f"{text!r} ends before it starts", param_hint=option)
+    return first / 1000, last / 1000
+
+
+@app.command()
+def capture(
+    spec: SpecOption,
+    out: Annotated[Path, typer.Option("--out", help="Replay file to write.")],
+    since: Annotated[str, typer.Option("--from", help="From this time (RFC 3339).")],
+    until: Annotated[str, typer.Option("--to", help="Before this time; outcomes one horizon later.")],
+    bootstrap: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Kafka bootstrap HOST:PORT; defaults to $KAFKA_BOOTSTRAP, then 127.0.0.1:9092.")] = None,
+    segment: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        help="Only decisions with FIELD=VALUE; repeatable.")] = None,
+) -> None:
+    """Keep a time range of the input topics as a replay file, with partitions and offsets."""
+    from monitor.apps import ranges
+    from monitor.apps.replay import tracked
+    from monitor.contract import spec as specs
+    from monitor.debug.capture import capture as capturing
+
+    try:
+        loaded = specs.load(spec)
+        kafka = _connect(bootstrap, loaded)
+        source, _ = ranges.open_source(loaded, None, kafka.bootstrap, _epoch_ms(since, "--from"),
+                                       _epoch_ms(until, "--to"), segment or [], connect=lambda _: kafka)
+        count = capturing(tracked(source, sys.stderr.isatty(), "capture"), out)
+    except MonitorError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {count:,} records from {kafka.bootstrap} to {out}", err=True)
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="The first report (before).")],
+    b: Annotated[Path, typer.Argument(help="The second report (after).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    alpha: Annotated[float, typer.Option(min=1e-12, max=0.5, help="Family-wise significance level.")] = 0.05,
+    all_segments: Annotated[bool, typer.Option("--all-segments", help="Every segment, not only all "
+                                               "decisions (the JSON always holds every segment).")] = False,
+) -> None:
+    """Two reports side by side: which metrics and KPIs moved, by how much, and whether significantly."""
+    import orjson
+
+    from monitor.debug.diff import diff as differ
+
+    try:
+        loaded = []
+        for path in (a, b):
+            try:
+                loaded.append(orjson.loads(path.read_bytes()))
+            except (OSError, orjson.JSONDecodeError) as exc:
+                raise MonitorError(f"{path}: not a readable JSON report ({exc})") from None
+        moves = differ(loaded[0], loaded[1], alpha)
+    except MonitorError as exc:
+        _fail(exc)
+    if json_out:
+        typer.echo(orjson.dumps({"a": str(a), "b": str(b), "alpha": alpha, "moves": [m.as_dict() for m in moves]},
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    from monitor.debug.diff import table
+
+    table(moves if all_segments else [m for m in moves if not m.segment], str(a), str(b), alpha)
+
+
 @app.command()
 def simulate(
-    scenario: Annotated[str, typer.Option(help="healthy, business_drop, model_rot, both_drop or label_delay.")],
+    scenario: Annotated[str, typer.Option(
+        help="healthy, business_drop, model_rot, both_drop, label_delay or mix_shift.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Replay file to write.")] = None,  # noqa: UP045
     decisions: Annotated[Optional[int], typer.Option(min=1, show_default="100000", help="Number of decisions.")] = None,  # noqa: UP045
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

@@ -17,6 +17,14 @@ import pytest
 
 from monitor.contract import spec as specs
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("soak", "the soak test (tests/test_kafka.py, marked `soak`)")
+    group.addoption("--soak-seconds", type=float, default=60.0, help="how long to produce (default 60)")
+    group.addoption("--soak-rate", type=float, default=1500.0,
+                    help="records per second to produce (default 1500: about half a worker's measured maximum)")
+
+
 SPEC = """
 [decision]
 name = "checkout_offer"
@@ -85,7 +93,9 @@ class PageCheck:
     screenshot: Path
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in this thread while it is
+# open, and every later test that calls asyncio.run() would fail with "another loop is running".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless, driven by Playwright (which cannot download a browser here)."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")

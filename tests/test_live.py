@@ -27,6 +27,7 @@ BATCH = {
     "model_rot": "a376dcc71d60a3262eac4e0723612d497a7702b905013d75c0956bf049b112ac",
     "both_drop": "dcb330e109e46c8b724c7aaa35bc335f362633e1ce85fdd529dc61b69ef1e7f4",
     "label_delay": "8469513ef14f0eb3769eba3c80be26d6849958efe762daed1bf38e241459b09b",
+    "mix_shift": "9beafea90865a10530fa188ae85ba854b19210533443b82b806b8bc4817f96df",
 }
 START = 1_800_000_000.0
 

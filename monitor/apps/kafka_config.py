@@ -91,6 +91,13 @@ def connect(option: str | None, spec: Spec | None = None, environ: Mapping[str, 
     return connection
 
 
+def connect_checked(option: str | None, spec: Spec | None = None) -> Connection:
+    """`connect`, then `check`: what every command does before it opens a client."""
+    connection = connect(option, spec)
+    check(connection)
+    return connection
+
+
 def redact(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, HIDDEN)

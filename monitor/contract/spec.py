@@ -81,6 +81,21 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per input partition, what the join may hold in memory, and the largest record it reads.
+
+    Past `max_pending` the oldest pending decision is finalized early as expired; past `max_held`
+    the oldest held outcome is dropped as an orphan; past `max_finals` the older half of the final
+    ids remembered (to tell redeliveries, duplicates and late outcomes) is forgotten early. All are
+    counted (`monitor_join_evicted_total`)."""
+
+    max_pending: int = 1_000_000  # about 190 bytes each
+    max_held: int = 100_000  # about 400 bytes each
+    max_finals: int = 3_000_000  # about 270 bytes each
+    max_record_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated decision spec."""
 
@@ -102,6 +117,7 @@ class Spec:
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    limits: Limits = Limits()
     source: str = "<string>"
 
     @property
@@ -148,7 +164,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("<toml>", source, f"valid TOML ({exc})") from None
     _known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
-                     "alerts", "topics", "stream", "kafka"})
+                     "alerts", "topics", "stream", "kafka", "limits"})
     decision = _table(doc, "decision", required=True)
     _known(decision, "decision", {"name"})
     model = _table(doc, "model", required=True)
@@ -171,6 +187,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
         topics=_topics(_table(doc, "topics")),
         **_stream(_table(doc, "stream")),
         kafka=parse_table(_table(doc, "kafka")),
+        limits=_limits(_table(doc, "limits")),
         source=source,
     )
     for i, kpi in enumerate(spec.kpis):
@@ -332,6 +349,13 @@ def _topics(table: dict[str, Any]) -> Topics:
     if len(set(chosen.values())) != len(names):
         raise SpecError("topics", chosen, "four different topic names")
     return Topics(**chosen)
+
+
+def _limits(table: dict[str, Any]) -> Limits:
+    keys = ("max_pending", "max_held", "max_finals", "max_record_bytes")
+    _known(table, "limits", set(keys))
+    return Limits(**{key: int(_number(table, f"limits.{key}", getattr(Limits, key), low=1, integer=True))
+                     for key in keys})
 
 
 def _stream(table: dict[str, Any]) -> dict[str, Any]:

@@ -22,12 +22,12 @@ from monitor.engine.source import DRAIN_RECORDS, Source
 class Monitor:
     """Decode, join, roll up and alert, record by record."""
 
-    def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl",
+    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl",
                  on_alert: Callable[[Alert], None] | None = None,
                  on_dead_letter: Callable[[DeadLetter], None] | None = None) -> None:
         self.spec = spec
         self.source = Source(spec)
-        self.rollup = Rollup(spec, replay_input, on_alert, segments=self.source.segments, overall=True)
+        self.rollup = Rollup(spec, replay_source, on_alert, segments=self.source.segments, overall=True)
         self.joiner, self.segments, self.records = self.source.joiner, self.source.segments, self.source.records
         self.windows, self.detector = self.rollup.windows, self.rollup.detector
         self.alerts, self.timeline = self.rollup.alerts, self.rollup.timeline
