@@ -200,3 +200,18 @@ def test_kafka_python_debug_log_shows_no_password(secured_broker: Any, caplog: p
         consumer.close()
     assert "SaslAuthenticateRequest" in caplog.text and "***" in caplog.text
     assert secured_broker.password not in caplog.text
+
+
+@pytest.mark.kafka
+def test_capture_and_replay_read_a_secured_listener(secured_broker: Any, deploy: Any) -> None:
+    site = deploy(secured_broker.env("scram"))
+    stream, lines = site.stream("business_drop", 1_500)
+    span = ["--from", "2025-12-31T00:00:00Z", "--to", "2026-02-01T00:00:00Z"]  # the whole stream
+    spec = ["--spec", str(site.spec_path)]
+    captured, from_kafka, from_file = (site.tmp / name for name in ("captured.jsonl", "kafka.json", "file.json"))
+    site.cli("capture", *spec, *span, "--out", str(captured))
+    site.cli("replay", *spec, *span, "--bootstrap", secured_broker.sasl_ssl, "--report", str(from_kafka))
+    site.cli("replay", *spec, "--input", str(stream), "--report", str(from_file))
+    assert len(captured.read_text().splitlines()) == lines
+    assert json.loads(from_kafka.read_text())["join"] == json.loads(from_file.read_text())["join"]
+    assert not [o for o in site.outputs if secured_broker.password in o]
