@@ -58,23 +58,32 @@ def replay(
     report: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
     since: Annotated[Optional[str], typer.Option("--from", help="Only records from this time (RFC 3339).")] = None,  # noqa: UP045
     until: Annotated[Optional[str], typer.Option("--to", help="Only records before this time.")] = None,  # noqa: UP045
+    joined: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--joined", help="Also write one row per finalized decision to this .parquet or .csv file.")] = None,
 ) -> None:
     """Replay captured records through the engine and write a report."""
     import orjson
 
     from monitor.apps import replay as replaying
     from monitor.contract import spec as specs
+    from monitor.export.joined import JoinedTable, check_path
 
     try:
         loaded = specs.load(spec)
         if not input.is_file():
             raise MonitorError(f"--input {input} is not a readable file")
+        if joined is not None:
+            check_path(joined)
+        table = None if joined is None else JoinedTable(loaded)
         monitor = replaying.replay(loaded, input, _epoch_ms(since, "--from"), _epoch_ms(until, "--to"),
-                                   progress=sys.stderr.isatty())
+                                   progress=sys.stderr.isatty(), joined=table)
     except MonitorError as exc:
         _fail(exc)
     result = monitor.report()
     report.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    if joined is not None and table is not None:
+        rows = table.write(joined)
+        typer.echo(f"wrote {rows:,} finalized decisions to {joined}", err=True)
     if sys.stdout.isatty():
         from monitor.export.console import summary_table
 

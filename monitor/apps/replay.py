@@ -10,12 +10,15 @@ from monitor.contract.errors import RecordError
 from monitor.contract.events import decode_record
 from monitor.contract.spec import Spec
 from monitor.engine.monitor import Monitor
+from monitor.export.joined import JoinedTable
 
 
 def replay(spec: Spec, path: Path, since_ms: int | None = None, until_ms: int | None = None,
-           progress: bool = False) -> Monitor:
-    """Run every record of a JSONL replay file (optionally a time range) through a fresh Monitor."""
-    monitor = Monitor(spec, replay_input=str(path))
+           progress: bool = False, joined: JoinedTable | None = None) -> Monitor:
+    """Run every record of a JSONL replay file (optionally a time range) through a fresh Monitor.
+
+    With `joined`, the table also collects one row per finalized decision."""
+    monitor = Monitor(spec, replay_input=str(path), journal=joined, on_final=None if joined is None else joined.final)
     with path.open("rb") as stream:
         for line in _lines(stream, path, progress):
             if not line.strip():
@@ -30,6 +33,8 @@ def replay(spec: Spec, path: Path, since_ms: int | None = None, until_ms: int | 
                 or (until_ms is not None and record.timestamp >= until_ms)
             ):
                 continue
+            if joined is not None:
+                joined.see(record.topic, record.value)
             monitor.process(record.topic, record.value, record.partition, record.offset)
     monitor.finish()
     return monitor
