@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from monitor.contract.errors import MonitorError
+from monitor.offline.cli import offline
 
 # No pretty exceptions: main() turns an unexpected error into one line, and --debug shows Python's own traceback.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -274,6 +275,8 @@ def webhook(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     serve(host, port)
 
+
+app.add_typer(offline, name="offline")
 
 topics = typer.Typer(help="Manage the monitor's Kafka topics.", no_args_is_help=True)
 app.add_typer(topics, name="topics")
