@@ -196,7 +196,7 @@ def test_validate_writes_its_report_and_every_number(spec: Spec, replayed: tuple
 def test_validate_refuses_a_regression_spec(spec_text: str, replayed: tuple[Path, Monitor, pd.DataFrame, Path]) -> None:
     regression = parse(spec_text.replace('task = "binary"\nthreshold = 0.5', 'task = "regression"')
                        .replace('[business]\nvalue = { tp = 40.0, fp = -10.0, fn = 0.0, tn = 0.0 }', ""))
-    with pytest.raises(Exception, match="model.task"):
+    with pytest.raises(Exception, match=r"model\.task"):
         validate(regression, replayed[2])
 
 

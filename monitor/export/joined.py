@@ -14,6 +14,7 @@ expired), then `feature.<name>`... (nested objects flattened with dots, lists as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -56,10 +57,8 @@ class JoinedTable:
         """Note a record before the engine handles it (only predictions carry fields the join drops)."""
         self._current = None
         if topic == self.spec.topics.predictions:
-            try:
+            with contextlib.suppress(MonitorError):  # the engine dead-letters it
                 self._current = decode_prediction(value)
-            except MonitorError:
-                pass  # the engine dead-letters it
 
     # -- the join's journal -----------------------------------------------------------------------
     def pending(self, decision_id: str, packed: bytes | None) -> None:

@@ -55,12 +55,13 @@ def analyse(frame: pd.DataFrame, field: str, control: str, kpis: list[str] | Non
     result["trustworthy"] = not result["srm"]["flagged"]
     both = frame[arm.isin([control, treatment]).fillna(False)]
     treated_all = (both[field].astype(str) == treatment).to_numpy()
+    times = both["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
     for name, column in columns.items():
         y = both[column].to_numpy(dtype=np.float64)
         keep = np.isfinite(y)
         x = None if covariate is None else both[covariate].to_numpy(dtype=np.float64)
-        result["kpis"][name] = _kpi(y[keep], treated_all[keep], None if x is None else x[keep],
-                                    both["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()[keep], control, treatment, covariate, resamples, seed)
+        result["kpis"][name] = _kpi(y[keep], treated_all[keep], None if x is None else x[keep], times[keep], control,
+                                    treatment, covariate, resamples, seed)
     return result
 
 
@@ -190,7 +191,8 @@ def summary_lines(result: dict[str, Any]) -> list[tuple[str, bool]]:
         cuped_found = kpi.get("cuped")
         if cuped_found is not None:
             c = cuped_found["lift"]
-            lines.append((f"    CUPED on {cuped_found['covariate']}: variance −{cuped_found['variance_reduction']:.0%}, "
+            reduced = cuped_found["variance_reduction"]
+            lines.append((f"    CUPED on {cuped_found['covariate']}: variance −{reduced:.0%}, "
                           f"lift {c['relative']:+.2%} [{c['ci'][0]:+.2%}, {c['ci'][1]:+.2%}], "
                           f"welch p={cuped_found['tests']['welch']['p_value']:.3g}", False))
     lines.append(("  (sequential: the mSPRT p-value, valid however often the test was looked at)", False))

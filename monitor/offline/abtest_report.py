@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import plotly.graph_objects as go
@@ -9,6 +10,7 @@ import plotly.graph_objects as go
 from monitor.export.html import Page, dumps
 
 CONTROL, TREATMENT = "#6e7781", "#0969da"
+TESTS = ("welch", "z_test", "mann_whitney", "bootstrap", "sequential")
 
 
 def render(result: dict[str, Any]) -> str:
@@ -91,8 +93,7 @@ def _rows(result: dict[str, Any]) -> list[list[Any]]:
         lift, tests = kpi["lift"], kpi["tests"]
         rows.append([name, kpi["arms"][control]["mean"], kpi["arms"][treatment]["mean"], f"{lift['relative']:+.2%}",
                      f"[{lift['ci'][0]:+.2%}, {lift['ci'][1]:+.2%}]",
-                     *(_p(tests[t]["p_value"], result) if t in tests else "—" for t in ("welch", "z_test", "mann_whitney",
-                                                                             "bootstrap", "sequential"))])
+                     *(_p(tests[t]["p_value"], result) if t in tests else "—" for t in TESTS)])
     return rows
 
 
@@ -141,7 +142,7 @@ def _sequential(name: str, kpi: dict[str, Any]) -> go.Figure:
 
 def _distribution(name: str, found: dict[str, Any], control: str, treatment: str) -> go.Figure:
     edges = found["edges"]
-    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    centers = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
     fig = go.Figure()
     for arm, color in ((control, CONTROL), (treatment, TREATMENT)):
         counts = found["arms"][arm]["counts"]

@@ -70,7 +70,8 @@ class PriorRate(Baseline):
         self.rate = float((label >= 0.5).mean())
         yes, no = _gains(label, worth)
         self.positive = bool(yes.sum() > no.sum())
-        self.description = f"score {self.rate:.4g} for all; decide {'positive' if self.positive else 'negative'} for all"
+        side = "positive" if self.positive else "negative"
+        self.description = f"score {self.rate:.4g} for all; decide {side} for all"
         return self
 
     def score(self, frame: pd.DataFrame) -> tuple[Floats, Bools]:
@@ -117,8 +118,10 @@ class OneFeatureRule(Baseline):
 
     def _fires(self, frame: pd.DataFrame) -> Bools:
         if self.op == "==":
-            return (frame[self.column].astype("string") == self.cut).fillna(False).to_numpy(bool)
-        return _fires(frame[self.column].to_numpy(np.float64), self.op, np.array([self.cut]))[:, 0]
+            same: Bools = (frame[self.column].astype("string") == self.cut).fillna(False).to_numpy(bool)
+            return same
+        found: Bools = _fires(frame[self.column].to_numpy(np.float64), self.op, np.array([self.cut]))[:, 0]
+        return found
 
     def score(self, frame: pd.DataFrame) -> tuple[Floats, Bools]:
         fires = self._fires(frame)

@@ -22,7 +22,7 @@ def sample_size(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -
     """Units per arm to detect a change of the rate from p1 to p2."""
     if p1 == p2:
         raise MonitorError("the minimum detectable effect must not be zero")
-    a, b = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
+    a, b = float(stats.norm.ppf(1 - alpha / 2)), float(stats.norm.ppf(power))
     mean = (p1 + p2) / 2
     root = a * math.sqrt(2 * mean * (1 - mean)) + b * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
     return math.ceil(root * root / (p2 - p1) ** 2)

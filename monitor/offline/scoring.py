@@ -75,17 +75,20 @@ class Scores:
     def _auc(self, w: Floats) -> Floats:
         pos, neg = self._groups(w)
         below = np.cumsum(neg, axis=1) - neg
-        return (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
+        found: Floats = (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
+        return found
 
     def _average_precision(self, w: Floats) -> Floats:
         pos, neg = self._groups(w)
         pos, neg = pos[:, ::-1], neg[:, ::-1]  # from the highest score down
         tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-        return (pos * tp / np.where(tp + fp > 0, tp + fp, 1)).sum(1) / pos.sum(1)
+        found: Floats = (pos * tp / np.where(tp + fp > 0, tp + fp, 1)).sum(1) / pos.sum(1)
+        return found
 
     def _ece(self, w: Floats, total: Floats) -> Floats:
         labels, scores = w @ (self.bins * self.pos[:, None]), w @ (self.bins * self.score[:, None])
-        return np.abs(labels - scores).sum(1) / total
+        found: Floats = np.abs(labels - scores).sum(1) / total
+        return found
 
 
 def curves(score: Floats, label: Floats, points: int = 300) -> dict[str, list[float]]:
@@ -117,7 +120,8 @@ def reliability(score: Floats, label: Floats) -> dict[str, list[float]]:
     return {"score": mean_score.tolist(), "rate": rate.tolist(), "decisions": n[keep].astype(int).tolist()}
 
 
-def value_by_threshold(score: Floats, label: Floats, worth: dict[str, float], step: float = 0.005) -> dict[str, list[float]]:
+def value_by_threshold(score: Floats, label: Floats, worth: dict[str, float],
+                       step: float = 0.005) -> dict[str, list[float]]:
     """Business value per decision if the decision were `score >= t`, for t on a grid over [0, 1]."""
     thresholds = np.round(np.arange(0.0, 1.0 + step / 2, step), 6)
     pos = label >= 0.5

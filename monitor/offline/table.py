@@ -47,5 +47,5 @@ def kpi_names(frame: pd.DataFrame) -> list[str]:
 
 def split_by_time(frame: pd.DataFrame, train_share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The earliest `train_share` of the rows, and the rest: never a random split, so no future leaks into training."""
-    cut = int(round(len(frame) * train_share))
+    cut = round(len(frame) * train_share)
     return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)

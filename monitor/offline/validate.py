@@ -55,7 +55,8 @@ def validate(spec: Spec, frame: pd.DataFrame, train_share: float = 0.7, count: i
         baseline.fit(train, worth)
         scored[baseline.name] = (baseline.description, *baseline.score(test))
     models = {name: Scores(score, label, predicted, worth) for name, (_, score, predicted) in scored.items()}
-    point = {name: {k: float(v[0]) for k, v in s.metrics(np.ones((1, label.size))).items()} for name, s in models.items()}
+    ones = np.ones((1, label.size))
+    point = {name: {k: float(v[0]) for k, v in s.metrics(ones).items()} for name, s in models.items()}
     drawn: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in models}
     for weights in resamples(label.size, count, seed):
         for name, s in models.items():
@@ -66,7 +67,8 @@ def validate(spec: Spec, frame: pd.DataFrame, train_share: float = 0.7, count: i
     result: dict[str, Any] = {
         "decision": spec.name,
         "rows": {"table": len(frame), "unlabelled": len(frame) - len(labelled), "train": len(train), "test": len(test)},
-        "split": {"train_share": train_share, "test_from": _iso(test["ts"].iloc[0]), "test_to": _iso(test["ts"].iloc[-1])},
+        "split": {"train_share": train_share, "test_from": _iso(test["ts"].iloc[0]),
+                  "test_to": _iso(test["ts"].iloc[-1])},
         "bootstrap": {"resamples": count, "seed": seed, "level": LEVEL},
         "ece_bins": ECE_BINS,
         "value_matrix": worth,
@@ -114,7 +116,7 @@ def _distributions(test: pd.DataFrame, label: np.ndarray, bins: int = 50) -> dic
     score = test["score"].to_numpy(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     by_label = {str(int(k)): np.histogram(score[(label >= 0.5) == bool(k)], edges)[0].tolist() for k in (0, 1)}
-    segments: dict[str, dict[str, list[float]]] = {}
+    segments: dict[str, dict[str, Any]] = {}
     columns = [c for c in ("variant", "model_version") if c in test.columns and test[c].nunique() > 1]
     columns = [*(c for c in test.columns if c.startswith("segment.")), *columns][:SEGMENTS_SHOWN]
     for column in columns:

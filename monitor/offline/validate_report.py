@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import plotly.graph_objects as go
@@ -166,7 +167,7 @@ def _value(thresholds: dict[str, Any], worth: dict[str, float]) -> go.Figure:
 
 def _by_label(found: dict[str, Any]) -> go.Figure:
     edges = found["edges"]
-    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    centers = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
     fig = go.Figure()
     for label, color in (("0", "#8c959f"), ("1", "#0969da")):
         counts = found["by_label"][label]
