@@ -23,8 +23,10 @@ from monitor.contract.spec import Spec
 from monitor.engine.alerts import KINDS
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup
-from monitor.engine.segments import OVERALL
-from monitor.stats.summary import DELAY_BUCKETS
+from monitor.engine.segments import OTHER, OVERALL, UNKNOWN
+from monitor.stats.experiment import always_valid_p, srm_p_value
+from monitor.stats.metrics import QUANTILES, KpiMetric
+from monitor.stats.summary import DELAY_BUCKETS, Summary
 
 # The `status` label of monitor_decisions_total, and the JoinCounts field behind each.
 STATUSES = {"matched": "matched", "expired": "expired", "late": "late", "duplicate": "duplicates",
@@ -62,6 +64,9 @@ class _Families(NamedTuple):
     misalignment: GaugeMetricFamily
     delay: HistogramMetricFamily
     folded: CounterMetricFamily
+    lift: GaugeMetricFamily
+    p_value: GaugeMetricFamily
+    srm: GaugeMetricFamily
 
 
 class MonitorCollector(Collector):
@@ -108,10 +113,18 @@ class MonitorCollector(Collector):
                                   labels=["decision"]),
             CounterMetricFamily(f"{p}_segments_folded", "Decisions counted under an `other` segment value"
                                 " because a segments cap was reached.", labels=["decision"]),
+            GaugeMetricFamily(f"{p}_experiment_lift", "Relative change of a KPI's mean per decision, variant against"
+                              " the spec's control, over the whole run.", labels=["decision", "kpi", "variant"]),
+            GaugeMetricFamily(f"{p}_experiment_p_value", "Always-valid (mSPRT) p-value of the variant's KPI"
+                              " difference against the control: safe to read at every scrape.",
+                              labels=["decision", "kpi", "variant"]),
+            GaugeMetricFamily(f"{p}_experiment_srm_p_value", "Sample-ratio mismatch: χ² p-value of the arms' finalized"
+                              " decisions against an equal split; below 0.001 the experiment is broken.",
+                              labels=["decision"]),
         )
 
     def _fill(self, families: _Families) -> None:
-        model, kpi, decisions, records, pending, alerts, active, misalignment, delay, folded = families
+        model, kpi, decisions, records, pending, alerts, active, misalignment, delay, folded = families[:10]
         name, readings = self.spec.name, self.readings
         counts = readings.join_counts()
         for status, field in STATUSES.items():
@@ -148,3 +161,42 @@ class MonitorCollector(Collector):
                     delay.add_metric([name], buckets, total_delay)
         for kind, n in fired.items():
             alerts.add_metric([name, kind], n)
+        if self.spec.experiment is not None:
+            self._experiment(families)
+
+    def _experiment(self, families: _Families) -> None:
+        """Per variant against the control: each KPI's lift and always-valid p-value, and the SRM p-value.
+
+        The arms are the segments' whole-run summaries merged by the experiment's `by` value, so the
+        gauges need nothing beyond what the engine keeps per segment."""
+        spec = self.spec
+        experiment = spec.experiment
+        assert experiment is not None
+        at = spec.segment_by.index(experiment.field)
+        arms: dict[str, Summary] = {}
+        for rollup in self.readings.rollups():
+            for segment in rollup.held():
+                key = rollup.key(segment)
+                if segment == OVERALL or not key or key[at] in (OTHER, UNKNOWN):
+                    continue
+                total = rollup.windows.total(segment)
+                if key[at] in arms:
+                    arms[key[at]].merge(total)
+                else:
+                    arms[key[at]] = total
+        control = arms.get(experiment.control)
+        if control is None or len(arms) < 2:
+            return
+        name = spec.name
+        families.srm.add_metric([name], srm_p_value([arms[v].n for v in sorted(arms)]))
+        for variant, arm in sorted(arms.items()):
+            if variant == experiment.control:
+                continue
+            for metric in spec.kpi_metrics:
+                if not isinstance(metric, KpiMetric) or metric.agg in QUANTILES:
+                    continue  # a mean per decision is compared; a percentile has no moments to test
+                a, b = control.kpis[metric.index], arm.kpis[metric.index]
+                lift = b.mean / a.mean - 1 if a.n and b.n and a.mean else math.nan
+                p = float(always_valid_p(a.n, a.mean, a.variance, b.n, b.mean, b.variance))
+                families.lift.add_metric([name, metric.name, variant], lift)
+                families.p_value.add_metric([name, metric.name, variant], p)

@@ -2,8 +2,8 @@
 
 The formula lives in `monitor.stats.experiment` (shared with the live gauges); this module runs it
 along a test's units in arrival order. Every look uses the arms' running counts, means and
-variances (plugged in for the unknown variance). Looks start once each arm has `MIN_UNITS`: below
-that the plug-in variance is too rough for the martingale argument to hold even approximately.
+variances (plugged in for the unknown variance). Looks start once each arm has `MIN_UNITS` (50):
+below that the plug-in variance is too rough for the martingale argument to hold even approximately.
 """
 
 from __future__ import annotations
@@ -11,20 +11,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from monitor.stats.experiment import confidence_sequence, mixing_variance, msprt_p_value
+from monitor.stats.experiment import MIN_UNITS, always_valid_p, confidence_sequence, mixing_variance
 
 Floats = npt.NDArray[np.float64]
-MIN_UNITS = 50
-
-
-def always_valid_p(na: Floats, ma: Floats, va: Floats, nb: Floats, mb: Floats, vb: Floats) -> Floats:
-    """The mSPRT p-value of treatment − control at one look, from each arm's count, mean and variance."""
-    na, nb = np.asarray(na, np.float64), np.asarray(nb, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pooled = np.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
-        var = va / na + vb / nb
-    p = msprt_p_value(np.asarray(mb) - ma, var, mixing_variance(pooled))
-    return np.where((na >= MIN_UNITS) & (nb >= MIN_UNITS) & np.isfinite(p), p, 1.0)
+__all__ = ["always_valid_p", "path", "running"]
 
 
 def running(values: Floats, treated: npt.NDArray[np.bool_]) -> tuple[Floats, ...]:

@@ -31,6 +31,7 @@ from scipy import stats
 Floats = npt.NDArray[np.float64]
 ArrayLike = float | Sequence[float] | Floats
 TAU = 0.1  # mixing standard deviation of the effect, in pooled standard deviations
+MIN_UNITS = 50  # per arm, before the sequential reading starts
 SRM_ALPHA = 0.001  # sample-ratio mismatch is flagged below this p-value (GrowthBook's and Eppo's level)
 
 
@@ -58,6 +59,19 @@ def confidence_sequence(diff: ArrayLike, var: ArrayLike, tau2: ArrayLike, alpha:
 def mixing_variance(pooled_sd: ArrayLike) -> Floats:
     """τ² for a KPI whose pooled standard deviation is `pooled_sd`."""
     return (TAU * np.asarray(pooled_sd, dtype=np.float64)) ** 2
+
+
+def always_valid_p(na: ArrayLike, ma: ArrayLike, va: ArrayLike, nb: ArrayLike, mb: ArrayLike,
+                   vb: ArrayLike) -> Floats:
+    """The mSPRT p-value of treatment − control at one look, from each arm's count, mean and sample variance;
+    1 until each arm has `MIN_UNITS` (below that the plugged-in variance is too rough to trust)."""
+    na, nb = np.asarray(na, np.float64), np.asarray(nb, np.float64)
+    va, vb = np.asarray(va, np.float64), np.asarray(vb, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pooled = np.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
+        var = va / na + vb / nb
+        p = msprt_p_value(np.asarray(mb, np.float64) - np.asarray(ma, np.float64), var, mixing_variance(pooled))
+    return np.where((na >= MIN_UNITS) & (nb >= MIN_UNITS) & np.isfinite(p), p, 1.0)
 
 
 def srm_p_value(counts: Sequence[float] | Floats, weights: Sequence[float] | None = None) -> float:
