@@ -205,3 +205,16 @@ def test_joined_needs_a_parquet_or_csv_name(bundled_spec_path: Path, replayed: t
     done = runner.invoke(app, ["replay", "--spec", str(bundled_spec_path), "--input", str(replayed[0]), "--report",
                                str(tmp_path / "r.json"), "--joined", str(tmp_path / "rows.xlsx")])
     assert done.exit_code == 2 and "--joined" in done.output and ".parquet or .csv" in done.output
+
+
+def test_replay_writes_the_joined_table_beside_its_report(bundled_spec_path: Path, replayed: tuple[Path, Monitor,
+                                                                                                   pd.DataFrame, Path],
+                                                          tmp_path: Path) -> None:
+    rows = tmp_path / "rows.csv"
+    done = runner.invoke(app, ["replay", "--spec", str(bundled_spec_path), "--input", str(replayed[0]), "--report",
+                               str(tmp_path / "r.json"), "--joined", str(rows)])
+    assert done.exit_code == 0, done.output
+    frame = read(rows)
+    assert f"wrote {len(frame):,} finalized decisions" in done.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert frame["label"].notna().sum() == report["segments"][0]["decisions"]

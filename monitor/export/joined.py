@@ -83,9 +83,6 @@ class JoinedTable:
         if current is not None and current.decision_id == decision_id:
             self._predictions.setdefault(decision_id, current)
 
-    def __len__(self) -> int:
-        return sum(1 for d in self._status if d in self._predictions)
-
     def frame(self) -> pd.DataFrame:
         """The rows as a DataFrame, in decision-time order."""
         import pandas as pd
