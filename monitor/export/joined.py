@@ -9,7 +9,8 @@ Columns, in order (README's "Offline" section is the reference):
 `decision_id`, `ts` (UTC), `model`, `model_version`, `variant`, `action`, `segment.<key>`...,
 `score`, `prediction`, `label`, `value`, `kpi.<name>`... (one per spec KPI, as the engine read
 it), `status` (`matched`, `expired` or `late`), `delay` (seconds to the outcome; empty when
-expired), then `feature.<name>`... (nested objects flattened with dots, lists as JSON text).
+expired), then `feature.<name>`... (nested objects flattened with dots, lists as JSON text; a
+`features` value that is not an object goes whole, as JSON text, into one `features` column).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def _order(rows: list[dict[str, Any]], kpi_names: list[str]) -> list[str]:
     fixed = ["decision_id", "ts", *_FIELDS]
     segments = sorted(c for c in seen if c.startswith("segment."))
     outcome = ["score", "prediction", "label", "value", *(f"kpi.{n}" for n in kpi_names), "status", "delay"]
-    features = sorted(c for c in seen if c.startswith("feature."))
+    features = sorted(c for c in seen if c.startswith("feature.") or c == "features")
     return [*fixed, *segments, *outcome, *features]
 
 
@@ -147,7 +148,7 @@ def _features(raw: msgspec.Raw) -> dict[str, Any]:
     if found is None:
         return {}
     if not isinstance(found, dict):
-        return {"feature.": json.dumps(found)}
+        return {"features": json.dumps(found)}  # not an object: kept whole, as JSON text
     flat: dict[str, Any] = {}
     _flatten(found, "feature", flat)
     return flat
