@@ -80,6 +80,9 @@ class Monitor:
     def folded(self) -> int:
         return self.segments.folded
 
+    def whole(self) -> bool:
+        return True  # one process holds every segment
+
     def report(self) -> dict[str, Any]:
         """The replay report: join counts, per-segment totals and timelines, alerts."""
         return report(self.spec, self.joiner.counts(), self.source.reasons, [self.rollup])

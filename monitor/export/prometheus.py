@@ -52,6 +52,10 @@ class Readings(Protocol):
 
     def folded(self) -> int: ...
 
+    def whole(self) -> bool:
+        """Whether the rollups hold every segment (one process, or a worker holding every metrics partition)."""
+        ...
+
 
 class _Families(NamedTuple):
     model: GaugeMetricFamily
@@ -161,14 +165,15 @@ class MonitorCollector(Collector):
                     delay.add_metric([name], buckets, total_delay)
         for kind, n in fired.items():
             alerts.add_metric([name, kind], n)
-        if self.spec.experiment is not None:
+        if self.spec.experiment is not None and readings.whole():  # arms split over workers would mislead
             self._experiment(families)
 
     def _experiment(self, families: _Families) -> None:
         """Per variant against the control: each KPI's lift and always-valid p-value, and the SRM p-value.
 
         The arms are the segments' whole-run summaries merged by the experiment's `by` value, so the
-        gauges need nothing beyond what the engine keeps per segment."""
+        gauges need nothing beyond what the engine keeps per segment. They need every segment: a
+        worker that holds only some metrics partitions exports none (see README)."""
         spec = self.spec
         experiment = spec.experiment
         assert experiment is not None
