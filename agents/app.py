@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Awaitable, ItemsView
 from typing import Any
@@ -23,6 +25,8 @@ from aiohttp.web import Response
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from agents.consumer import Transport
+from monitor.apps.brokers import group_id
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
 from monitor.export.prometheus import MonitorCollector
@@ -69,8 +73,10 @@ class Topics:
                    ("partition", str(letter.partition).encode()), ("offset", str(letter.offset).encode())]
         return self.dead_letters.send_soon(key=None, value=letter.value, headers=headers)  # type: ignore[no-any-return]
 
-    def alert(self, raw: bytes) -> Awaitable[Any]:
-        return self.alerts.send(key=None, value=raw)  # type: ignore[no-any-return]
+    def alert(self, alert_id: str, raw: bytes) -> Awaitable[Any]:
+        if os.environ.get("MONITOR_FAULT") == "kill-on-alert":  # fault injection for the tests: die sending
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.alerts.send(key=alert_id.encode(), value=raw)  # type: ignore[no-any-return]
 
 
 def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066,
@@ -79,7 +85,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     datadir = tempfile.mkdtemp(prefix=f"monitor-{spec.name}-")  # the memory store keeps nothing on disk
     atexit.register(shutil.rmtree, datadir, ignore_errors=True)
     app = faust.App(
-        f"monitor-{spec.name}",
+        group_id(spec),
         broker=f"kafka://{bootstrap}",
         store="memory://",
         topic_partitions=partitions,
@@ -98,6 +104,7 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         key_serializer="raw",  # the engine decodes, counts and dead-letters; Faust never has to
         value_serializer="raw",
     )
+    app.transport = Transport(app.conf.broker_consumer, app)
     registry = CollectorRegistry()
     app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
 
@@ -153,6 +160,14 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json(worker.health())
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        inputs = {tp.partition for tp in assigned if tp.topic == spec.topics.predictions}
+        unticked = inputs - {tp.partition for tp in assigned if tp.topic == ticks.get_topic_name()}
+        if unticked:  # the internal topics are made before the group is joined, so this should not happen
+            log.error("input partitions %s came without their ticks partitions: their last records wait for"
+                      " new ones before they reach the metrics; restart the worker", sorted(unticked))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal types are too narrow
     async def revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:

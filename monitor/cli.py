@@ -229,6 +229,7 @@ def worker(
         loaded = specs.load(spec)
         servers = brokers.bootstrap(bootstrap)
         partitions = brokers.check_copartitioned(loaded, servers)
+        brokers.create_internal_topics(loaded, servers, partitions)
     except MonitorError as exc:
         _fail(exc)
     from agents.app import create_app, run

@@ -150,7 +150,8 @@ class Memory(dict[bytes, bytes]):
 
 
 class Topics:
-    """The internal topic as a queue; dead letters and alerts as lists. `drop` loses deltas (a crash)."""
+    """The internal topic as a queue; dead letters and alerts as lists. `drop` loses deltas and alerts
+    (a crash); `refuse_alerts` fails every alert send."""
 
     def __init__(self) -> None:
         self.queue: deque[tuple[int, bytes]] = deque()
@@ -158,6 +159,7 @@ class Topics:
         self.dead_letters: list[DeadLetter] = []
         self.alerts: list[dict[str, Any]] = []
         self.drop = False
+        self.refuse_alerts = False
 
     def delta(self, partition: int, raw: bytes) -> Awaitable[Any]:
         if self.drop:  # the process dies with the send in flight: never confirmed
@@ -170,7 +172,11 @@ class Topics:
         self.dead_letters.append(letter)
         return _done()
 
-    def alert(self, raw: bytes) -> Awaitable[Any]:
+    def alert(self, alert_id: str, raw: bytes) -> Awaitable[Any]:
+        if self.drop or self.refuse_alerts:  # the process dies with the send in flight, or the broker says no
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("the alerts topic did not confirm"))
+            return failed
         self.alerts.append(orjson.loads(raw))
         return _done()
 
@@ -204,8 +210,8 @@ class InMemoryWorker:
     async def deliver(self) -> None:
         """Let background saves finish, and hand every delta sent to the metrics stage."""
         while self.worker.tasks or self.topics.queue:
-            if self.worker.tasks:
-                await asyncio.gather(*list(self.worker.tasks))
+            if self.worker.tasks:  # a failed one is logged by the worker and leaves its records unacked
+                await asyncio.gather(*list(self.worker.tasks), return_exceptions=True)
             while self.topics.queue:
                 q, raw = self.topics.queue.popleft()
                 await self.worker.delta(q, raw, self._ack("decisions", q, -1))

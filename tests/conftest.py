@@ -11,6 +11,14 @@ import pytest
 
 from monitor.contract import spec as specs
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("soak", "the soak test (tests/test_kafka.py, marked `soak`)")
+    group.addoption("--soak-seconds", type=float, default=60.0, help="how long to produce (default 60)")
+    group.addoption("--soak-rate", type=float, default=1500.0,
+                    help="records per second to produce (default 1500: about half a worker's measured maximum)")
+
+
 SPEC = """
 [decision]
 name = "checkout_offer"

@@ -34,7 +34,7 @@ def test_simulate_then_replay_writes_the_report(tmp_path: Path, bundled_spec_pat
     assert done.stdout == "" and done.stderr == ""  # quiet when not on a terminal
     result = json.loads(report.read_text())
     assert set(result["join"]) == {"predictions", "outcomes", "matched", "expired", "late", "duplicates",
-                                   "orphans", "invalid", "pending"}
+                                   "orphans", "invalid", "pending", "evicted_pending", "evicted_held", "evicted_finals"}
     assert result["join"]["predictions"] == 20000
     overall = result["segments"][0]
     assert overall["segment"] == {} and overall["decisions"] == result["join"]["matched"] + result["join"]["expired"]

@@ -82,6 +82,53 @@ def create_topics(spec: Spec, servers: str, count: int, replication: int = 1,
     return created
 
 
+def group_id(spec: Spec) -> str:
+    """The worker's consumer group and Faust app id; its internal topics are named after it."""
+    return f"monitor-{spec.name}"
+
+
+def internal_topics(spec: Spec) -> dict[str, dict[str, str]]:
+    """The worker's own topics, each with its config: the metrics stage's input, the ticks that
+    reach idle partitions, and the two tables' changelogs (compacted, as Faust makes them)."""
+    app = group_id(spec)
+    compacted = {"cleanup.policy": "compact"}
+    return {f"{app}-decisions": {}, f"{app}-ticks": {},
+            f"{app}-join-changelog": compacted, f"{app}-metrics-changelog": compacted}
+
+
+def create_internal_topics(spec: Spec, servers: str, count: int, replication: int = 1) -> list[str]:
+    """Create the worker's internal topics with `count` partitions, and wait until the broker lists them.
+
+    Faust creates them too, but while it joins the group: a topic created then can miss the first
+    assignment, and no rebalance follows when it appears. A worker whose ticks topic was missed never
+    checkpoints the last records of a quiet partition, so they stay out of its metrics."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = internal_topics(spec)
+    existing = partitions(servers, list(wanted))
+    wrong = {name: n for name, n in existing.items() if n != count}
+    if wrong:
+        name, n = next(iter(wrong.items()))
+        raise MonitorError(f"internal topic {name!r} has {n} partitions, but the input topics have {count}:"
+                           " delete it (and the group's other internal topics) or recreate the input topics")
+    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=15_000)
+    created = []
+    try:
+        for name, configs in wanted.items():
+            if name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(name, count, replication, topic_configs=configs)])
+                created.append(name)
+            except TopicAlreadyExistsError:  # another worker of the group was quicker
+                pass
+        _await_metadata(servers, list(wanted))
+    finally:
+        admin.close()
+    return created
+
+
 def _await_metadata(servers: str, topics: list[str], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while len(partitions(servers, topics)) < len(topics):

@@ -75,6 +75,8 @@ def decode_prediction(raw: bytes | memoryview) -> Prediction:
         return _predictions.decode(raw)
     except msgspec.DecodeError as exc:
         raise RecordError(f"prediction: {_plain(exc)}") from None
+    except RecursionError:
+        raise RecordError("prediction: JSON nested too deeply") from None
 
 
 def decode_outcome(raw: bytes | memoryview) -> Outcome:
@@ -82,6 +84,8 @@ def decode_outcome(raw: bytes | memoryview) -> Outcome:
         return _outcomes.decode(raw)
     except msgspec.DecodeError as exc:
         raise RecordError(f"outcome: {_plain(exc)}") from None
+    except RecursionError:
+        raise RecordError("outcome: JSON nested too deeply") from None
 
 
 def decode_record(line: bytes) -> Record:
@@ -89,6 +93,8 @@ def decode_record(line: bytes) -> Record:
         return _records.decode(line)
     except msgspec.DecodeError as exc:
         raise RecordError(f"replay line: {_plain(exc)}") from None
+    except RecursionError:
+        raise RecordError("replay line: JSON nested too deeply") from None
 
 
 def _plain(exc: msgspec.DecodeError) -> str:

@@ -88,6 +88,21 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per input partition, what the join may hold in memory, and the largest record it reads.
+
+    Past `max_pending` the oldest pending decision is finalized early as expired; past `max_held`
+    the oldest held outcome is dropped as an orphan; past `max_finals` the older half of the final
+    ids remembered (to tell redeliveries, duplicates and late outcomes) is forgotten early. All are
+    counted (`monitor_join_evicted_total`)."""
+
+    max_pending: int = 1_000_000  # about 190 bytes each
+    max_held: int = 100_000  # about 400 bytes each
+    max_finals: int = 3_000_000  # about 270 bytes each
+    max_record_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated decision spec."""
 
@@ -107,6 +122,7 @@ class Spec:
     experiment: Experiment | None = None
     topics: Topics = Topics()
     idle_timeout: float = 60.0
+    limits: Limits = Limits()
     source: str = "<string>"
 
     @property
@@ -153,7 +169,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("<toml>", source, f"valid TOML ({exc})") from None
     _known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
-                     "alerts", "experiment", "topics", "stream"})
+                     "alerts", "experiment", "topics", "stream", "limits"})
     decision = _table(doc, "decision", required=True)
     _known(decision, "decision", {"name"})
     model = _table(doc, "model", required=True)
@@ -175,6 +191,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
         alerts=_alerts(_table(doc, "alerts")),
         topics=_topics(_table(doc, "topics")),
         idle_timeout=_idle(_table(doc, "stream")),
+        limits=_limits(_table(doc, "limits")),
         source=source,
     )
     for i, kpi in enumerate(spec.kpis):
@@ -350,6 +367,13 @@ def _topics(table: dict[str, Any]) -> Topics:
     if len(set(chosen.values())) != len(names):
         raise SpecError("topics", chosen, "four different topic names")
     return Topics(**chosen)
+
+
+def _limits(table: dict[str, Any]) -> Limits:
+    keys = ("max_pending", "max_held", "max_finals", "max_record_bytes")
+    _known(table, "limits", set(keys))
+    return Limits(**{key: int(_number(table, f"limits.{key}", getattr(Limits, key), low=1, integer=True))
+                     for key in keys})
 
 
 def _idle(table: dict[str, Any]) -> float:

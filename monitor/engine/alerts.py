@@ -14,6 +14,7 @@ metric involved (the most significant one is its `subject`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,10 +67,19 @@ class Alert:
     message: str
     window: Window
     replay: str
+    decision: str = ""
+
+    @property
+    def id(self) -> str:
+        """The same for every copy of this alert: delivery is at least once, so consumers drop repeats by it."""
+        key = "\x1f".join([self.decision, self.kind, *(f"{k}={v}" for k, v in sorted(self.segment.items())),
+                           repr(self.window.start), repr(self.window.end)])
+        return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "at": iso(self.at), "segment": self.segment, "subject": self.subject,
+            "id": self.id, "decision": self.decision, "kind": self.kind, "at": iso(self.at),
+            "segment": self.segment, "subject": self.subject,
             "severity": self.severity, "message": self.message,
             "metrics": [c.as_dict() for c in self.metrics], "kpis": [c.as_dict() for c in self.kpis],
             "window": {"start": iso(self.window.start), "end": iso(self.window.end),
@@ -240,7 +250,7 @@ class Detector:
                   f"--from {iso(reference_start)} --to {iso(at + self.spec.slice_seconds)}")
         message = _message(kind, involved, held, segment, window, self.spec.name)
         return Alert(kind, at, segment, subject.name, model, kpis, "critical" if critical else "warning",
-                     message, window, replay)
+                     message, window, replay, self.spec.name)
 
 
 def _message(kind: str, involved: list[Comparison], held: list[Comparison], segment: dict[str, str],

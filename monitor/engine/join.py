@@ -56,6 +56,11 @@ class JoinCounts:
     orphans: int = 0
     invalid: int = 0
     pending: int = 0
+    # What the memory limits forced (spec [limits]): decisions finalized early as expired and held
+    # outcomes dropped as orphans (both also in the counts above), and final ids forgotten early.
+    evicted_pending: int = 0
+    evicted_held: int = 0
+    evicted_finals: int = 0  # final ids forgotten early: not a record's ending, so in no count above
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -70,6 +75,8 @@ class Joiner:
 
     def __init__(self, spec: Spec, on_final: Callable[[Decision], None], journal: Journal | None = None) -> None:
         self.horizon = spec.horizon
+        limits = spec.limits
+        self.max_pending, self.max_held, self.max_finals = limits.max_pending, limits.max_held, limits.max_finals
         self.missing = spec.missing
         self.kpis = spec.kpis
         missing = spec.missing
@@ -142,10 +149,7 @@ class Joiner:
                 if self.journal is not None:
                     self.journal.held(decision_id, None)
         if ts >= self._rotate_at:
-            if self.journal is not None:
-                for decision_id in self._done_before:
-                    self.journal.done(decision_id, None)
-            self._done_before, self._done = self._done, {}
+            self._rotate()
             self._rotate_at = ts + 2 * horizon
 
     def prediction(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
@@ -178,6 +182,8 @@ class Joiner:
         if self.journal is not None:
             self.journal.pending(decision_id, packed)
         self._enqueue(decision_id, ts)
+        if len(self.pending) > self.max_pending:
+            self._evict_pending()
 
     def outcome(self, outcome: Outcome, ts: float, offset: int = NO_OFFSET) -> None:
         """Handle one valid outcome (its event time already parsed)."""
@@ -206,6 +212,8 @@ class Joiner:
             heapq.heappush(self._held_order, (ts, decision_id))
             if self.journal is not None:
                 self.journal.held(decision_id, self.held[decision_id])
+            if len(self.held) > self.max_held:
+                self._evict_held()
             return
         del self.pending[decision_id]
         if self.journal is not None:
@@ -256,6 +264,17 @@ class Joiner:
         self._done[decision_id] = packed
         if self.journal is not None:
             self.journal.done(decision_id, packed)
+        if len(self._done) + len(self._done_before) > self.max_finals:
+            # Forget the older generation early: an outcome for one of them is then an orphan, not late.
+            self.tally.evicted_finals += len(self._done_before)
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """The newer generation of final ids becomes the older one; the older one is forgotten."""
+        if self.journal is not None:
+            for decision_id in self._done_before:
+                self.journal.done(decision_id, None)
+        self._done_before, self._done = self._done, {}
 
     def _match(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
                outcome_ts: float, outcome: Outcome) -> None:
@@ -264,6 +283,36 @@ class Joiner:
         kpis = tuple(k.read(label, outcome.value, outcome.kpis) for k in self.kpis)
         self.on_final(Decision(ts, segment, score, predicted, label, outcome.value, kpis,
                                outcome_ts - ts, decision_id))
+
+    def _evict_pending(self) -> None:
+        """Past `max_pending`, finalize the oldest pending decision now, as if its horizon had passed."""
+        order, stragglers, pending = self._order, self._stragglers, self.pending
+        while len(pending) > self.max_pending:
+            while order and order[0] not in pending:  # matched meanwhile
+                order.popleft()
+            while stragglers and stragglers[0][1] not in pending:
+                heapq.heappop(stragglers)
+            straggler = bool(stragglers) and (not order or stragglers[0][0] < PENDING.unpack(pending[order[0]])[0])
+            decision_id = heapq.heappop(stragglers)[1] if straggler else order.popleft()
+            self.tally.evicted_pending += 1
+            self._expire(decision_id, pending[decision_id])
+
+    def _evict_held(self) -> None:
+        """Past `max_held`, drop the oldest held outcome as an orphan."""
+        held, order = self.held, self._held_order
+        while len(held) > self.max_held:
+            held_ts, decision_id = heapq.heappop(order)
+            entry = held.get(decision_id)
+            if entry is None or entry[0] != held_ts:  # matched meanwhile
+                continue
+            del held[decision_id]
+            self.tally.orphans += 1
+            self.tally.evicted_held += 1
+            if self.journal is not None:
+                self.journal.held(decision_id, None)
+        if len(order) > 2 * len(held) + 1024:  # entries of outcomes matched meanwhile: drop them now
+            self._held_order = [(entry[0], key) for key, entry in held.items()]
+            heapq.heapify(self._held_order)
 
     def _expire(self, decision_id: str, packed: bytes) -> None:
         del self.pending[decision_id]

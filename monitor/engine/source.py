@@ -122,6 +122,10 @@ class Source:
             self.offsets[topic] = tracked = offset
         self.records[topic] += 1
         spec, joiner = self.spec, self.joiner
+        limit = spec.limits.max_record_bytes
+        if len(value) > limit:  # decoding it could hold the partition up; the dead letter keeps its head
+            return self.reject(topic, f"record of {len(value)} bytes is over limits.max_record_bytes ({limit});"
+                               " the dead letter keeps its first bytes", value[:limit], partition, offset)
         letter = None
         try:
             if topic == spec.topics.predictions:

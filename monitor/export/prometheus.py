@@ -68,6 +68,7 @@ class _Families(NamedTuple):
     misalignment: GaugeMetricFamily
     delay: HistogramMetricFamily
     folded: CounterMetricFamily
+    evicted: CounterMetricFamily
     lift: GaugeMetricFamily
     p_value: GaugeMetricFamily
     srm: GaugeMetricFamily
@@ -117,6 +118,10 @@ class MonitorCollector(Collector):
                                   labels=["decision"]),
             CounterMetricFamily(f"{p}_segments_folded", "Decisions counted under an `other` segment value"
                                 " because a segments cap was reached.", labels=["decision"]),
+            CounterMetricFamily(f"{p}_join_evicted", "What the join's memory limits forced out: pending decisions"
+                                " finalized early as expired, held outcomes dropped as orphans, final ids"
+                                " forgotten early.",
+                                labels=["decision", "kind"]),
             GaugeMetricFamily(f"{p}_experiment_lift", "Relative change of a KPI's mean per decision, variant against"
                               " the spec's control, over the whole run.", labels=["decision", "kpi", "variant"]),
             GaugeMetricFamily(f"{p}_experiment_p_value", "Always-valid (mSPRT) p-value of the variant's KPI"
@@ -128,7 +133,7 @@ class MonitorCollector(Collector):
         )
 
     def _fill(self, families: _Families) -> None:
-        model, kpi, decisions, records, pending, alerts, active, misalignment, delay, folded = families[:10]
+        model, kpi, decisions, records, pending, alerts, active, misalignment, delay, folded, evicted = families[:11]
         name, readings = self.spec.name, self.readings
         counts = readings.join_counts()
         for status, field in STATUSES.items():
@@ -137,6 +142,9 @@ class MonitorCollector(Collector):
             records.add_metric([name, topic], n)
         pending.add_metric([name], counts.pending)
         folded.add_metric([name], readings.folded())
+        evicted.add_metric([name, "pending"], counts.evicted_pending)
+        evicted.add_metric([name, "held"], counts.evicted_held)
+        evicted.add_metric([name, "finals"], counts.evicted_finals)
         fired = dict.fromkeys(KINDS, 0)
         for rollup in readings.rollups():
             for alert in rollup.alerts:

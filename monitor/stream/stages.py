@@ -14,6 +14,7 @@ State is persisted into key-value stores (the Faust tables):
              "<p>/head"            which snapshot is current, and as of which checkpoint
     metrics  "<q>|s<slice, segment>"  an open slice: merged summary, and what it took in
              "<q>|b<segment>"         a segment's closed slices, folded into one base
+             "<q>|a<alert id>"        an alert not yet confirmed on the alerts topic
              "<q>|watermarks"         the newest watermark of each source
 """
 
@@ -23,11 +24,12 @@ import logging
 import math
 import zlib
 from collections import Counter
-from collections.abc import Callable, ItemsView, Sequence
+from collections.abc import ItemsView, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
+import orjson
 
 from monitor.contract.events import decode_outcome
 from monitor.contract.spec import Spec
@@ -333,6 +335,7 @@ class _Held:
         self.watermarks: dict[int, float] = {}  # the newest of each source
         self.slices: dict[tuple[int, SegmentKey], dict[int, int]] = {}  # open slice -> applied per source
         self.bases: dict[SegmentKey, dict[int, int]] = {}  # segment base -> applied per source
+        self.outbox: dict[str, bytes] = {}  # alert id -> the alert, until the alerts topic has it
         self.pending: list[Write] = []  # writes a restore found necessary
 
 
@@ -342,15 +345,18 @@ class ReduceStage:
     `handle` returns the writes that make a merge durable; the store is read only to restore a
     partition, so the caller decides when a write is safe and when a message may be committed.
     Open slices are stored one entry each; once a slice closes it is folded into its segment's
-    base, so a restore reads one base per segment and the slices still open."""
+    base, so a restore reads one base per segment and the slices still open.
 
-    def __init__(self, spec: Spec, sources: int, store: Store,
-                 on_alert: Callable[[Alert], None] | None = None) -> None:
+    An alert is part of the merge that raises it: its outbox entry is the first of the merge's
+    writes (a changelog partition keeps their order, so a restore that sees the merge sees the
+    alert too), and it stays until `sent` says the alerts topic has it. A restore sends it again."""
+
+    def __init__(self, spec: Spec, sources: int, store: Store) -> None:
         self.spec = spec
         self.sources = sources  # input partitions: windows close once all of them have passed
         self.store = store
-        self.on_alert = on_alert
         self.held: dict[int, _Held] = {}
+        self._fired: list[Alert] = []
         self._quiet = False
 
     @property
@@ -393,6 +399,21 @@ class ReduceStage:
             writes.append((f"{partition}|watermarks".encode(), wire.encode(held.watermarks)))  # after the slices
         else:
             writes += self._bases(partition, held, touched)
+        return self._outbox(partition, held) + writes
+
+    def sent(self, partition: int, alert_id: str) -> list[Write]:
+        """The alerts topic has the alert: its outbox entry may go."""
+        held = self.held.get(partition)
+        if held is None or held.outbox.pop(alert_id, None) is None:
+            return []
+        return [(_alert_key(partition, alert_id), None)]
+
+    def _outbox(self, partition: int, held: _Held) -> list[Write]:
+        writes: list[Write] = []
+        for alert in self._fired:
+            raw = held.outbox[alert.id] = orjson.dumps(alert.as_dict())
+            writes.append((_alert_key(partition, alert.id), raw))
+        self._fired = []
         return writes
 
     def partition(self, partition: int) -> _Held:
@@ -433,8 +454,8 @@ class ReduceStage:
                 for segment in sorted(touched)]
 
     def _alert(self, alert: Alert) -> None:
-        if not self._quiet and self.on_alert is not None:
-            self.on_alert(alert)
+        if not self._quiet:  # a restore finds again the alerts its outbox already holds
+            self._fired.append(alert)
 
     def _restore(self, partition: int, held: _Held) -> None:
         """Rebuild from the stored bases and open slices; windows closed since are found again, quietly."""
@@ -447,6 +468,8 @@ class ReduceStage:
         for key, value in saved:
             if key == b"watermarks":
                 held.watermarks = dict(wire.watermarks(value))
+            elif key.startswith(b"a"):
+                held.outbox[key[1:].decode()] = value
             elif key.startswith(b"b"):
                 base = wire.base_entry(value)
                 segment_key = rollup.key(rollup.restore(_segment(key[1:]), base.base))
@@ -473,6 +496,10 @@ class ReduceStage:
 
 def _slice_key(partition: int, slice_id: int, segment: SegmentKey) -> bytes:
     return f"{partition}|s".encode() + wire.encode((slice_id, segment))
+
+
+def _alert_key(partition: int, alert_id: str) -> bytes:
+    return f"{partition}|a{alert_id}".encode()
 
 
 def _base_key(partition: int, segment: SegmentKey) -> bytes:

@@ -6,7 +6,9 @@ The rules that keep a worker exact across crashes and rebalances live here, once
 - a checkpoint's dead letters are durable before its records are acked;
 - its deltas are sent only once its log is durable, and never by an owner that lost the partition;
 - a compaction (snapshot) is written only once the deltas it makes the only copy of are durable;
-- the metrics stage acks a delta only once its merge is durable and while it still owns the partition.
+- the metrics stage acks a delta only once its merge is durable and while it still owns the partition;
+- an alert is stored with the merge that raises it, and its entry goes only once the alerts topic has
+  it: sent at least once, with an id that is the same for every copy.
 
 `Table` and `Sender` are the I/O edges: Faust's changelog-backed tables and topics in a worker,
 dicts and lists in the tests. Saving runs in the background, so the agents go on with the next
@@ -21,10 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-import orjson
-
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup
@@ -57,7 +56,7 @@ class Sender(Protocol):
 
     def dead_letter(self, letter: DeadLetter) -> Awaitable[Any]: ...
 
-    def alert(self, raw: bytes) -> Awaitable[Any]: ...
+    def alert(self, alert_id: str, raw: bytes) -> Awaitable[Any]: ...
 
 
 class Worker:
@@ -69,8 +68,8 @@ class Worker:
         self.spec = spec
         self.join_table, self.metrics_table, self.sender, self.clock = join_table, metrics_table, sender, clock
         self.join = JoinStage(spec, join_table, partitions, snapshot_bytes, checkpoint_seconds)
-        self.fired: list[Alert] = []
-        self.reduce = ReduceStage(spec, partitions, metrics_table, on_alert=self.fired.append)
+        self.reduce = ReduceStage(spec, partitions, metrics_table)
+        self.sending: set[str] = set()  # alert ids on their way to the alerts topic
         self.unsaved: dict[int, list[Ack]] = {}  # per input partition, the acks its next checkpoint covers
         self.letters: dict[int, list[Awaitable[Any]]] = {}  # per input partition, dead letters since its checkpoint
         self.saving: dict[int, asyncio.Future[None]] = {}  # per input partition, the checkpoint in flight
@@ -126,15 +125,28 @@ class Worker:
         """Merge one delta; it is acked once its merge is durable, without holding up the next one."""
         merged = self.metrics_table.write(partition, self.reduce.handle(partition, raw))
         self._background(self._ack_merged(merged, partition, self.reduce.held.get(partition), ack))
-        while self.fired:
-            await self.sender.alert(orjson.dumps(self.fired.pop(0).as_dict()))
 
-    async def _ack_merged(self, merged: list[Awaitable[Any]], partition: int, owner: object, ack: Ack) -> None:
+    async def _ack_merged(self, merged: list[Awaitable[Any]], partition: int, owner: Any, ack: Ack) -> None:
         await asyncio.gather(*merged)
         # Revoked meanwhile: leave it uncommitted. A restore may have read the changelog before
         # these writes reached it, and then only a redelivery brings this delta back.
         if self.reduce.held.get(partition) is owner:
+            await self._send_alerts(partition, owner)
             await ack()
+
+    async def _send_alerts(self, partition: int, owner: Any) -> None:
+        """Send the partition's outbox; an entry goes once the alerts topic has its alert."""
+        for alert_id in list(owner.outbox):
+            raw = owner.outbox.get(alert_id)
+            if raw is None or alert_id in self.sending:  # confirmed meanwhile, or on its way
+                continue
+            self.sending.add(alert_id)
+            try:
+                await self.sender.alert(alert_id, raw)
+            finally:
+                self.sending.discard(alert_id)
+            if self.reduce.held.get(partition) is owner:
+                await asyncio.gather(*self.metrics_table.write(partition, self.reduce.sent(partition, alert_id)))
 
     # -- partitions --------------------------------------------------------------------------------
     def revoke(self, inputs: set[int], metrics: set[int]) -> list[Rollup]:
