@@ -117,3 +117,28 @@ def test_no_experiment_gauges_without_an_experiment(published: tuple[Monitor, Co
     _, registry = published
     assert registry.get_sample_value("monitor_experiment_srm_p_value", {"decision": "checkout_offer"}) is None
     assert "monitor_experiment_lift{" not in generate_latest(registry).decode()
+
+
+def test_the_srm_gauge_tests_the_planned_split(spec_text: str) -> None:
+    from scipy import stats
+
+    from monitor.contract.spec import parse
+
+    planned = parse(spec_text + '\n[experiment]\nfield = "variant"\ncontrol = "control"\n'
+                    'split = { control = 0.48, treatment = 0.52 }\n')
+    monitor = Monitor(planned)
+    for record in simulate("healthy", 20_000, seed=3):
+        monitor.process(str(record["topic"]), encode(record["value"]))
+    monitor.finish()
+    registry = CollectorRegistry()
+    registry.register(MonitorCollector(planned, monitor))
+    counts = dict.fromkeys(("control", "treatment"), 0)
+    for rollup in monitor.rollups():
+        for segment, total in rollup.totals().items():
+            key = rollup.key(segment)
+            if key:  # (variant, country); the overall segment's key is ()
+                counts[key[0]] += total["decisions"]
+    n = sum(counts.values())
+    want = stats.chisquare(list(counts.values()), [n * 0.48, n * 0.52]).pvalue
+    got = registry.get_sample_value("monitor_experiment_srm_p_value", {"decision": "checkout_offer"})
+    assert 0 < got < 1e-3 and got == pytest.approx(want, rel=1e-9)  # a 50/50 stream against a 48/52 plan

@@ -129,3 +129,20 @@ def test_the_report_opens_in_chromium_with_every_plot_drawn(table: Path, tmp_pat
     seen = open_page(out / "abtest.html", "offline-abtest")
     assert seen.console_errors == []
     assert seen.plots == seen.rendered == 2 + 3 * 2 - 1  # SRM, lift; per KPI arms, sequential (+ revenue's spread)
+
+
+def test_an_unequal_split_is_tested_against_its_plan(tmp_path: Path) -> None:
+    frame = experiment(n=50_000, lift=0.0, treated_share=0.1)
+    path = tmp_path / "ninety-ten.parquet"
+    frame.to_parquet(path, index=False)
+    unplanned = runner.invoke(app, ["offline", "abtest", "--data", str(path), "--kpi", "conversion"])
+    assert "SAMPLE RATIO MISMATCH" in unplanned.output  # against an equal split, 90/10 is a mismatch
+    out = tmp_path / "out"
+    planned = runner.invoke(app, ["offline", "abtest", "--data", str(path), "--kpi", "conversion", "--split",
+                                  "control=0.9", "--split", "treatment=0.1", "--out", str(out)])
+    assert planned.exit_code == 0, planned.output
+    assert "SAMPLE RATIO MISMATCH" not in planned.output
+    srm = json.loads((out / "abtest.json").read_text())["srm"]
+    assert srm["expected_share"] == {"control": 0.9, "treatment": 0.1} and srm["flagged"] is False
+    bad = runner.invoke(app, ["offline", "abtest", "--data", str(path), "--split", "treatment=lots"])
+    assert bad.exit_code == 2 and "--split" in bad.output

@@ -46,7 +46,11 @@ def test_durations(text: str, expected: float) -> None:
     ({"kpi.2.name": "revenue"}, "kpi[2].name", "not used by another"),
     ({"experiment": {"field": "model", "control": "control"}}, "experiment.field", "segments.by fields"),
     ({"experiment": {"field": "variant"}}, "experiment.control", "the control arm's value"),
-    ({"experiment": {"field": "variant", "control": "c", "split": 0.5}}, "experiment.split", "known keys"),
+    ({"experiment": {"field": "variant", "control": "c", "splits": 0.5}}, "experiment.splits", "known keys"),
+    ({"experiment": {"field": "variant", "control": "control", "split": {"treatment": 1.0}}}, "experiment.split",
+     "'control' among them"),
+    ({"experiment": {"field": "variant", "control": "control", "split": {"control": 0.9, "treatment": -1}}},
+     "experiment.split", "planned share"),
 ])
 def test_errors_name_key_value_and_expectation(spec_text: str, changes: dict[str, object], key: str,
                                                fragment: str) -> None:

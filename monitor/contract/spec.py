@@ -77,6 +77,7 @@ class Experiment:
 
     field: str
     control: str
+    split: dict[str, float] | None = None  # planned share of each arm; None: an equal split of the arms seen
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,7 @@ def _alerts(table: dict[str, Any]) -> Alerts:
 
 
 def _experiment(table: dict[str, Any], by: tuple[str, ...]) -> Experiment:
-    _known(table, "experiment", {"field", "control"})
+    _known(table, "experiment", {"field", "control", "split"})
     where = table.get("field")
     if where not in by:
         raise SpecError("experiment.field", where, "one of the segments.by fields (" + (", ".join(by) or "none: add "
@@ -352,7 +353,15 @@ def _experiment(table: dict[str, Any], by: tuple[str, ...]) -> Experiment:
     control = table.get("control")
     if not isinstance(control, str) or not control:
         raise SpecError("experiment.control", control, "the control arm's value, e.g. \"control\"")
-    return Experiment(str(where), control)
+    split = table.get("split")
+    if split is not None:
+        expected = f"a table of arm = planned share with at least two arms, {control!r} among them, e.g. " \
+                   "{ control = 0.9, treatment = 0.1 }"
+        if not isinstance(split, dict) or len(split) < 2 or control not in split or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in split.values()):
+            raise SpecError("experiment.split", split, expected)
+        split = {str(k): float(v) for k, v in split.items()}
+    return Experiment(str(where), control, split)
 
 
 def _topics(table: dict[str, Any]) -> Topics:

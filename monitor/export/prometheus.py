@@ -128,7 +128,8 @@ class MonitorCollector(Collector):
                               " difference against the control: safe to read at every scrape.",
                               labels=["decision", "kpi", "variant"]),
             GaugeMetricFamily(f"{p}_experiment_srm_p_value", "Sample-ratio mismatch: χ² p-value of the arms' finalized"
-                              " decisions against an equal split; below 0.001 the experiment is broken.",
+                              " decisions against the planned split (experiment.split, else equal); below 0.001"
+                              " the experiment is broken.",
                               labels=["decision"]),
         )
 
@@ -201,7 +202,12 @@ class MonitorCollector(Collector):
         if control is None or len(arms) < 2:
             return
         name = spec.name
-        families.srm.add_metric([name], srm_p_value([arms[v].n for v in sorted(arms)]))
+        split = experiment.split
+        if split is None:
+            families.srm.add_metric([name], srm_p_value([arms[v].n for v in sorted(arms)]))
+        else:  # the planned arms, one seen nowhere counting zero
+            families.srm.add_metric([name], srm_p_value([arms[v].n if v in arms else 0 for v in split],
+                                                        list(split.values())))
         for variant, arm in sorted(arms.items()):
             if variant == experiment.control:
                 continue

@@ -27,8 +27,9 @@ PATH_POINTS = 400  # points of the sequential path kept for the report
 
 def analyse(frame: pd.DataFrame, field: str, control: str, kpis: list[str] | None = None,
             covariate: str | None = None, treatment: str | None = None, resamples: int = twosample.RESAMPLES,
-            seed: int = 0) -> dict[str, Any]:
-    """The A/B result of `treatment` against `control` on every KPI."""
+            seed: int = 0, split: dict[str, float] | None = None) -> dict[str, Any]:
+    """The A/B result of `treatment` against `control` on every KPI; SRM against `split` (arm → planned
+    share; an equal split of the arms seen when None)."""
     if field not in frame.columns:
         raise MonitorError(f"--variant-field {field}: no such column; the table has {', '.join(frame.columns)}")
     arm = frame[field].astype("string")
@@ -43,12 +44,16 @@ def analyse(frame: pd.DataFrame, field: str, control: str, kpis: list[str] | Non
     if not chosen:
         raise MonitorError("--kpi: the table has no kpi.<name> columns; name a numeric column with --kpi")
     columns = {name: kpi_column(frame, name) for name in chosen}
-    srm = srm_p_value(counts.to_numpy())
+    planned = split or dict.fromkeys(variants, 1.0)
+    if control not in planned:
+        raise MonitorError(f"--split: no share for the control {control!r}; give one for every arm")
+    total = sum(planned.values())
+    srm = srm_p_value([int(counts.get(v, 0)) for v in planned], list(planned.values()))
     result: dict[str, Any] = {
         "variant_field": field, "control": control, "treatment": treatment,
         "units": {v: int(n) for v, n in counts.items()},
         "srm": {"p_value": srm, "flagged": bool(srm < SRM_ALPHA), "alpha": SRM_ALPHA,
-                "expected_share": {v: 1 / len(variants) for v in variants}},
+                "expected_share": {v: share / total for v, share in planned.items()}},
         "bootstrap": {"resamples": resamples, "seed": seed, "level": LEVEL},
         "kpis": {},
     }

@@ -20,7 +20,7 @@ def render(result: dict[str, Any]) -> str:
                 f"Units per arm ({result['variant_field']}): {units}. Intervals at 95%; bootstrap with "
                 f"{result['bootstrap']['resamples']:,} resamples (seed {result['bootstrap']['seed']}).")
     srm = result["srm"]
-    page.section("Sample ratio", "χ² test of the arm sizes against the planned equal split; flagged below "
+    page.section("Sample ratio", "χ² test of the arm sizes against the planned split; flagged below "
                  f"p = {srm['alpha']:g}.")
     if srm["flagged"]:
         page.text(f"SAMPLE RATIO MISMATCH (p = {srm['p_value']:.2g}): the arms are not the planned split. "
@@ -52,12 +52,12 @@ def render(result: dict[str, Any]) -> str:
 
 
 def _srm(result: dict[str, Any]) -> go.Figure:
-    arms = list(result["units"])
-    total = sum(result["units"].values())
+    units, share = result["units"], result["srm"]["expected_share"]
+    arms = sorted(set(units) | set(share))
+    total = sum(units.get(a, 0) for a in share)  # the planned arms' units, spread as planned
     fig = go.Figure([
-        go.Bar(name="observed", x=arms, y=[result["units"][a] for a in arms], marker_color=TREATMENT),
-        go.Bar(name="planned", x=arms, y=[total * result["srm"]["expected_share"][a] for a in arms],
-               marker_color="#d0d7de"),
+        go.Bar(name="observed", x=arms, y=[units.get(a, 0) for a in arms], marker_color=TREATMENT),
+        go.Bar(name="planned", x=arms, y=[total * share.get(a, 0.0) for a in arms], marker_color="#d0d7de"),
     ])
     return fig.update_layout(barmode="group", yaxis_title="units", xaxis_title=result["variant_field"])
 

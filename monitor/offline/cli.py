@@ -88,6 +88,9 @@ def abtest(
         "--covariate", help="Pre-period column for CUPED variance reduction.")] = None,
     treatment: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--treatment", help="The arm to compare with the control, when there are several.")] = None,
+    split: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--split", help="Planned share of an arm, ARM=SHARE, once per arm (e.g. control=0.9 and treatment=0.1), "
+        "for the sample-ratio test; an equal split of the arms seen if unset.")] = None,
     out: OutOption = None,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
@@ -97,7 +100,8 @@ def abtest(
     from monitor.offline.abtest import analyse, summary_lines
 
     try:
-        result = analyse(table.read(data), variant_field, control, kpi, covariate, treatment, resamples, seed)
+        result = analyse(table.read(data), variant_field, control, kpi, covariate, treatment, resamples, seed,
+                         _shares(split))
     except MonitorError as exc:
         _fail(exc)
     for line, loud in summary_lines(result):
@@ -138,6 +142,23 @@ def power(
                f"({2 * n:,} in all) for a two-sided test at α = {alpha:g} with power {power:g}")
     if found["days"] is not None:
         typer.echo(f"at {_per_day(traffic):,.0f} units a day: {found['days']:.1f} days")
+
+
+def _shares(items: list[str] | None) -> dict[str, float] | None:
+    if not items:
+        return None
+    found: dict[str, float] = {}
+    for item in items:
+        arm, _, share = item.partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            value = -1.0
+        if not arm or value <= 0:
+            raise typer.BadParameter(f"{item!r} is not ARM=SHARE with a positive share, e.g. treatment=0.1",
+                                     param_hint="--split")
+        found[arm] = value
+    return found
 
 
 def _per_day(text: str | None) -> float | None:
