@@ -221,7 +221,8 @@ def model_vs_business(layout: Layout) -> dash.Dashboard:
                 stat.Panel().title("Sample ratio").description(
                     "monitor_experiment_srm_p_value: χ² p-value of the arms' finalized decisions against the"
                     " planned split (experiment.split in the spec, else equal). Red below 0.001: assignment or"
-                    " logging is broken, and no lift or p-value above can be trusted until it is fixed.").datasource(DATASOURCE).unit("none").decimals(4)
+                    " logging is broken, and no lift or p-value above can be trusted until it is fixed.")
+                .datasource(DATASOURCE).unit("none").decimals(4)
                 .span(4).height(10).with_target(query(f"monitor_experiment_srm_p_value{{{D}}}", "SRM p-value",
                                                       instant=True))
                 .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
