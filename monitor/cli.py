@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from monitor.contract.errors import MonitorError
+from monitor.offline.cli import offline
 
 # No pretty exceptions: main() turns an unexpected error into one line, and --debug shows Python's own traceback.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -77,6 +78,8 @@ def replay(
     current: Annotated[Optional[str], typer.Option(help="The period compared with --reference, T3..T4.")] = None,  # noqa: UP045
     html: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Also write a self-contained HTML report (implies --explain).")] = None,
+    joined: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--joined", help="Also write one row per finalized decision to this .parquet or .csv file.")] = None,
 ) -> None:
     """Replay records from a file or a Kafka time range through the engine and write a report."""
     import orjson
@@ -84,15 +87,20 @@ def replay(
     from monitor.apps import ranges
     from monitor.apps import replay as replaying
     from monitor.contract import spec as specs
+    from monitor.export.joined import JoinedTable, check_path
 
     periods = _periods(reference, current)
     try:
         loaded = specs.load(spec)
+        if joined is not None:
+            check_path(joined)
+        table = None if joined is None else JoinedTable(loaded)
         source, named = ranges.open_source(loaded, input, bootstrap, _epoch_ms(since, "--from"),
                                            _epoch_ms(until, "--to"), segment or [],
                                            connect=lambda servers: _connect(servers, loaded))
         monitor, collector = replaying.run(loaded, source, named, progress=sys.stderr.isatty(),
-                                           explain=explain or html is not None or periods is not None)
+                                           explain=explain or html is not None or periods is not None,
+                                           joined=table)
         result = ranges.report(monitor, collector, periods)
     except MonitorError as exc:
         _fail(exc)
@@ -101,6 +109,9 @@ def replay(
         from monitor.debug.page import render
 
         html.write_text(render(result, spec.read_text(), f"monitor replay {named}"))
+    if joined is not None and table is not None:
+        rows = table.write(joined)
+        typer.echo(f"wrote {rows:,} finalized decisions to {joined}", err=True)
     if sys.stdout.isatty():
         from monitor.export.console import summary_table
 
@@ -390,6 +401,8 @@ def webhook(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     serve(host, port)
 
+
+app.add_typer(offline, name="offline")
 
 topics = typer.Typer(help="Manage the monitor's Kafka topics.", no_args_is_help=True)
 app.add_typer(topics, name="topics")

@@ -93,11 +93,12 @@ class PageCheck:
     screenshot: Path
 
 
-# Per module, not per session: Playwright's sync API keeps an event loop running in this thread while it is
-# open, and every later test that calls asyncio.run() would fail with "another loop is running".
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright (which cannot download a browser here)."""
+    """Debian's Chromium, headless, driven by Playwright (which cannot download a browser here).
+
+    One per test module, not per session: while Playwright's sync API is open its event loop counts as
+    running in this thread, so a later test's `asyncio.run` (the in-memory worker) would refuse to start."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         if os.environ.get("MONITOR_REQUIRE_KAFKA"):

@@ -9,29 +9,35 @@ from monitor.contract.spec import Spec
 from monitor.debug.explain import Collector
 from monitor.debug.records import Bad, FileRecords, Incoming, RecordSource, TimeRange
 from monitor.engine.monitor import Monitor
+from monitor.export.joined import JoinedTable
 
 
 def replay(spec: Spec, path: Path, since_ms: int | None = None, until_ms: int | None = None,
-           progress: bool = False) -> Monitor:
-    """Run every record of a JSONL replay file (optionally a time range) through a fresh Monitor."""
+           progress: bool = False, joined: JoinedTable | None = None) -> Monitor:
+    """Run every record of a JSONL replay file (optionally a time range) through a fresh Monitor.
+
+    With `joined`, the table also collects one row per finalized decision."""
     source = FileRecords(path, TimeRange.of(spec, since_ms, until_ms))
-    return run(spec, source, f"--input {path}", progress)[0]
+    return run(spec, source, f"--input {path}", progress, joined=joined)[0]
 
 
 def run(spec: Spec, source: RecordSource, replay_source: str, progress: bool = False,
-        explain: bool = False) -> tuple[Monitor, Collector | None]:
-    """Run a source's records through a fresh Monitor; with `explain`, keep what explanations need.
+        explain: bool = False, joined: JoinedTable | None = None) -> tuple[Monitor, Collector | None]:
+    """Run a source's records through a fresh Monitor; with `explain`, keep what explanations need,
+    and with `joined`, one row per finalized decision.
 
     `replay_source` is how an alert's replay command names the input (`--input FILE`, `--bootstrap HOST:PORT`)."""
-    monitor = Monitor(spec, replay_source=replay_source)
+    monitor = Monitor(spec, replay_source=replay_source, journal=joined,
+                      on_final=None if joined is None else joined.final)
     collector = Collector(monitor) if explain else None
-    observe = None if collector is None else collector.observe
+    observers = [o for o in (None if collector is None else collector.observe,
+                             None if joined is None else joined.see) if o is not None]
     process = monitor.process
     for record in tracked(source, progress):
         if isinstance(record, Bad):
             monitor.reject("<replay>", record.reason, record.line)
             continue
-        if observe is not None:
+        for observe in observers:
             observe(record.topic, record.value)
         process(record.topic, record.value, record.partition, record.offset)
     monitor.finish()

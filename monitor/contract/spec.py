@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +73,15 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class Experiment:
+    """A live A/B test: `field` (a `segments.by` field) names each decision's arm; `control` is the baseline arm."""
+
+    field: str
+    control: str
+    split: dict[str, float] | None = None  # planned share of each arm; None: an equal split of the arms seen
+
+
+@dataclass(frozen=True)
 class Topics:
     predictions: str = "predictions"
     outcomes: str = "outcomes"
@@ -112,6 +121,7 @@ class Spec:
     max_segments: int = 500
     max_values: int = 50
     alerts: Alerts = Alerts()
+    experiment: Experiment | None = None
     topics: Topics = Topics()
     idle_timeout: float = 60.0
     session_timeout: float = 10.0
@@ -164,7 +174,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("<toml>", source, f"valid TOML ({exc})") from None
     _known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
-                     "alerts", "topics", "stream", "kafka", "limits"})
+                     "alerts", "experiment", "topics", "stream", "kafka", "limits"})
     decision = _table(doc, "decision", required=True)
     _known(decision, "decision", {"name"})
     model = _table(doc, "model", required=True)
@@ -193,6 +203,8 @@ def parse(text: str, source: str = "<string>") -> Spec:
     for i, kpi in enumerate(spec.kpis):
         if kpi.name in MODEL_METRIC_NAMES:
             raise SpecError(f"kpi[{i}].name", kpi.name, "a name that is not a model metric")
+    if "experiment" in doc:
+        spec = replace(spec, experiment=_experiment(_table(doc, "experiment"), spec.segment_by))
     if task == "regression" and "threshold" in model:
         raise SpecError("model.threshold", model["threshold"], "no threshold for a regression task")
     return spec
@@ -335,6 +347,26 @@ def _alerts(table: dict[str, Any]) -> Alerts:
         min_change=_number(table, "alerts.min_change", 0.05, low=0.0),
         min_decisions=_number(table, "alerts.min_decisions", 200, low=2, integer=True),
     )
+
+
+def _experiment(table: dict[str, Any], by: tuple[str, ...]) -> Experiment:
+    _known(table, "experiment", {"field", "control", "split"})
+    where = table.get("field")
+    if where not in by:
+        raise SpecError("experiment.field", where, "one of the segments.by fields (" + (", ".join(by) or "none: add "
+                        "the arm's field to segments.by") + "), so each arm is a segment")
+    control = table.get("control")
+    if not isinstance(control, str) or not control:
+        raise SpecError("experiment.control", control, "the control arm's value, e.g. \"control\"")
+    split = table.get("split")
+    if split is not None:
+        expected = f"a table of arm = planned share with at least two arms, {control!r} among them, e.g. " \
+                   "{ control = 0.9, treatment = 0.1 }"
+        if not isinstance(split, dict) or len(split) < 2 or control not in split or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in split.values()):
+            raise SpecError("experiment.split", split, expected)
+        split = {str(k): float(v) for k, v in split.items()}
+    return Experiment(str(where), control, split)
 
 
 def _topics(table: dict[str, Any]) -> Topics:

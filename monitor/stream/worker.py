@@ -178,6 +178,10 @@ class Worker:
     def folded(self) -> int:
         return self.join.folded()
 
+    def whole(self) -> bool:
+        """Whether this worker holds every metrics partition, so every segment (one worker in the group)."""
+        return len(self.reduce.held) == self.join.reducers
+
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "join_partitions": sorted(self.join.partitions),
                 "metric_partitions": sorted(self.reduce.held),
