@@ -142,8 +142,9 @@ def test_worker_produce_and_topics_on_a_secured_listener(how: str, secured_broke
         if status.get("matched") == counts.matched:
             break
         time.sleep(0.5)
-    # (Parity of every count is tested in test_kafka.py; here: every record came in and joined.)
-    assert (status["matched"], status["invalid"]) == (counts.matched, counts.invalid)
+    # (Parity of every count is tested in test_kafka.py; here: every record came in and joined alike.)
+    assert (status["matched"], status["late"], status["duplicate"], status["invalid"]) == (
+        counts.matched, counts.late, counts.duplicates, counts.invalid)
     health = site.get(port, "/healthz")
     assert json.loads(health)["join_partitions"] == [0]
     site.stop(port)
