@@ -160,6 +160,7 @@ def test_live_ids_carry_the_run_tag_and_continue_across_draws() -> None:
 @pytest.mark.kafka
 def test_live_simulator_on_kafka(tmp_path: Path, bootstrap: str, bundled_spec_path: Path) -> None:
     from kafka.consumer.group import KafkaConsumer
+    from kafka.structs import TopicPartition
 
     from monitor.apps.brokers import create_topics
     from monitor.apps.kafka_config import Connection
@@ -172,8 +173,13 @@ def test_live_simulator_on_kafka(tmp_path: Path, bootstrap: str, bundled_spec_pa
         "outcome.horizon": "20s"}))
     spec = load(spec_path)
     create_topics(spec, Connection(bootstrap), 2)
-    consumer = KafkaConsumer(spec.topics.predictions, spec.topics.outcomes, bootstrap_servers=bootstrap,
-                             auto_offset_reset="earliest", group_id=f"g-{tag}")
+    # Assigned, not subscribed: a group's first assignment can miss topics just created, and then
+    # the consumer would read nothing.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for topic in (spec.topics.predictions, spec.topics.outcomes)
+                  for p in range(2)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
     run = subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "simulate", "--live", "--scenario", "business_drop", "--rate", "200",
          "--seed", "3", "--change-after", "2s", "--duration", "5s", "--spec", str(spec_path),
