@@ -27,6 +27,7 @@ from monitor.engine.join import NO_OFFSET, Joiner, Journal
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.windows import NEVER, SegmentKey
 from monitor.stats.decision import Decision
+from monitor.stats.early import Ages, EarlyParts
 from monitor.stats.summary import Summary
 
 DRAIN_RECORDS = 10_000  # records between drains in process; a worker checkpoints at least this often
@@ -42,6 +43,14 @@ class Part(NamedTuple):
     summary: Summary
 
 
+class EarlyPart(NamedTuple):
+    """What a source learnt of one segment's slice at each age since its last drain (`monitor.stats.early`)."""
+
+    segment: SegmentKey
+    slice_id: int
+    ages: Ages
+
+
 class Parts:
     """Final decisions, pre-aggregated per (segment, slice, late) until drained."""
 
@@ -52,8 +61,12 @@ class Parts:
         self.derived = bool(spec.segment_by)  # the overall segment is the merge of the others
         self.summaries: dict[tuple[int, int, bool], Summary] = {}
         self.closed_before = NEVER  # slices below this have closed, as this source sees them
+        # The overall segment's early parts are counted as decisions come: cheaper than merging at each drain.
+        self.early = EarlyParts(spec.reading_ages, self.width, len(spec.kpis), OVERALL if self.derived else None)
 
     def add(self, d: Decision) -> None:
+        if d.delay is not None:
+            self.early.match(d)
         slice_id = int(d.ts // self.width)
         key = (d.segment, slice_id, slice_id < self.closed_before)
         part = self.summaries.get(key)
@@ -65,6 +78,8 @@ class Parts:
         """The frontier (watermark − horizon) closes the slices that end before it."""
         if watermark == -math.inf:  # no watermark yet: nothing has closed
             return
+        if watermark > self.early.watermark:
+            self.early.watermark = watermark
         self.closed_before = max(self.closed_before, int((watermark - self.horizon) // self.width))
 
     def drain(self, segments: Segments) -> list[Part]:
@@ -78,6 +93,11 @@ class Parts:
         found += [Part((), slice_id, late, summary) for (slice_id, late), summary in overall.items()]
         self.summaries = {}
         return found
+
+    def drain_early(self, segments: Segments) -> list[EarlyPart]:
+        """Every early part since the last drain, the overall segment's included."""
+        return [EarlyPart(segments.key(segment), slice_id, ages)
+                for (segment, slice_id), ages in sorted(self.early.drain().items(), key=lambda item: item[0][::-1])]
 
 
 def _slice_then_segment(item: tuple[tuple[int, int, bool], Summary]) -> tuple[int, int, bool]:
@@ -120,7 +140,10 @@ class Source:
             if topic == spec.topics.predictions:
                 p = decode_prediction(value)
                 ts, score, predicted = check_prediction(spec, p)
-                joiner.prediction(p.decision_id, ts, score, self.segments.of(p), predicted, tracked)
+                segment, seen = self.segments.of(p), joiner.tally.predictions
+                joiner.prediction(p.decision_id, ts, score, segment, predicted, tracked)
+                if joiner.tally.predictions != seen:  # a new decision: early readings count it
+                    self.parts.early.see(ts, segment, score)
             elif topic == spec.topics.outcomes:
                 o = decode_outcome(value)
                 joiner.outcome(o, check_outcome(spec, o), tracked)
@@ -151,6 +174,9 @@ class Source:
 
     def drain(self) -> list[Part]:
         return self.parts.drain(self.segments)
+
+    def drain_early(self) -> list[EarlyPart]:
+        return self.parts.drain_early(self.segments)
 
     @property
     def watermark(self) -> float:

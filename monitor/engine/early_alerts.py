@@ -1,0 +1,215 @@
+"""Early alerts: windows read at early ages, tested against the reference read at the same age.
+
+Each early age of each window is tested like a complete window (one-sided z-tests of worsening,
+`min_change`), with the window's family-wise budget `alpha` spread over the ages by Bonferroni:
+level `alpha / (m · ages)` for the m tests of one reading. One significant reading raises a
+*provisional* alert: it names its age and what was known then (decisions, outcomes matched). When
+the window's last slice reaches the horizon, the same window is read again with its final numbers
+and tested against the final reference at the complete window's level `alpha / m`: the alert is
+then *confirmed* or *withdrawn*, as a second event with the first one's id in `alert`. An early
+episode of a kind stays open, raising nothing new, until `patience` windows in a row show no
+nominal worsening (p < 0.05) at the last early age.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.contract.spec import Spec
+from monitor.engine.alerts import KINDS, Comparison, compare, iso
+from monitor.engine.early import EarlyWindow, age_text, estimates, filling, spec_metrics, window_estimates
+from monitor.stats.early import Reading
+from monitor.stats.metrics import Estimate
+
+STATUSES = ("provisional", "confirmed", "withdrawn")
+
+
+@dataclass(frozen=True)
+class EarlyAlert:
+    """One event of an early alert: provisional, then confirmed or withdrawn."""
+
+    kind: str
+    status: str
+    age: float  # the age the window was read at (the horizon for a confirmation)
+    at: float  # event time of the reading: the window's end plus the age
+    segment: dict[str, str]
+    subject: str
+    metrics: tuple[Comparison, ...]
+    kpis: tuple[Comparison, ...]
+    message: str
+    window: EarlyWindow
+    known: dict[str, int]  # decisions seen and outcomes matched at the age
+    decision: str = ""
+    alert: str = ""  # the provisional alert's id, on a confirmation or withdrawal
+
+    @property
+    def id(self) -> str:
+        key = "\x1f".join([self.decision, "early", self.kind, self.status, *(f"{k}={v}" for k, v in
+                           sorted(self.segment.items())), repr(self.window.start), repr(self.window.end),
+                           repr(self.window.age)])
+        return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "decision": self.decision, "kind": self.kind, "status": self.status,
+            "provisional": self.status == "provisional", "alert": self.alert or self.id,
+            "age": age_text(self.age), "at": iso(self.at), "segment": self.segment, "subject": self.subject,
+            "message": self.message, "metrics": [c.as_dict() for c in self.metrics],
+            "kpis": [c.as_dict() for c in self.kpis], "known": self.known,
+            "window": {"start": iso(self.window.start), "end": iso(self.window.end)},
+        }
+
+
+@dataclass
+class _Reference:
+    reading: Reading | None = None
+    windows: int = 0
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    """A provisional alert waiting for its window's final reading."""
+
+    alert: EarlyAlert
+    slices: set[int]
+    reading: Reading
+
+
+class EarlyDetector:
+    """Tests early windows, raises provisional alerts and settles them at the horizon."""
+
+    def __init__(self, spec: Spec, labels: Callable[[int], dict[str, str]]) -> None:
+        self.spec = spec
+        self.labels = labels
+        self.metrics = spec_metrics(spec)
+        self.fill = filling(spec)
+        self.last = len(spec.reading_ages) - 1
+        self.early = sum(1 for a in spec.reading_ages if a < spec.horizon)  # the ages that may alert
+        self._references: dict[tuple[int, int], _Reference] = {}
+        self._open: dict[tuple[int, str], tuple[float, int]] = {}  # (segment, kind) -> (start, clean windows)
+        self._pending: dict[tuple[int, int], list[_Pending]] = {}  # (segment, slice) -> alerts waiting
+
+    def update(self, window: EarlyWindow) -> list[EarlyAlert]:
+        """Test one early window; returns the provisional alerts it raises."""
+        settings = self.spec.alerts
+        reading = window.reading
+        if (reading.n if self.fill is not None else reading.matched) < settings.min_decisions:
+            return []
+        ref = self._references.setdefault((window.segment, window.index), _Reference())
+        if ref.windows < settings.reference:
+            ref.reading = (ref.reading or Reading(len(self.spec.kpis))).merge(reading)
+            ref.windows += 1
+            if ref.windows == settings.reference:
+                ref.estimates = estimates(self.metrics, ref.reading, self.fill)
+            return []
+        if window.index >= self.early:
+            return []
+        comparisons = compare(self.metrics, ref.estimates, window_estimates(window, self.metrics, self.fill))
+        level = settings.alpha / max(len(comparisons), 1) / self.early
+        strict = _kinds([c for c in comparisons if c.p < level and c.change > settings.min_change - 1e-12])
+        nominal = _kinds([c for c in comparisons if c.p < 0.05])
+        fired = []
+        for kind in KINDS:
+            key = (window.segment, kind)
+            episode = self._open.get(key)
+            if episode is not None:
+                # The last early age of the windows since the episode began decides when it ends.
+                if window.index == self.early - 1 and window.start >= episode[0]:
+                    clean = 0 if nominal[kind] else episode[1] + 1
+                    self._open[key] = (episode[0], clean)
+                    if clean >= settings.patience:
+                        del self._open[key]
+                continue
+            if strict[kind]:
+                self._open[key] = (window.start, 0)
+                alert = self._alert(kind, "provisional", strict[kind], comparisons, window)
+                fired.append(alert)
+                pending = _Pending(alert, set(window.slices), Reading(len(self.spec.kpis)))
+                for slice_id in window.slices:
+                    self._pending.setdefault((window.segment, slice_id), []).append(pending)
+        return fired
+
+    def wanted(self, segment: int, index: int) -> bool:
+        """Whether windows at this age are still of use: every early age, and the horizon for its reference."""
+        if index < self.early:
+            return True
+        ref = self._references.get((segment, index))
+        return ref is None or ref.windows < self.spec.alerts.reference
+
+    def waiting(self, segment: int, slice_id: int) -> bool:
+        """Whether a provisional alert waits for this slice's final reading."""
+        return (segment, slice_id) in self._pending
+
+    def final(self, segment: int, slice_id: int, reading: Reading) -> list[EarlyAlert]:
+        """A slice's final reading: settles the provisional alerts whose windows it completes."""
+        settled = []
+        for pending in self._pending.pop((segment, slice_id), []):
+            pending.reading.merge(reading)
+            pending.slices.discard(slice_id)
+            if not pending.slices:
+                settled.append(self._settle(pending))
+        return settled
+
+    def _settle(self, pending: _Pending) -> EarlyAlert:
+        first = pending.alert
+        window = EarlyWindow(first.window.segment, self.last, self.spec.horizon, first.window.start,
+                             first.window.end, pending.reading, first.window.slices)
+        ref = self._references.get((window.segment, self.last))
+        comparisons = [] if ref is None or not ref.estimates else compare(
+            self.metrics, ref.estimates, estimates(self.metrics, pending.reading, self.fill))
+        settings = self.spec.alerts
+        level = settings.alpha / max(len(comparisons), 1)
+        involved = _kinds([c for c in comparisons if c.p < level and c.change > settings.min_change - 1e-12])
+        kind = first.kind
+        status = "confirmed" if involved[kind] else "withdrawn"
+        shown = involved[kind] or [c for c in comparisons if c.name == first.subject]
+        return self._alert(kind, status, shown, comparisons, window, first.id)
+
+    def _alert(self, kind: str, status: str, involved: list[Comparison], comparisons: list[Comparison],
+               window: EarlyWindow, first: str = "") -> EarlyAlert:
+        segment = self.labels(window.segment)
+        subject = involved[0].name if involved else ""
+        side = involved[0].side if involved else "kpi"
+        held = [c for c in comparisons if c.side != side] if kind == "misalignment" else []
+        model = tuple(c for c in [*involved, *held] if c.side == "model")
+        kpis = tuple(c for c in [*involved, *held] if c.side == "kpi")
+        r = window.reading
+        known = {"decisions": r.n, "matched": r.matched}
+        message = _message(self.spec, kind, status, involved, held, segment, window)
+        return EarlyAlert(kind, status, window.age, window.end + window.age, segment, subject, model, kpis,
+                          message, window, known, self.spec.name, first)
+
+
+def _kinds(worse: list[Comparison]) -> dict[str, list[Comparison]]:
+    worse = sorted(worse, key=lambda c: c.p)
+    model = [c for c in worse if c.side == "model"]
+    kpis = [c for c in worse if c.side == "kpi"]
+    return {"model_degradation": model, "kpi_degradation": kpis,
+            "misalignment": kpis if not model else model if not kpis else []}
+
+
+def _message(spec: Spec, kind: str, status: str, involved: list[Comparison], held: list[Comparison],
+             segment: dict[str, str], window: EarlyWindow) -> str:
+    where = ", ".join(f"{k}={v}" for k, v in segment.items()) or "all decisions"
+    changes = "; ".join(f"{c.name} {c.metric.format(c.reference)} → {c.metric.format(c.current)}"
+                        f" ({100 * c.change:.0f}% worse, p={c.p:.1e})" for c in involved) or "no metric worsened"
+    r = window.reading
+    span = f"decisions from {iso(window.start)} to {iso(window.end)}"
+    what = kind.replace("_", " ")
+    if status == "provisional":
+        text = (f"[{spec.name}] {where}: early {what}, provisional, read {age_text(window.age)} after the window"
+                f" ended: {changes}; {r.n:,} {span}, {r.matched:,} outcomes matched so far, against this"
+                f" segment's reference read at the same age. Final numbers come at the horizon"
+                f" ({age_text(spec.horizon)}), when this alert is confirmed or withdrawn.")
+    else:
+        text = (f"[{spec.name}] {where}: early {what} {status} by the final numbers: {changes};"
+                f" {r.n:,} {span}, {r.matched:,} outcomes matched within the horizon.")
+    if kind == "misalignment" and held:
+        others = ", ".join(f"{c.name} {c.metric.format(c.reference)} → {c.metric.format(c.current)}" for c in held)
+        text += f" The other side held ({others})."
+    return text
+
