@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -148,3 +149,57 @@ def test_no_missing_reads_matched_outcomes_only(spec_text: str) -> None:
     for w in report["segments"][0]["early"]:
         assert w["decisions"] == w["matched"]
         assert math.isclose(w["kpi"]["conversion"], 1.0)
+
+
+PER_DAY = 360 * 24  # the stream of the README's detection table: 24 h horizon, 360 decisions an hour
+
+
+@pytest.fixture(scope="module")
+def day_spec() -> specs.Spec:
+    from tests.conftest import SPEC
+
+    return specs.parse(edit_spec(SPEC, {"outcome.horizon": "24h", "windows.size": None}))
+
+
+def replayed(spec: specs.Spec, scenario: str, n: int, **effects: float) -> tuple[dict[str, Any], float]:
+    monitor = Monitor(spec)
+    change = math.nan
+    for r in simulate(scenario, n, seed=1, per_day=PER_DAY, **effects):  # type: ignore[arg-type]
+        value = r["value"]
+        if r["topic"] == "predictions" and r["key"] == f"d-{n // 2:07d}" and isinstance(value, dict):
+            change = float(value["ts"])
+        monitor.process(str(r["topic"]), encode(value))
+    monitor.finish()
+    return monitor.report(), change
+
+
+def test_slower_outcomes_are_an_outcome_delay_not_a_drop(day_spec: specs.Spec) -> None:
+    report, change = replayed(day_spec, "slower_outcomes", 30_000)
+    assert report["alerts"] == []  # the complete windows see no drop
+    early = report["early_alerts"]
+    assert {a["kind"] for a in early} == {"outcome_delay"}
+    first = early[0]
+    assert first["status"] == "provisional" and first["provisional"]
+    assert 0 < seconds(first["at"]) - change < 6 * 3600
+    assert "Whether they are slower or fewer is known at the horizon" in first["message"]
+    settled = [a for a in early if a["alert"] == first["id"] and a["status"] != "provisional"]
+    assert [a["status"] for a in settled] == ["confirmed"]
+    assert settled[0]["age"] == "1d" and seconds(settled[0]["at"]) > seconds(first["at"])
+
+
+def test_a_revenue_drop_is_found_early_and_confirmed(day_spec: specs.Spec) -> None:
+    report, change = replayed(day_spec, "business_drop", 30_000, value_drop=0.5)
+    first = next(a for a in report["early_alerts"] if a["kind"] == "kpi_degradation")
+    assert first["subject"] == "revenue_per_outcome" and "provisional" in first["message"]
+    assert 0 < seconds(first["at"]) - change < 6 * 3600
+    final = next(a for a in report["alerts"] if a["kind"] == "kpi_degradation")
+    assert seconds(final["at"]) - seconds(first["at"]) > 18 * 3600  # complete windows come a horizon later
+    statuses = {a["status"] for a in report["early_alerts"] if a["alert"] == first["id"]}
+    assert statuses == {"provisional", "confirmed"}
+    assert not any(a["kind"] == "outcome_delay" for a in report["early_alerts"])
+
+
+def test_a_healthy_stream_raises_no_early_alert(day_spec: specs.Spec) -> None:
+    report, _ = replayed(day_spec, "healthy", 60_000)
+    assert report["segments"][0]["early"]
+    assert report["early_alerts"] == [] and report["alerts"] == []

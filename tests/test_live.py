@@ -27,6 +27,7 @@ BATCH = {
     "model_rot": "a376dcc71d60a3262eac4e0723612d497a7702b905013d75c0956bf049b112ac",
     "both_drop": "dcb330e109e46c8b724c7aaa35bc335f362633e1ce85fdd529dc61b69ef1e7f4",
     "label_delay": "8469513ef14f0eb3769eba3c80be26d6849958efe762daed1bf38e241459b09b",
+    "slower_outcomes": "2f71ff5dca33a9e400dc7952c1175af3cf64bf3226a9583b9c9b45e6809a1208",
 }
 START = 1_800_000_000.0
 

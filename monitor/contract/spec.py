@@ -70,6 +70,13 @@ class Alerts:
     reference: int = 4
     min_change: float = 0.05
     min_decisions: int = 200
+    early_alpha: float | None = None  # None: alpha / 10
+
+    @property
+    def early_level(self) -> float:
+        """Family-wise level of one window's early readings: an early alert needs one reading, where a
+        complete window's alert needs `patience` in a row, so its budget is the smaller."""
+        return self.alpha / 10 if self.early_alpha is None else self.early_alpha
 
 
 @dataclass(frozen=True)
@@ -350,13 +357,15 @@ def _segments(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def _alerts(table: dict[str, Any]) -> Alerts:
-    _known(table, "alerts", {"alpha", "patience", "reference", "min_change", "min_decisions"})
+    _known(table, "alerts", {"alpha", "patience", "reference", "min_change", "min_decisions", "early_alpha"})
     return Alerts(
         alpha=_number(table, "alerts.alpha", 0.001, low=1e-12, high=0.5),
         patience=_number(table, "alerts.patience", 2, low=1, integer=True),
         reference=_number(table, "alerts.reference", 4, low=1, integer=True),
         min_change=_number(table, "alerts.min_change", 0.05, low=0.0),
         min_decisions=_number(table, "alerts.min_decisions", 200, low=2, integer=True),
+        early_alpha=_number(table, "alerts.early_alpha", 0.0001, low=1e-12, high=0.5) if "early_alpha" in table
+        else None,
     )
 
 

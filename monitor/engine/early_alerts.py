@@ -1,8 +1,10 @@
 """Early alerts: windows read at early ages, tested against the reference read at the same age.
 
 Each early age of each window is tested like a complete window (one-sided z-tests of worsening,
-`min_change`), with the window's family-wise budget `alpha` spread over the ages by Bonferroni:
-level `alpha / (m · ages)` for the m tests of one reading. One significant reading raises a
+`min_change`), with the window's family-wise budget `early_alpha` (alpha / 10 by default: an early
+alert needs one reading, a complete window's `patience` in a row) spread over the ages and the
+tests by Bonferroni: level `early_alpha / ((m + 1) · ages)` for the m metrics of one reading and
+its test of the outcomes' pace. One significant reading raises a
 *provisional* alert: it names its age and what was known then (decisions, outcomes matched). When
 the window's last slice reaches the horizon, the same window is read again with its final numbers
 and tested against the final reference at the complete window's level `alpha / m`: the alert is
@@ -14,17 +16,27 @@ nominal worsening (p < 0.05) at the last early age.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import KINDS, Comparison, compare, iso
 from monitor.engine.early import EarlyWindow, age_text, estimates, filling, spec_metrics, window_estimates
-from monitor.stats.early import Reading
+from monitor.stats.early import EarlyMetric, Reading
 from monitor.stats.metrics import Estimate
+from monitor.stats.survival import logrank
 
 STATUSES = ("provisional", "confirmed", "withdrawn")
+EARLY_KINDS = (*KINDS, "outcome_delay")
+# What an outcome_delay alert shows: the share of decisions with an outcome by the age, and at the
+# horizon the mean delay of the outcomes that came.
+OUTCOMES_BY_AGE = EarlyMetric("outcomes_by_age", side="kpi", kind="delay")
+MEAN_DELAY = EarlyMetric("mean_delay_seconds", side="kpi", better="lower", fmt=".0f", kind="delay")
 
 
 @dataclass(frozen=True)
@@ -109,11 +121,19 @@ class EarlyDetector:
         if window.index >= self.early:
             return []
         comparisons = compare(self.metrics, ref.estimates, window_estimates(window, self.metrics, self.fill))
-        level = settings.alpha / max(len(comparisons), 1) / self.early
-        strict = _kinds([c for c in comparisons if c.p < level and c.change > settings.min_change - 1e-12])
-        nominal = _kinds([c for c in comparisons if c.p < 0.05])
+        pace = _pace(reading, ref.reading, window.age) if ref.reading is not None else None
+        # Outcomes coming slower than the reference's pace even nominally: the numbers that depend on
+        # when outcomes arrive are held back, and only the values per outcome are tested.
+        slower = pace is not None and pace.p < 0.05
+        tested = [c for c in comparisons if not (slower and isinstance(c.metric, EarlyMetric) and c.metric.timed)]
+        level = settings.early_level / (len(comparisons) + 1) / self.early
+        least = settings.min_change - 1e-12
+        strict = _kinds([c for c in tested if c.p < level and c.change > least])
+        nominal = _kinds([c for c in tested if c.p < 0.05])
+        strict["outcome_delay"] = [pace] if pace is not None and pace.p < level and pace.change > least else []
+        nominal["outcome_delay"] = [pace] if slower and pace is not None else []
         fired = []
-        for kind in KINDS:
+        for kind in EARLY_KINDS:
             key = (window.segment, kind)
             episode = self._open.get(key)
             if episode is not None:
@@ -159,14 +179,17 @@ class EarlyDetector:
         window = EarlyWindow(first.window.segment, self.last, self.spec.horizon, first.window.start,
                              first.window.end, pending.reading, first.window.slices)
         ref = self._references.get((window.segment, self.last))
-        comparisons = [] if ref is None or not ref.estimates else compare(
-            self.metrics, ref.estimates, estimates(self.metrics, pending.reading, self.fill))
         settings = self.spec.alerts
-        level = settings.alpha / max(len(comparisons), 1)
+        if ref is None or ref.reading is None or not ref.estimates:
+            return self._alert(first.kind, "withdrawn", [], [], window, first.id)
+        comparisons = compare(self.metrics, ref.estimates, estimates(self.metrics, pending.reading, self.fill))
+        level = settings.alpha / (len(comparisons) + 1)
         involved = _kinds([c for c in comparisons if c.p < level and c.change > settings.min_change - 1e-12])
+        later = _later(pending.reading, ref.reading)  # the delays of the outcomes that came, at the horizon
+        involved["outcome_delay"] = [later] if later is not None and later.p < level else []
         kind = first.kind
         status = "confirmed" if involved[kind] else "withdrawn"
-        shown = involved[kind] or [c for c in comparisons if c.name == first.subject]
+        shown = involved[kind] or [c for c in [*comparisons, *([later] if later else [])] if c.name == first.subject]
         return self._alert(kind, status, shown, comparisons, window, first.id)
 
     def _alert(self, kind: str, status: str, involved: list[Comparison], comparisons: list[Comparison],
@@ -182,6 +205,42 @@ class EarlyDetector:
         message = _message(self.spec, kind, status, involved, held, segment, window)
         return EarlyAlert(kind, status, window.age, window.end + window.age, segment, subject, model, kpis,
                           message, window, known, self.spec.name, first)
+
+
+def _pace(current: Reading, reference: Reading, age: float) -> Comparison | None:
+    """Outcomes by `age` against the reference's pace: a log-rank test of the delays, with the
+    decisions still without an outcome censored at `age`. Worse (z < 0) when outcomes come slower or fewer."""
+    if not (current.n and reference.n and current.matched + reference.matched):
+        return None
+    z, _ = logrank(*_censored(current, age), *_censored(reference, age))
+    if math.isnan(z):
+        return None
+    share, ref_share = current.matched / current.n, reference.matched / reference.n
+    change = (ref_share - share) / ref_share if ref_share else 0.0
+    return Comparison(OUTCOMES_BY_AGE, ref_share, share, z, _below(z), change)
+
+
+def _later(current: Reading, reference: Reading) -> Comparison | None:
+    """The delays of the outcomes that came, against the reference's: a log-rank test without censoring."""
+    if not (current.matched and reference.matched):
+        return None
+    cur, ref = np.frombuffer(current.delays), np.frombuffer(reference.delays)
+    z, _ = logrank(cur, np.ones(cur.size, dtype=bool), ref, np.ones(ref.size, dtype=bool))
+    if math.isnan(z):
+        return None
+    mean, ref_mean = float(cur.mean()), float(ref.mean())
+    return Comparison(MEAN_DELAY, ref_mean, mean, z, _below(z), (mean - ref_mean) / ref_mean if ref_mean else 0.0)
+
+
+def _censored(r: Reading, age: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    waiting = r.n - r.matched
+    times = np.concatenate((np.frombuffer(r.delays), np.full(max(waiting, 0), age)))
+    return times, np.arange(times.size) < r.matched
+
+
+def _below(z: float) -> float:
+    """One-sided p-value of a z this low or lower."""
+    return 0.5 * math.erfc(-z / math.sqrt(2))
 
 
 def _kinds(worse: list[Comparison]) -> dict[str, list[Comparison]]:
@@ -208,6 +267,14 @@ def _message(spec: Spec, kind: str, status: str, involved: list[Comparison], hel
     else:
         text = (f"[{spec.name}] {where}: early {what} {status} by the final numbers: {changes};"
                 f" {r.n:,} {span}, {r.matched:,} outcomes matched within the horizon.")
+    if kind == "outcome_delay" and status == "provisional":
+        text += (" Outcomes come slower (or fewer) than at the reference's pace, so the numbers read at this"
+                 " age that depend on when outcomes arrive (KPIs at the age, AUC) are held back; values per"
+                 " outcome are still tested. Whether they are slower or fewer is known at the horizon.")
+    elif kind == "outcome_delay":
+        text += (" At the horizon the outcomes that came had later delays than the reference's: slower, not fewer."
+                 if status == "confirmed" else " At the horizon their delays match the reference's: not slower."
+                 " A drop in the final numbers, if any, is alerted as such.")
     if kind == "misalignment" and held:
         others = ", ".join(f"{c.name} {c.metric.format(c.reference)} → {c.metric.format(c.current)}" for c in held)
         text += f" The other side held ({others})."

@@ -17,7 +17,7 @@ import msgspec
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import KINDS, Alert, Detector, DetectorState, iso
 from monitor.engine.early import EarlyReport, EarlyWindow, EarlyWindows, filling, report, spec_metrics
-from monitor.engine.early_alerts import STATUSES, EarlyAlert, EarlyDetector
+from monitor.engine.early_alerts import EARLY_KINDS, STATUSES, EarlyAlert, EarlyDetector
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.source import EarlyPart, Part
 from monitor.engine.windows import SegmentKey, SegmentState, Window, Windows
@@ -172,7 +172,7 @@ class Rollup:
 
 def early_order(alert: EarlyAlert) -> tuple[float, tuple[tuple[str, str], ...], int, int]:
     """Early alert events in the order of event time, then segment, kind and status."""
-    return alert.at, tuple(alert.segment.items()), KINDS.index(alert.kind), STATUSES.index(alert.status)
+    return alert.at, tuple(alert.segment.items()), EARLY_KINDS.index(alert.kind), STATUSES.index(alert.status)
 
 
 def clean(found: dict[str, float]) -> dict[str, float | None]:

@@ -13,7 +13,7 @@ parts `0..j`, so parts from several sources merge without knowing when each was 
 
     >>> from monitor.stats.decision import Decision
     >>> r = Reading(kpis=1).see(0.9).see(0.2).match(Decision(0.0, 0, 0.9, True, 1.0, 50.0, (50.0,), 60.0))
-    >>> (r.n, r.matched, r.kpis[0].mean)
+    >>> (r.n, r.matched, r.moments(0).mean)
     (2, 1, 50.0)
 """
 
@@ -32,9 +32,9 @@ from monitor.stats.histogram import BINS
 from monitor.stats.metrics import Better, Estimate, Metric, Side, hanley_mcneil, mean
 from monitor.stats.moments import Moments
 
-# scores of every decision seen, of matched positives, of matched negatives, KPI values of the matched;
-# each as the bytes of an array of float64
-ReadingState = tuple[bytes, bytes, bytes, list[bytes]]
+# scores of every decision seen, of matched positives, of matched negatives, delays and KPI values of the
+# matched; each as the bytes of an array of float64
+ReadingState = tuple[bytes, bytes, bytes, bytes, list[bytes]]
 
 
 def _floats() -> array[float]:
@@ -48,12 +48,13 @@ class Reading:
     eight bytes a value, and a window's statistics are computed once, with numpy, when it is read
     (scores binned to 1e-5 as the final numbers are)."""
 
-    __slots__ = ("kpis", "neg", "pos", "scores")
+    __slots__ = ("delays", "kpis", "neg", "pos", "scores")
 
     def __init__(self, kpis: int) -> None:
         self.scores = _floats()  # every decision seen
         self.pos = _floats()  # matched decisions with a positive label
         self.neg = _floats()  # and with a negative one
+        self.delays = _floats()  # seconds from decision to outcome, of matched decisions
         self.kpis = [_floats() for _ in range(kpis)]  # per KPI, its values on matched decisions that carry it
 
     @property
@@ -72,6 +73,7 @@ class Reading:
 
     def match(self, d: Decision) -> Reading:
         (self.pos if d.label >= 0.5 else self.neg).append(d.score)
+        self.delays.append(d.delay or 0.0)
         for values, x in zip(self.kpis, d.kpis):  # noqa: B905  # lengths agree by construction
             if x is not None:
                 values.append(x)
@@ -81,6 +83,7 @@ class Reading:
         self.scores += other.scores
         self.pos += other.pos
         self.neg += other.neg
+        self.delays += other.delays
         for values, theirs in zip(self.kpis, other.kpis, strict=True):
             values += theirs
         return self
@@ -97,14 +100,15 @@ class Reading:
         return Moments(values.size, mu, float(np.square(values - mu).sum()))
 
     def state(self) -> ReadingState:
-        return self.scores.tobytes(), self.pos.tobytes(), self.neg.tobytes(), [v.tobytes() for v in self.kpis]
+        return (self.scores.tobytes(), self.pos.tobytes(), self.neg.tobytes(), self.delays.tobytes(),
+                [v.tobytes() for v in self.kpis])
 
     @classmethod
     def from_state(cls, state: ReadingState) -> Reading:
-        scores, pos, neg, kpis = state
+        scores, pos, neg, delays, kpis = state
         reading = cls(len(kpis))
-        for mine, saved in zip((reading.scores, reading.pos, reading.neg, *reading.kpis), (scores, pos, neg, *kpis),
-                               strict=True):
+        mine_all = (reading.scores, reading.pos, reading.neg, reading.delays, *reading.kpis)
+        for mine, saved in zip(mine_all, (scores, pos, neg, delays, *kpis), strict=True):
             mine.frombytes(saved)
         return reading
 
@@ -252,6 +256,11 @@ class EarlyMetric(Metric):
     kind: str = "kpi"  # "kpi", "per_outcome" or "roc_auc"
     index: int = 0  # the KPI's position among the spec's
     total: bool = False  # a `sum` KPI reports its total, tested on its mean
+
+    @property
+    def timed(self) -> bool:
+        """Whether the number moves when outcomes merely arrive later (all but the values per outcome)."""
+        return self.kind != "per_outcome"
 
     def read(self, r: Reading, filling: Filling | None) -> Estimate:
         if self.kind == "roc_auc":
