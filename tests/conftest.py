@@ -86,9 +86,12 @@ class PageCheck:
     screenshot: Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright (which cannot download a browser here)."""
+    """Debian's Chromium, headless, driven by Playwright (which cannot download a browser here).
+
+    One per test module, not per session: while Playwright's sync API is open its event loop counts as
+    running in this thread, so a later test's `asyncio.run` (the in-memory worker) would refuse to start."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         if os.environ.get("MONITOR_REQUIRE_KAFKA"):

@@ -154,11 +154,9 @@ def test_no_missing_reads_matched_outcomes_only(spec_text: str) -> None:
 PER_DAY = 360 * 24  # the stream of the README's detection table: 24 h horizon, 360 decisions an hour
 
 
-@pytest.fixture(scope="module")
-def day_spec() -> specs.Spec:
-    from tests.conftest import SPEC
-
-    return specs.parse(edit_spec(SPEC, {"outcome.horizon": "24h", "windows.size": None}))
+@pytest.fixture
+def day_spec(spec_text: str) -> specs.Spec:
+    return specs.parse(edit_spec(spec_text, {"outcome.horizon": "24h", "windows.size": None}))
 
 
 def replayed(spec: specs.Spec, scenario: str, n: int, **effects: float) -> tuple[dict[str, Any], float]:
@@ -184,7 +182,7 @@ def test_slower_outcomes_are_an_outcome_delay_not_a_drop(day_spec: specs.Spec) -
     assert "Whether they are slower or fewer is known at the horizon" in first["message"]
     settled = [a for a in early if a["alert"] == first["id"] and a["status"] != "provisional"]
     assert [a["status"] for a in settled] == ["confirmed"]
-    assert settled[0]["age"] == "1d" and seconds(settled[0]["at"]) > seconds(first["at"])
+    assert settled[0]["age"] == "24h" and seconds(settled[0]["at"]) > seconds(first["at"])
 
 
 def test_a_revenue_drop_is_found_early_and_confirmed(day_spec: specs.Spec) -> None:

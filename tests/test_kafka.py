@@ -256,19 +256,26 @@ def test_parity_with_replay(setup: Setup) -> None:
     port, scraped = setup.run(path)
     counts = assert_equals_replay(setup, path, port, scraped)
     assert counts["expired"] > 0 and counts["matched"] > 0
-    # The same alerts as replay, on the alerts topic and in the counters.
-    want = sorted((a.kind, json.dumps(a.segment, sort_keys=True)) for a in replay(setup.spec, path).alerts)
-    assert want, "the scenario should alert"
+    # The same alerts as replay, early alerts' events included, on the alerts topic and in the counters.
+    replayed = replay(setup.spec, path)
+    final = sorted((a.kind, json.dumps(a.segment, sort_keys=True), "final") for a in replayed.alerts)
+    early = sorted((a.kind, json.dumps(a.segment, sort_keys=True), a.status) for a in replayed.rollup.early_alerts)
+    assert final and early, "the scenario should alert, early too"
+    want = sorted(final + early)
     sent = [json.loads(m.value) for m in messages(setup, setup.spec.topics.alerts, len(want))]
-    assert sorted((a["kind"], json.dumps(a["segment"], sort_keys=True)) for a in sent) == want
-    assert all("monitor replay" in a["replay"] and (a["metrics"] or a["kpis"]) for a in sent)
+    assert sorted((a["kind"], json.dumps(a["segment"], sort_keys=True), a.get("status", "final")) for a in sent) == want
+    assert all("monitor replay" in a["replay"] and (a["metrics"] or a["kpis"]) for a in sent if "status" not in a)
     counted = {labels["kind"]: v for n, labels, v in scraped[0] if n == "monitor_alerts_total" and v}
-    assert counted == Counter(kind for kind, _ in want)
+    assert counted == Counter(kind for kind, _, _ in final)
+    events = {(labels["kind"], labels["status"]): v for n, labels, v in scraped[0]
+              if n == "monitor_early_alerts_total" and v}
+    assert events == Counter((kind, status) for kind, _, status in early)
 
 
 def test_an_alert_cut_by_sigkill_reaches_the_alerts_topic_after_the_restart(setup: Setup) -> None:
     path = setup.stream("business_drop", 20_000)
-    want = sorted({a.id for a in replay(setup.spec, path).alerts})
+    replayed = replay(setup.spec, path)
+    want = sorted({a.id for a in replayed.alerts} | {a.id for a in replayed.rollup.early_alerts})
     assert want, "the scenario should alert"
     setup.produce(path)
     setup.start(env={"MONITOR_FAULT": "kill-on-alert"})  # dies the moment it sends its first alert

@@ -51,9 +51,13 @@ def spec_metrics(spec: Spec) -> tuple[EarlyMetric, ...]:
 
 
 def age_text(seconds: float) -> str:
-    """An age as people write it: 30m, 2h, 1.5h, 3d."""
+    """An age as people write it: 30m, 2h, 1.5h, 24h, 3d.
+
+    >>> [age_text(s) for s in (450, 1800, 5400, 86400, 259200, 90)]
+    ['7.5m', '30m', '1.5h', '24h', '3d', '1.5m']
+    """
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
-        if seconds >= size and (seconds / size) % 0.5 == 0:
+        if seconds >= max(size, 2 * 86400.0 if unit == "d" else 0.0) and (seconds / size) % 0.5 == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
 
@@ -76,6 +80,7 @@ class EarlyWindows:
         self.open: dict[tuple[int, int], Ages] = {}
         self.read_before = [-(2**62)] * len(self.ages)  # per age: slices below this id have been read
         self._building: dict[tuple[int, int], EarlyWindow] = {}
+        self._done: list[EarlyWindow] = []  # windows completed by the current `advance`
         self._next = -math.inf
 
     def merge(self, segment: int, slice_id: int, ages: Ages) -> None:
@@ -88,10 +93,14 @@ class EarlyWindows:
             mine.merge(ages, adopt=True)
 
     def advance(self, watermark: float) -> None:
-        """Read every slice whose end plus an age the watermark has passed, at that age."""
+        """Read every slice whose end plus an age the watermark has passed, at that age.
+
+        Windows complete and slices become final in the order of the time they are read at,
+        whatever steps the watermark takes: what the detector makes of them depends on that order."""
         if watermark < self._next:
             return
         last = len(self.ages) - 1
+        finals: list[tuple[int, int, Ages]] = []
         for j, age in enumerate(self.ages):
             through = int((watermark - age) // self.width)
             since = self.read_before[j]
@@ -101,16 +110,23 @@ class EarlyWindows:
             due = sorted((slice_id, segment) for segment, slice_id in self.open if since <= slice_id < through)
             for slice_id, segment in due:
                 ages = self.open[(segment, slice_id)] if j < last else self.open.pop((segment, slice_id))
-                roll = self.wanted(segment, j)
-                final = j == last and self.on_final is not None and self.waiting(segment, slice_id)
-                if not (roll or final):  # nothing needs this reading: left unread
-                    continue
-                reading = ages.next_reading(j, self.kpis)
-                if final and self.on_final is not None:
-                    self.on_final(segment, slice_id, reading)
-                if roll:
-                    self._roll(segment, j, slice_id, reading)
+                if j == last:
+                    finals.append((segment, slice_id, ages))
+                if self.wanted(segment, j):  # else nothing needs this reading: left unread
+                    self._roll(segment, j, slice_id, ages.next_reading(j, self.kpis))
         self._next = min((self.read_before[j] + 1) * self.width + age for j, age in enumerate(self.ages))
+        horizon = self.ages[-1]
+        events: list[tuple[float, int, float, EarlyWindow | tuple[int, int, Ages]]] = [
+            (w.end + w.age, w.index, w.start, w) for w in self._done]
+        events += [((slice_id + 1) * self.width + horizon, last, slice_id * self.width, (segment, slice_id, ages))
+                   for segment, slice_id, ages in finals]
+        self._done = []
+        for _, _, _, event in sorted(events, key=lambda e: e[:3]):
+            if isinstance(event, EarlyWindow):
+                self.on_window(event)
+            elif self.on_final is not None and self.waiting(event[0], event[1]):
+                segment, slice_id, ages = event
+                self.on_final(segment, slice_id, ages.next_reading(last, self.kpis))
 
     def _roll(self, segment: int, j: int, slice_id: int, reading: Reading) -> None:
         start, end = slice_id * self.width, (slice_id + 1) * self.width
@@ -124,7 +140,7 @@ class EarlyWindows:
         decisions = window.reading.n if self.spec.missing is not None else window.reading.matched
         if self.spec.window_period is not None or decisions >= self.spec.window_size:
             del self._building[(segment, j)]
-            self.on_window(window)
+            self._done.append(window)
 
 
 def estimates(metrics: tuple[EarlyMetric, ...], reading: Reading, fill: Filling | None) -> dict[str, Estimate]:

@@ -54,6 +54,7 @@ class EarlyAlert:
     message: str
     window: EarlyWindow
     known: dict[str, int]  # decisions seen and outcomes matched at the age
+    replay: str = ""  # the command that reproduces this event
     decision: str = ""
     alert: str = ""  # the provisional alert's id, on a confirmation or withdrawal
 
@@ -71,7 +72,7 @@ class EarlyAlert:
             "age": age_text(self.age), "at": iso(self.at), "segment": self.segment, "subject": self.subject,
             "message": self.message, "metrics": [c.as_dict() for c in self.metrics],
             "kpis": [c.as_dict() for c in self.kpis], "known": self.known,
-            "window": {"start": iso(self.window.start), "end": iso(self.window.end)},
+            "window": {"start": iso(self.window.start), "end": iso(self.window.end)}, "replay": self.replay,
         }
 
 
@@ -79,6 +80,7 @@ class EarlyAlert:
 class _Reference:
     reading: Reading | None = None
     windows: int = 0
+    start: float = math.inf  # where its first window starts
     estimates: dict[str, Estimate] = field(default_factory=dict)
 
 
@@ -94,8 +96,10 @@ class _Pending:
 class EarlyDetector:
     """Tests early windows, raises provisional alerts and settles them at the horizon."""
 
-    def __init__(self, spec: Spec, labels: Callable[[int], dict[str, str]]) -> None:
+    def __init__(self, spec: Spec, labels: Callable[[int], dict[str, str]],
+                 replay_input: str = "CAPTURE.jsonl") -> None:
         self.spec = spec
+        self.replay_input = replay_input
         self.labels = labels
         self.metrics = spec_metrics(spec)
         self.fill = filling(spec)
@@ -115,6 +119,7 @@ class EarlyDetector:
         if ref.windows < settings.reference:
             ref.reading = (ref.reading or Reading(len(self.spec.kpis))).merge(reading)
             ref.windows += 1
+            ref.start = min(ref.start, window.start)
             if ref.windows == settings.reference:
                 ref.estimates = estimates(self.metrics, ref.reading, self.fill)
             return []
@@ -203,8 +208,14 @@ class EarlyDetector:
         r = window.reading
         known = {"decisions": r.n, "matched": r.matched}
         message = _message(self.spec, kind, status, involved, held, segment, window)
-        return EarlyAlert(kind, status, window.age, window.end + window.age, segment, subject, model, kpis,
-                          message, window, known, self.spec.name, first)
+        at = window.end + window.age
+        ref = self._references.get((window.segment, window.index))
+        start = ref.start if ref is not None and math.isfinite(ref.start) else window.start
+        # From the reference's first window to one slice past `at`, so that the watermark passes it.
+        replay = (f"monitor replay --spec {self.spec.source} --input {self.replay_input} --report report.json"
+                  f" --from {iso(start)} --to {iso(at + self.spec.slice_seconds)}")
+        return EarlyAlert(kind, status, window.age, at, segment, subject, model, kpis, message, window, known,
+                          replay, self.spec.name, first)
 
 
 def _pace(current: Reading, reference: Reading, age: float) -> Comparison | None:

@@ -53,7 +53,7 @@ class Rollup:
         self.watermark = -math.inf
         self._next_close = -math.inf
         # Early readings (monitor.engine.early): windows read at fixed ages, and their alerts.
-        self.early_detector = EarlyDetector(spec, self.labels)
+        self.early_detector = EarlyDetector(spec, self.labels, replay_input)
         self.early = EarlyWindows(spec, self._early_window, self._early_wanted, self._early_final,
                                   self.early_detector.waiting)
         self.on_early = on_early
@@ -170,9 +170,10 @@ class Rollup:
                 self.on_early(alert)
 
 
-def early_order(alert: EarlyAlert) -> tuple[float, tuple[tuple[str, str], ...], int, int]:
-    """Early alert events in the order of event time, then segment, kind and status."""
-    return alert.at, tuple(alert.segment.items()), EARLY_KINDS.index(alert.kind), STATUSES.index(alert.status)
+def early_order(alert: EarlyAlert) -> tuple[float, tuple[tuple[str, str], ...], int, int, float, float]:
+    """Early alert events in the order of event time, then segment, kind, status, window and age."""
+    return (alert.at, tuple(alert.segment.items()), EARLY_KINDS.index(alert.kind), STATUSES.index(alert.status),
+            alert.window.start, alert.age)
 
 
 def clean(found: dict[str, float]) -> dict[str, float | None]:

@@ -61,7 +61,6 @@ class Parts:
         self.derived = bool(spec.segment_by)  # the overall segment is the merge of the others
         self.summaries: dict[tuple[int, int, bool], Summary] = {}
         self.closed_before = NEVER  # slices below this have closed, as this source sees them
-        # The overall segment's early parts are counted as decisions come: cheaper than merging at each drain.
         self.early = EarlyParts(spec.reading_ages, self.width, len(spec.kpis), OVERALL if self.derived else None)
 
     def add(self, d: Decision) -> None:
@@ -116,6 +115,7 @@ class Source:
         self.segments = Segments(spec)
         self.parts = Parts(spec)
         self.joiner = Joiner(spec, self.parts.add, journal)
+        self._see = self.parts.early.see
         self.records: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()  # dead-letter reasons, grouped
         self.offsets: dict[str, int] | None = {} if offsets else None
@@ -140,10 +140,9 @@ class Source:
             if topic == spec.topics.predictions:
                 p = decode_prediction(value)
                 ts, score, predicted = check_prediction(spec, p)
-                segment, seen = self.segments.of(p), joiner.tally.predictions
-                joiner.prediction(p.decision_id, ts, score, segment, predicted, tracked)
-                if joiner.tally.predictions != seen:  # a new decision: early readings count it
-                    self.parts.early.see(ts, segment, score)
+                segment = self.segments.of(p)
+                if joiner.prediction(p.decision_id, ts, score, segment, predicted, tracked):
+                    self._see(ts, segment, score)  # a new decision: early readings count it
             elif topic == spec.topics.outcomes:
                 o = decode_outcome(value)
                 joiner.outcome(o, check_outcome(spec, o), tracked)

@@ -37,10 +37,6 @@ from monitor.stats.moments import Moments
 ReadingState = tuple[bytes, bytes, bytes, bytes, list[bytes]]
 
 
-def _floats() -> array[float]:
-    return array("d")
-
-
 class Reading:
     """Decisions seen, and the outcomes matched among them, of some slices at one age.
 
@@ -51,11 +47,11 @@ class Reading:
     __slots__ = ("delays", "kpis", "neg", "pos", "scores")
 
     def __init__(self, kpis: int) -> None:
-        self.scores = _floats()  # every decision seen
-        self.pos = _floats()  # matched decisions with a positive label
-        self.neg = _floats()  # and with a negative one
-        self.delays = _floats()  # seconds from decision to outcome, of matched decisions
-        self.kpis = [_floats() for _ in range(kpis)]  # per KPI, its values on matched decisions that carry it
+        self.scores = array("d")  # every decision seen
+        self.pos = array("d")  # matched decisions with a positive label
+        self.neg = array("d")  # and with a negative one
+        self.delays = array("d")  # seconds from decision to outcome, of matched decisions
+        self.kpis = [array("d") for _ in range(kpis)]  # per KPI, its values on matched decisions that carry it
 
     @property
     def n(self) -> int:
@@ -191,7 +187,7 @@ class EarlyParts:
         self.width = width
         self.last = len(ages)
         self.kpis = kpis
-        self.overall = overall  # also count every decision in this segment (the overall one, when derived)
+        self.overall = overall  # the overall segment, when it is the merge of the others (made at each drain)
         self.watermark = -math.inf
         self.found: dict[tuple[int, int, int], Reading] = {}  # (segment, slice, age index) -> part
 
@@ -207,12 +203,6 @@ class EarlyParts:
         if part is None:
             part = found[key] = Reading(self.kpis)
         part.scores.append(score)
-        if self.overall is not None:
-            key = (self.overall, slice_id, j)
-            part = found.get(key)
-            if part is None:
-                part = found[key] = Reading(self.kpis)
-            part.scores.append(score)
 
     def match(self, d: Decision) -> None:
         slice_id = int(d.ts // self.width)
@@ -221,21 +211,29 @@ class EarlyParts:
                 bisect_right(ages, d.delay or 0.0))  # matched: its delay is set
         if j >= self.last:
             return
-        for segment in (d.segment, self.overall) if self.overall is not None else (d.segment,):
-            key = (segment, slice_id, j)
-            part = self.found.get(key)
-            if part is None:
-                part = self.found[key] = Reading(self.kpis)
-            part.match(d)
+        key = (d.segment, slice_id, j)
+        part = self.found.get(key)
+        if part is None:
+            part = self.found[key] = Reading(self.kpis)
+        part.match(d)
 
     def drain(self) -> dict[tuple[int, int], Ages]:
         """The parts since the last drain, per (segment, slice)."""
         found: dict[tuple[int, int], Ages] = {}
+        overall = self.overall
         for (segment, slice_id, j), part in self.found.items():
             ages = found.get((segment, slice_id))
             if ages is None:
                 ages = found[(segment, slice_id)] = Ages(self.last)
             ages.parts[j] = part
+            if overall is not None and segment != overall:  # the overall segment: a merge of the others
+                mine = found.get((overall, slice_id))
+                if mine is None:
+                    mine = found[(overall, slice_id)] = Ages(self.last)
+                into = mine.parts[j]
+                if into is None:
+                    into = mine.parts[j] = Reading(self.kpis)
+                into.merge(part)
         self.found = {}
         return found
 
@@ -292,28 +290,34 @@ def early_metrics(kpis: tuple[tuple[str, Better, bool], ...], binary: bool) -> t
 def _auc(r: Reading, filling: Filling | None) -> Estimate:
     """AUC of converted-by-then against the rest, over 1e-5 score bins (ties count one half), as
     `monitor.stats.histogram` computes the final one."""
-    pos, neg = _binned(r.pos), _binned(r.neg)
-    scores = _binned(r.scores) if filling is not None else np.empty(0, dtype=np.int64)
-    bins = np.unique(np.concatenate((scores, pos, neg)))
-    p, n = _counts(bins, pos), _counts(bins, neg)
-    if filling is not None:  # the decisions not yet matched take the `missing` label
-        waiting = np.maximum(_counts(bins, scores) - p - n, 0.0)  # never below 0, even for an incomplete reading
-        if filling.label >= 0.5:
-            p += waiting
-        else:
-            n += waiting
-    n_pos, n_neg = float(p.sum()), float(n.sum())
-    if not n_pos or not n_neg:
+    pos, neg = np.sort(_binned(r.pos)), np.sort(_binned(r.neg))
+    if filling is None:
+        return _auc_of(pos, neg, None)
+    seen = np.sort(_binned(r.scores))
+    if filling.label < 0.5:  # the decisions not yet matched are negatives: all seen but the positives
+        return _auc_of(pos, seen, pos)
+    flipped = _auc_of(neg, seen, neg)  # they are positives: all seen but the negatives
+    return Estimate(1.0 - flipped.value, flipped.se)
+
+
+def _auc_of(pos: npt.NDArray[np.int64], within: npt.NDArray[np.int64],
+            but: npt.NDArray[np.int64] | None) -> Estimate:
+    """AUC of `pos` against the negatives `within` without `but` (multisets of bins, sorted), by mid-ranks."""
+    n_pos = pos.size
+    n_neg = within.size - (0 if but is None else but.size)
+    if not n_pos or n_neg <= 0:
         return Estimate(math.nan, math.nan)
-    below = np.cumsum(n) - 0.5 * n  # negatives in lower bins, and half of those in the same bin
-    a = float(p @ below) / (n_pos * n_neg)
+    wins = _mid_rank(within, pos) - (0.0 if but is None else _mid_rank(but, pos))
+    a = min(max(wins / (n_pos * n_neg), 0.0), 1.0)  # within [0, 1] even for a reading a restart cut short
     return Estimate(a, hanley_mcneil(a, n_pos, n_neg))
+
+
+def _mid_rank(sorted_bins: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> float:
+    """Σ over `at` of the values in `sorted_bins` below it, plus half those equal to it."""
+    below = np.searchsorted(sorted_bins, at, side="left")
+    upto = np.searchsorted(sorted_bins, at, side="right")
+    return 0.5 * float((below + upto).sum())
 
 
 def _binned(scores: array[float]) -> npt.NDArray[np.int64]:
     return np.floor(np.frombuffer(scores, dtype=np.float64) * BINS + 0.5).astype(np.int64)
-
-
-def _counts(bins: npt.NDArray[np.int64], found: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-    """How many of `found` fall in each of the sorted `bins` (which hold every value of it)."""
-    return np.bincount(np.searchsorted(bins, found), minlength=bins.size).astype(np.float64)
