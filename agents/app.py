@@ -21,12 +21,15 @@ from collections.abc import Awaitable, ItemsView
 from typing import Any
 
 import faust
-from aiohttp.web import Response
+from aiohttp.web import Request, Response, middleware
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agents.consumer import Transport
+from agents.logs import PRODUCER_BUFFER, quiet_faust
 from monitor.apps.brokers import group_id
+from monitor.apps.kafka_config import Connection
+from monitor.apps.web_access import WebAccess
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
 from monitor.export.prometheus import MonitorCollector
@@ -79,14 +82,44 @@ class Topics:
         return self.alerts.send(key=alert_id.encode(), value=raw)  # type: ignore[no-any-return]
 
 
-def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066,
-               snapshot_bytes: int = SNAPSHOT_MIN_BYTES, web_host: str = "127.0.0.1") -> faust.App:
+def credentials(kafka: Connection) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the connection's security: the same TLS context and login as every other client."""
+    s = kafka.settings
+    if s.uses_sasl:
+        password = s.sasl_password.reveal() if s.sasl_password else None
+        return faust.SASLCredentials(username=s.sasl_username, password=password, ssl_context=kafka.ssl_context,
+                                     mechanism=s.sasl_mechanism)
+    if s.uses_ssl:
+        return faust.SSLCredentials(kafka.ssl_context)
+    return None
+
+
+def guard(access: WebAccess) -> Any:
+    """An aiohttp middleware: every page, Faust's own included, asks for the basic-auth credentials."""
+
+    @middleware
+    async def basic_auth(request: Request, handler: Any) -> Any:
+        if access.allows(request.headers.get("Authorization")):
+            return await handler(request)
+        return Response(status=401, text="authentication required\n",
+                        headers={"WWW-Authenticate": 'Basic realm="monitor", charset="UTF-8"'})
+
+    return basic_auth
+
+
+def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6066,
+               snapshot_bytes: int = SNAPSHOT_MIN_BYTES, web_host: str = "127.0.0.1",
+               access: WebAccess | None = None) -> faust.App:
     """A worker for one decision spec; `partitions` is the input topics' partition count."""
     datadir = tempfile.mkdtemp(prefix=f"monitor-{spec.name}-")  # the memory store keeps nothing on disk
     atexit.register(shutil.rmtree, datadir, ignore_errors=True)
     app = faust.App(
         group_id(spec),
-        broker=f"kafka://{bootstrap}",
+        broker=f"kafka://{kafka.bootstrap}",
+        broker_credentials=credentials(kafka),
+        # A worker killed without a goodbye holds its partitions until its session times out.
+        broker_session_timeout=spec.session_timeout,
+        broker_heartbeat_interval=spec.heartbeat_interval,
         store="memory://",
         topic_partitions=partitions,
         topic_replication_factor=1,
@@ -100,11 +133,16 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
         web_host=web_host,
         web_tables_enabled=False,  # /table would expose table contents
         web_router_enabled=False,
+        web_ssl_context=access.ssl_context if access else None,
         autodiscover=False,
         key_serializer="raw",  # the engine decodes, counts and dead-letters; Faust never has to
         value_serializer="raw",
     )
     app.transport = Transport(app.conf.broker_consumer, app)
+    app.producer.buffer.max_messages = PRODUCER_BUFFER  # a checkpoint's burst is no reason to pause input
+    quiet_faust()
+    if access is not None and access.user:
+        app.web.web_app.middlewares.append(guard(access))  # type: ignore[attr-defined]  # aiohttp driver
     registry = CollectorRegistry()
     app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
 
@@ -117,7 +155,8 @@ def create_app(spec: Spec, bootstrap: str, partitions: int, web_port: int = 6066
     def table(name: str) -> ChangelogTable:
         return ChangelogTable(app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes))
 
-    worker = Worker(spec, table("join"), table("metrics"), sender, partitions, snapshot_bytes)
+    worker = Worker(spec, table("join"), table("metrics"), sender, partitions, snapshot_bytes,
+                    replay_source=f"--bootstrap {kafka.bootstrap}")
     registry.register(MonitorCollector(spec, worker))
 
     async def consume(stream: faust.StreamT[bytes], topic: str) -> None:

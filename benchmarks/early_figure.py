@@ -1,6 +1,6 @@
 """The README's picture of early readings: one cohort's outcomes by age, against the reference's.
 
-    python benchmarks/early_figure.py [--out docs/early-readings.png]
+    python benchmarks/early_figure.py [--out docs/img/early-readings.png]
 
 Two windows of decisions under the bundled spec with a 24 h horizon, read by replay: the
 reference (the first windows, pooled) and the first window after the outcomes slow down threefold.
@@ -65,7 +65,7 @@ def curve(r: Reading, ages: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("docs/early-readings.png"))
+    parser.add_argument("--out", type=Path, default=Path("docs/img/early-readings.png"))
     args = parser.parse_args()
     hours = np.linspace(0, 24, 600)
     fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=110)

@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 from monitor.apps import brokers
+from monitor.apps.kafka_config import Connection, connect
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.spec import load
 from monitor.testing import edit_spec
@@ -77,10 +78,10 @@ def throughput(servers: str, decisions: int, partitions: int, tmp: Path) -> tupl
     tag = uuid.uuid4().hex[:8]
     spec_path = make_spec(tmp, tag)
     spec = load(spec_path)
-    brokers.create_topics(spec, servers, partitions, retention_ms=-1)
+    brokers.create_topics(spec, Connection(servers), partitions, retention_ms=-1)
     stream = tmp / f"{tag}.jsonl"
     records = write_jsonl(simulate("healthy", decisions, seed=1), stream)
-    brokers.produce(stream, servers, rename={"predictions": spec.topics.predictions,
+    brokers.produce(stream, Connection(servers), rename={"predictions": spec.topics.predictions,
                                              "outcomes": spec.topics.outcomes})
     raw = asyncio.run(raw_consume([spec.topics.predictions, spec.topics.outcomes], servers, records))
     floor = faust_floor([spec.topics.predictions, spec.topics.outcomes], servers, records)
@@ -148,7 +149,7 @@ def latency(servers: str, rate: float, tmp: Path, probes: int = 60, warmup: int 
     tag = uuid.uuid4().hex[:8]
     spec_path = make_spec(tmp, tag)
     spec = load(spec_path)
-    brokers.create_topics(spec, servers, 1, retention_ms=-1)
+    brokers.create_topics(spec, Connection(servers), 1, retention_ms=-1)
     port = 16700 + int(tag[:3], 16) % 200
     proc = start_worker(spec_path, servers, port, tmp / f"{tag}.log")
     producer = KafkaProducer(bootstrap_servers=servers, linger_ms=0)
@@ -195,7 +196,7 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
-    servers = brokers.bootstrap(args.bootstrap)
+    servers = connect(args.bootstrap).bootstrap
     with tempfile.TemporaryDirectory() as tmp:
         rate, raw, floor, records = throughput(servers, args.decisions, args.partitions, Path(tmp))
         print(f"records: {records:,} for {args.decisions:,} decisions, {args.partitions} partitions")

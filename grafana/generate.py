@@ -203,6 +203,31 @@ def model_vs_business(layout: Layout) -> dash.Dashboard:
                 " same time axis as the model metric above it.", "short",
                 query(layout.named(f'monitor_kpi{{{D}, window="rolling", kpi="$kpi"}}'), layout.legend()),
                 width=24, decimals=3))
+            .with_row(dash.Row("Experiment (the spec's [experiment]: each variant against the control)"))
+            .with_panel(graph(
+                "Lift per KPI and variant", "monitor_experiment_lift: the relative change of each KPI's mean per"
+                " decision, variant against the control, over the whole run. Read it together with the p-value"
+                " beside it: a lift is only news once that p-value is small.", "percentunit",
+                query(f"monitor_experiment_lift{{{D}}}", "{{kpi}}: {{variant}}"), width=10, decimals=1))
+            .with_panel(graph(
+                "Always-valid p-value", "monitor_experiment_p_value: the mSPRT p-value of each KPI's difference,"
+                " variant against control. Unlike a t-test's, it stays valid however often it is looked at, so"
+                " stopping the test when it first drops below 0.05 keeps the false-positive rate at 5%.", "none",
+                query(f"monitor_experiment_p_value{{{D}}}", "{{kpi}}: {{variant}}"), width=10, decimals=3)
+                .thresholds(steps((None, "green"), (0.05, "transparent")))
+                .thresholds_style(common_b.GraphThresholdsStyleConfig().mode(
+                    common.GraphThresholdsStyleMode.DASHED_AND_AREA)))
+            .with_panel(
+                stat.Panel().title("Sample ratio").description(
+                    "monitor_experiment_srm_p_value: χ² p-value of the arms' finalized decisions against the"
+                    " planned split (experiment.split in the spec, else equal). Red below 0.001: assignment or"
+                    " logging is broken, and no lift or p-value above can be trusted until it is fixed.")
+                .datasource(DATASOURCE).unit("none").decimals(4)
+                .span(4).height(10).with_target(query(f"monitor_experiment_srm_p_value{{{D}}}", "SRM p-value",
+                                                      instant=True))
+                .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+                .color_mode(common.BigValueColorMode.BACKGROUND).graph_mode(common.BigValueGraphMode.NONE)
+                .thresholds(steps((None, "red"), (0.001, "green"))))
             .with_row(dash.Row("Every metric, all decisions"))
             .with_panel(graph(
                 "Model metrics, all decisions", "Every model metric of the overall segment: solid lines the latest"

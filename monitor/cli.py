@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from monitor.contract.errors import MonitorError
+from monitor.offline.cli import offline
 
 # No pretty exceptions: main() turns an unexpected error into one line, and --debug shows Python's own traceback.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -39,6 +40,14 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _connect(bootstrap: str | None, spec: Any = None) -> Any:
+    """The Kafka connection of a command, checked once: a wrong password or an untrusted certificate
+    fails here, in one line, instead of in clients that retry quietly."""
+    from monitor.apps.kafka_config import connect_checked
+
+    return connect_checked(bootstrap, spec)
+
+
 def _epoch_ms(text: str | None, option: str) -> int | None:
     if text is None:
         return None
@@ -54,37 +63,146 @@ def _epoch_ms(text: str | None, option: str) -> int | None:
 @app.command()
 def replay(
     spec: SpecOption,
-    input: Annotated[Path, typer.Option("--input", help="Replay file: one Kafka record per JSON line.")],
     report: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
+    input: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--input", help="Replay file: one Kafka record per JSON line.")] = None,
+    bootstrap: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Read the range --from/--to from this Kafka broker (HOST:PORT) instead of a file.")] = None,
     since: Annotated[Optional[str], typer.Option("--from", help="Only records from this time (RFC 3339).")] = None,  # noqa: UP045
     until: Annotated[Optional[str], typer.Option("--to", help="Only records before this time.")] = None,  # noqa: UP045
+    segment: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        help="Only decisions with FIELD=VALUE, e.g. variant=control or segment.country=DE; repeatable.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Add what changed to each alert.")] = False,
+    reference: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="With --current: explain the change between two periods, T1..T2 (RFC 3339).")] = None,
+    current: Annotated[Optional[str], typer.Option(help="The period compared with --reference, T3..T4.")] = None,  # noqa: UP045
+    html: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Also write a self-contained HTML report (implies --explain).")] = None,
+    joined: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--joined", help="Also write one row per finalized decision to this .parquet or .csv file.")] = None,
 ) -> None:
-    """Replay captured records through the engine and write a report."""
+    """Replay records from a file or a Kafka time range through the engine and write a report."""
     import orjson
 
+    from monitor.apps import ranges
     from monitor.apps import replay as replaying
     from monitor.contract import spec as specs
+    from monitor.export.joined import JoinedTable, check_path
 
+    periods = _periods(reference, current)
     try:
         loaded = specs.load(spec)
-        if not input.is_file():
-            raise MonitorError(f"--input {input} is not a readable file")
-        monitor = replaying.replay(loaded, input, _epoch_ms(since, "--from"), _epoch_ms(until, "--to"),
-                                   progress=sys.stderr.isatty())
+        if joined is not None:
+            check_path(joined)
+        table = None if joined is None else JoinedTable(loaded)
+        source, named = ranges.open_source(loaded, input, bootstrap, _epoch_ms(since, "--from"),
+                                           _epoch_ms(until, "--to"), segment or [],
+                                           connect=lambda servers: _connect(servers, loaded))
+        monitor, collector = replaying.run(loaded, source, named, progress=sys.stderr.isatty(),
+                                           explain=explain or html is not None or periods is not None,
+                                           joined=table)
+        result = ranges.report(monitor, collector, periods)
     except MonitorError as exc:
         _fail(exc)
-    result = monitor.report()
     report.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    if html is not None:
+        from monitor.debug.page import render
+
+        html.write_text(render(result, spec.read_text(), f"monitor replay {named}"))
+    if joined is not None and table is not None:
+        rows = table.write(joined)
+        typer.echo(f"wrote {rows:,} finalized decisions to {joined}", err=True)
     if sys.stdout.isatty():
         from monitor.export.console import summary_table
 
         summary_table(monitor)
 
 
+def _periods(reference: str | None, current: str | None) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    if reference is None and current is None:
+        return None
+    if reference is None or current is None:
+        raise typer.BadParameter("give both --reference and --current", param_hint="--reference/--current")
+    return _period(reference, "--reference"), _period(current, "--current")
+
+
+def _period(text: str, option: str) -> tuple[float, float]:
+    start, sep, end = text.partition("..")
+    if not sep:
+        raise typer.BadParameter(f"{text!r} is not a period: expected T1..T2, e.g. "
+                                 "2026-01-01T00:00:00Z..2026-01-02T00:00:00Z", param_hint=option)
+    first, last = _epoch_ms(start, option), _epoch_ms(end, option)
+    assert first is not None and last is not None
+    if last <= first:
+        raise typer.BadParameter(f"{text!r} ends before it starts", param_hint=option)
+    return first / 1000, last / 1000
+
+
+@app.command()
+def capture(
+    spec: SpecOption,
+    out: Annotated[Path, typer.Option("--out", help="Replay file to write.")],
+    since: Annotated[str, typer.Option("--from", help="From this time (RFC 3339).")],
+    until: Annotated[str, typer.Option("--to", help="Before this time; outcomes one horizon later.")],
+    bootstrap: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Kafka bootstrap HOST:PORT; defaults to $KAFKA_BOOTSTRAP, then 127.0.0.1:9092.")] = None,
+    segment: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        help="Only decisions with FIELD=VALUE; repeatable.")] = None,
+) -> None:
+    """Keep a time range of the input topics as a replay file, with partitions and offsets."""
+    from monitor.apps import ranges
+    from monitor.apps.replay import tracked
+    from monitor.contract import spec as specs
+    from monitor.debug.capture import capture as capturing
+
+    try:
+        loaded = specs.load(spec)
+        kafka = _connect(bootstrap, loaded)
+        source, _ = ranges.open_source(loaded, None, kafka.bootstrap, _epoch_ms(since, "--from"),
+                                       _epoch_ms(until, "--to"), segment or [], connect=lambda _: kafka)
+        count = capturing(tracked(source, sys.stderr.isatty(), "capture"), out)
+    except MonitorError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {count:,} records from {kafka.bootstrap} to {out}", err=True)
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="The first report (before).")],
+    b: Annotated[Path, typer.Argument(help="The second report (after).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    alpha: Annotated[float, typer.Option(min=1e-12, max=0.5, help="Family-wise significance level.")] = 0.05,
+    all_segments: Annotated[bool, typer.Option("--all-segments", help="Every segment, not only all "
+                                               "decisions (the JSON always holds every segment).")] = False,
+) -> None:
+    """Two reports side by side: which metrics and KPIs moved, by how much, and whether significantly."""
+    import orjson
+
+    from monitor.debug.diff import diff as differ
+
+    try:
+        loaded = []
+        for path in (a, b):
+            try:
+                loaded.append(orjson.loads(path.read_bytes()))
+            except (OSError, orjson.JSONDecodeError) as exc:
+                raise MonitorError(f"{path}: not a readable JSON report ({exc})") from None
+        moves = differ(loaded[0], loaded[1], alpha)
+    except MonitorError as exc:
+        _fail(exc)
+    if json_out:
+        typer.echo(orjson.dumps({"a": str(a), "b": str(b), "alpha": alpha, "moves": [m.as_dict() for m in moves]},
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    from monitor.debug.diff import table
+
+    table(moves if all_segments else [m for m in moves if not m.segment], str(a), str(b), alpha)
+
+
 @app.command()
 def simulate(
-    scenario: Annotated[str, typer.Option(help="healthy, business_drop, model_rot, both_drop,"
-                                          " label_delay or slower_outcomes.")],
+    scenario: Annotated[str, typer.Option(
+        help="healthy, business_drop, model_rot, both_drop, label_delay, mix_shift or slower_outcomes.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Replay file to write.")] = None,  # noqa: UP045
     decisions: Annotated[Optional[int], typer.Option(min=1, show_default="100000", help="Number of decisions.")] = None,  # noqa: UP045
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -139,13 +257,14 @@ def _simulate_live(scenario: str, seed: int, rate: float, bootstrap: str | None,
     import signal
     import time
 
-    from monitor.apps import brokers, live
+    from monitor.apps import live
     from monitor.apps.simulate import MEDIAN_DELAY
     from monitor.contract import spec as specs
 
     change = _seconds(change_after, "--change-after")
     length = None if duration is None else _seconds(duration, "--duration")
     topics: dict[str, str] = {}
+    loaded = None
     try:
         if spec is not None:
             loaded = specs.load(spec)
@@ -154,15 +273,16 @@ def _simulate_live(scenario: str, seed: int, rate: float, bootstrap: str | None,
                 delay_scale = live.delay_scale(loaded.horizon)
         start = time.time()
         plan = live.Plan(scenario, rate, seed, start, change, delay_scale or 1.0, tag=f"{int(start):x}-")
+        kafka = _connect(bootstrap, loaded)
     except (MonitorError, ValueError) as exc:
         _fail(exc)
     from kafka.producer.kafka import KafkaProducer
 
-    servers = brokers.bootstrap(bootstrap)
+    servers = kafka.describe()
     clock = live.WallClock()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: clock.stop())
-    producer = KafkaProducer(bootstrap_servers=servers, linger_ms=50, acks="all")
+    producer = KafkaProducer(**kafka.kafka_python(linger_ms=50, acks="all"))
 
     def say(text: str) -> None:
         typer.echo(f"simulate: {text}", err=True)
@@ -211,21 +331,34 @@ def worker(
     snapshot_bytes: Annotated[int, typer.Option(
         min=1, help="Snapshot a join partition once its checkpoints since the last snapshot reach this many "
         "bytes (and the snapshot's own size): less restore work, more writes.")] = 1 << 20,
+    web_user: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="MONITOR_WEB_USER", help="Require basic auth on the web port as this user; the password comes "
+        "from $MONITOR_WEB_PASSWORD or the file named by $MONITOR_WEB_PASSWORD_FILE.")] = None,
+    web_certfile: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="MONITOR_WEB_CERTFILE", help="Serve the web port over HTTPS with this PEM certificate (chain).")] = None,
+    web_keyfile: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="MONITOR_WEB_KEYFILE", help="The PEM key of --web-certfile.")] = None,
 ) -> None:
     """Run a streaming worker: join, metrics and alerts on Kafka (Faust)."""
+    import os
+
     from monitor.apps import brokers
+    from monitor.apps.web_access import web_access
     from monitor.contract import spec as specs
 
     try:
+        access = web_access(web_user, web_certfile, web_keyfile, os.environ)
         loaded = specs.load(spec)
-        servers = brokers.bootstrap(bootstrap)
-        partitions = brokers.check_copartitioned(loaded, servers)
-        brokers.create_internal_topics(loaded, servers, partitions)
+        kafka = _connect(bootstrap, loaded)
+        partitions = brokers.check_copartitioned(loaded, kafka)
+        brokers.create_internal_topics(loaded, kafka, partitions)
     except MonitorError as exc:
         _fail(exc)
     from agents.app import create_app, run
 
-    run(create_app(loaded, servers, partitions, web_port, snapshot_bytes, web_host=web_host), loglevel)
+    typer.echo(f"worker {loaded.name}: Kafka at {kafka.describe()}, {partitions} input partitions;"
+               f" /metrics and /healthz on {access.scheme}://{web_host}:{web_port} ({access.describe()})", err=True)
+    run(create_app(loaded, kafka, partitions, web_port, snapshot_bytes, web_host=web_host, access=access), loglevel)
 
 
 @app.command()
@@ -244,12 +377,13 @@ def produce(
     try:
         if not input.is_file():
             raise MonitorError(f"--input {input} is not a readable file")
-        if spec is not None:
-            topics = specs.load(spec).topics
-            rename = {"predictions": topics.predictions, "outcomes": topics.outcomes}
+        loaded = None if spec is None else specs.load(spec)
+        if loaded is not None:
+            rename = {"predictions": loaded.topics.predictions, "outcomes": loaded.topics.outcomes}
+        kafka = _connect(bootstrap, loaded)
     except MonitorError as exc:
         _fail(exc)
-    sent, skipped = brokers.produce(input, brokers.bootstrap(bootstrap), rate, rename)
+    sent, skipped = brokers.produce(input, kafka, rate, rename)
     typer.echo(f"sent {sent:,} records" + (f"; skipped {skipped:,} lines that are not records" if skipped else ""),
                err=True)
 
@@ -268,6 +402,8 @@ def webhook(
     serve(host, port)
 
 
+app.add_typer(offline, name="offline")
+
 topics = typer.Typer(help="Manage the monitor's Kafka topics.", no_args_is_help=True)
 app.add_typer(topics, name="topics")
 
@@ -285,8 +421,8 @@ def topics_create(
     from monitor.contract import spec as specs
 
     try:
-        created = brokers.create_topics(specs.load(spec), brokers.bootstrap(bootstrap), partitions,
-                                        retention_ms=retention_ms)
+        loaded = specs.load(spec)
+        created = brokers.create_topics(loaded, _connect(bootstrap, loaded), partitions, retention_ms=retention_ms)
     except MonitorError as exc:
         _fail(exc)
     typer.echo("created: " + (", ".join(created) or "nothing (all topics exist)"), err=True)

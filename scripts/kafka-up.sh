@@ -16,6 +16,15 @@
 #   KAFKA_HEAP_OPTS        JVM heap flags                          [-Xms256m -Xmx512m]
 #   KAFKA_START_TIMEOUT    seconds to wait for "Kafka Server started" [90]
 #   MVN, JAVA              override the mvn / java executables
+#
+# Secured listeners, besides PLAINTEXT (both need a broker keystore):
+#   KAFKA_SASL_SSL_PORT    SASL_SSL listener (SCRAM-SHA-512 and PLAIN)
+#   KAFKA_MTLS_PORT        SSL listener that requires a client certificate (mutual TLS)
+#   KAFKA_BROKER_KEYSTORE  PKCS12 file with the broker's key and certificate chain
+#   KAFKA_BROKER_KEYSTORE_PASSWORD  its password
+#   KAFKA_BROKER_CLIENT_CA PEM file of the CA that signs client certificates [KAFKA_MTLS_PORT]
+#   KAFKA_BROKER_USERS     "name:password[,name:password]": SCRAM-SHA-512 users added when the data
+#                          dir is formatted, and PLAIN users of the SASL_SSL listener
 set -euo pipefail
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -33,6 +42,12 @@ HOME_DIR="${KAFKA_HOME_DIR:-.kafka}"
 [[ "$HOME_DIR" == /* ]] || HOME_DIR="$REPO_ROOT/$HOME_DIR"
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-}"
+MTLS_PORT="${KAFKA_MTLS_PORT:-}"
+KEYSTORE="${KAFKA_BROKER_KEYSTORE:-}"
+KEYSTORE_PASSWORD="${KAFKA_BROKER_KEYSTORE_PASSWORD:-}"
+CLIENT_CA="${KAFKA_BROKER_CLIENT_CA:-}"
+USERS="${KAFKA_BROKER_USERS:-}"
 MVN="${MVN:-mvn}"
 if [[ -n "${JAVA:-}" ]]; then :
 elif [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then JAVA="$JAVA_HOME/bin/java"
@@ -50,11 +65,17 @@ CLUSTER_ID_FILE="$HOME_DIR/cluster.id"
 say() { echo "kafka-up: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
-for p in "$PORT" "$CPORT"; do
+for p in "$PORT" "$CPORT" $SASL_SSL_PORT $MTLS_PORT; do
   if ! [[ "$p" =~ ^[1-9][0-9]{0,4}$ ]] || ((p > 65535)); then die "invalid port: $p"; fi
 done
 [[ "$PORT" != "$CPORT" ]] || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
 command -v "$JAVA" >/dev/null 2>&1 || die "java not found (install a JDK 17+ or set JAVA_HOME)"
+if [[ -n "$SASL_SSL_PORT$MTLS_PORT" ]]; then
+  [[ -r "$KEYSTORE" ]] || die "KAFKA_SASL_SSL_PORT and KAFKA_MTLS_PORT need KAFKA_BROKER_KEYSTORE (a readable PKCS12 file)"
+  [[ -n "$KEYSTORE_PASSWORD" ]] || die "KAFKA_BROKER_KEYSTORE needs KAFKA_BROKER_KEYSTORE_PASSWORD"
+fi
+[[ -z "$SASL_SSL_PORT" || -n "$USERS" ]] || die "KAFKA_SASL_SSL_PORT needs KAFKA_BROKER_USERS (name:password)"
+[[ -z "$MTLS_PORT" || -r "$CLIENT_CA" ]] || die "KAFKA_MTLS_PORT needs KAFKA_BROKER_CLIENT_CA (a readable PEM file)"
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -164,16 +185,22 @@ fi
 port_open "$CPORT" && die "controller port $CPORT is in use (set KAFKA_CONTROLLER_PORT)"
 
 # --- 3. config -----------------------------------------------------------------------------
+# The controller and the broker's own traffic stay PLAINTEXT on loopback; clients may use the
+# secured listeners.
+listeners="PLAINTEXT://$HOST:$PORT"
+protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+[[ -z "$SASL_SSL_PORT" ]] || { listeners+=",SASL_SSL://$HOST:$SASL_SSL_PORT"; protocols+=",SASL_SSL:SASL_SSL"; }
+[[ -z "$MTLS_PORT" ]] || { listeners+=",MTLS://$HOST:$MTLS_PORT"; protocols+=",MTLS:SSL"; }
 cat >"$CONF_FILE" <<EOF
 # Written by scripts/kafka-up.sh on every start; edit the script, not this file.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CPORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CPORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
+listeners=$listeners,CONTROLLER://$HOST:$CPORT
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$DATA_DIR
 
 # single node: every replication factor / ISR is 1
@@ -199,6 +226,31 @@ log.retention.ms=-1
 log.retention.check.interval.ms=60000
 log.cleaner.dedupe.buffer.size=16777216
 EOF
+if [[ -n "$SASL_SSL_PORT$MTLS_PORT" ]]; then
+  cat >>"$CONF_FILE" <<EOF
+
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$KEYSTORE
+ssl.keystore.password=$KEYSTORE_PASSWORD
+EOF
+fi
+if [[ -n "$SASL_SSL_PORT" ]]; then
+  plain_users=""
+  IFS=',' read -ra pairs <<<"$USERS"
+  for pair in "${pairs[@]}"; do plain_users+=" user_${pair%%:*}=\"${pair#*:}\""; done
+  cat >>"$CONF_FILE" <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain_users;
+EOF
+fi
+if [[ -n "$MTLS_PORT" ]]; then
+  cat >>"$CONF_FILE" <<EOF
+listener.name.mtls.ssl.client.auth=required
+listener.name.mtls.ssl.truststore.type=PEM
+listener.name.mtls.ssl.truststore.location=$CLIENT_CA
+EOF
+fi
 
 # Keep the previous run's logs aside so readiness is judged on this run's log only.
 for f in "$SERVER_LOG" "$STDOUT_LOG"; do
@@ -219,9 +271,14 @@ if [[ ! -f "$DATA_DIR/meta.properties" ]]; then
   fi
   cid="$(cat "$CLUSTER_ID_FILE")"
   say "formatting $DATA_DIR (cluster id $cid)"
+  scram=()  # SCRAM credentials live in the KRaft metadata, so they are added at format time
+  if [[ -n "$SASL_SSL_PORT" ]]; then
+    IFS=',' read -ra pairs <<<"$USERS"
+    for pair in "${pairs[@]}"; do scram+=(--add-scram "SCRAM-SHA-512=[name=${pair%%:*},password=${pair#*:}]"); done
+  fi
   "$JAVA" -Xmx256m -cp "$JARS_DIR/*" \
     -Dlog4j.configuration="file:$KAFKA_SRC/log4j.properties" -Dkafka.logs.dir="$LOG_DIR" \
-    kafka.tools.StorageTool format -t "$cid" -c "$CONF_FILE" --ignore-formatted >&2 \
+    kafka.tools.StorageTool format -t "$cid" -c "$CONF_FILE" --ignore-formatted ${scram[@]+"${scram[@]}"} >&2 \
     || die "kafka.tools.StorageTool format failed"
 fi
 

@@ -80,6 +80,70 @@ def test_alerts_and_misalignment(published: tuple[Monitor, CollectorRegistry]) -
                    if not s.name.endswith("_bucket"))
 
 
+def test_experiment_gauges_agree_with_the_joined_table(spec_text: str, tmp_path) -> None:
+    """Lift, always-valid p and SRM from the engine's segments equal the same numbers computed on the table's rows."""
+    from scipy import stats
+
+    from monitor.apps.replay import replay
+    from monitor.apps.simulate import write_jsonl
+    from monitor.contract.spec import parse
+    from monitor.export.joined import JoinedTable
+    from monitor.stats.experiment import always_valid_p
+
+    spec = parse(spec_text + '\n[experiment]\nfield = "variant"\ncontrol = "control"\n')
+    stream = tmp_path / "stream.jsonl"
+    write_jsonl(simulate("business_drop", 20_000, seed=4), stream)
+    table = JoinedTable(spec)
+    monitor = replay(spec, stream, joined=table)
+    registry = CollectorRegistry()
+    registry.register(MonitorCollector(spec, monitor))
+    rows = table.frame()
+    rows = rows[rows["label"].notna()]
+    arms = {v: rows[rows["variant"] == v] for v in ("control", "treatment")}
+    counts = [len(arms["control"]), len(arms["treatment"])]
+    srm = registry.get_sample_value("monitor_experiment_srm_p_value", {"decision": "checkout_offer"})
+    assert srm == pytest.approx(stats.chisquare(counts).pvalue, rel=1e-9)
+    for kpi in ("conversion", "revenue", "items"):
+        a, b = (arms[v][f"kpi.{kpi}"].dropna() for v in ("control", "treatment"))
+        labels = {"decision": "checkout_offer", "kpi": kpi, "variant": "treatment"}
+        lift = registry.get_sample_value("monitor_experiment_lift", labels)
+        assert lift == pytest.approx(b.mean() / a.mean() - 1, rel=1e-9)
+        p = registry.get_sample_value("monitor_experiment_p_value", labels)
+        assert p == pytest.approx(float(always_valid_p(a.size, a.mean(), a.var(), b.size, b.mean(), b.var())), rel=1e-6)
+        assert registry.get_sample_value("monitor_experiment_lift", {**labels, "variant": "control"}) is None
+
+
+def test_no_experiment_gauges_without_an_experiment(published: tuple[Monitor, CollectorRegistry]) -> None:
+    _, registry = published
+    assert registry.get_sample_value("monitor_experiment_srm_p_value", {"decision": "checkout_offer"}) is None
+    assert "monitor_experiment_lift{" not in generate_latest(registry).decode()
+
+
+def test_the_srm_gauge_tests_the_planned_split(spec_text: str) -> None:
+    from scipy import stats
+
+    from monitor.contract.spec import parse
+
+    planned = parse(spec_text + '\n[experiment]\nfield = "variant"\ncontrol = "control"\n'
+                    'split = { control = 0.48, treatment = 0.52 }\n')
+    monitor = Monitor(planned)
+    for record in simulate("healthy", 20_000, seed=3):
+        monitor.process(str(record["topic"]), encode(record["value"]))
+    monitor.finish()
+    registry = CollectorRegistry()
+    registry.register(MonitorCollector(planned, monitor))
+    counts = dict.fromkeys(("control", "treatment"), 0)
+    for rollup in monitor.rollups():
+        for segment, total in rollup.totals().items():
+            key = rollup.key(segment)
+            if key:  # (variant, country); the overall segment's key is ()
+                counts[key[0]] += total["decisions"]
+    n = sum(counts.values())
+    want = stats.chisquare(list(counts.values()), [n * 0.48, n * 0.52]).pvalue
+    got = registry.get_sample_value("monitor_experiment_srm_p_value", {"decision": "checkout_offer"})
+    assert 0 < got < 1e-3 and got == pytest.approx(want, rel=1e-9)  # a 50/50 stream against a 48/52 plan
+
+
 def test_early_gauges_carry_the_age_and_equal_the_latest_reading(published: tuple[Monitor, CollectorRegistry]) -> None:
     monitor, registry = published
     report = monitor.report()

@@ -191,3 +191,44 @@ def test_totals_do_not_depend_on_interleaving(spec: Spec, items: list, rnd) -> N
             for name, x in ta[seg][side].items():
                 y = tb[seg][side][name]
                 assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+
+
+late_or_repeated = st.lists(
+    st.tuples(
+        st.floats(0, 3 * H, allow_nan=False),  # decision time
+        st.one_of(st.none(), st.floats(0, 2 * H)),  # outcome delay: within or past the horizon, or none
+        st.integers(1, 3),  # copies of the outcome
+        st.booleans(),  # the outcome's record comes before the prediction's on its topic's timeline
+    ),
+    min_size=1, max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(late_or_repeated, st.randoms(use_true_random=False))
+def test_counts_do_not_depend_on_how_the_two_topics_interleave(spec: Spec, items: list, rnd) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """Each topic in its own order, interleaved as two consumers might: late and repeated outcomes
+    are classified the same way (a repeat of a late outcome is a duplicate, whichever came first)."""
+    predictions, outcomes = [], []
+    for i, (ts, delay, copies, early) in enumerate(items):
+        predictions.append((ts, f"d{i}"))
+        if delay is not None:
+            outcomes += [((ts - 1.0 if early else ts + delay), f"d{i}")] * copies
+    predictions.sort()
+    outcomes.sort()
+
+    def run_order(take_prediction: list[bool]) -> Monitor:
+        s, p, o = Stream(), iter(predictions), iter(outcomes)
+        for pick in take_prediction:
+            item = next(p, None) if pick else next(o, None)
+            if item is None:
+                item, pick = (next(o, None), False) if pick else (next(p, None), True)
+            if item is not None:
+                (s.predict(item[1], item[0], 0.5) if pick else s.outcome(item[1], item[0], 1, value=2.0))
+        s.predict("clock", 10 * H, 0.5).outcome("clock", 10 * H, 0)
+        return run(spec, s)
+
+    total = len(predictions) + len(outcomes)
+    first = run_order([True] * len(predictions) + [False] * len(outcomes))
+    other = run_order([rnd.random() < 0.5 for _ in range(2 * total)])
+    assert first.joiner.counts() == other.joiner.counts()

@@ -423,3 +423,118 @@ def test_soak_sustained_load_with_a_restart_equals_replay(setup: Setup, request:
     (ARTIFACTS / "soak.json").write_text(json.dumps(report, indent=2))
     print("soak:", report)
     assert mbs[-1] < 1.5 * mbs[0] + 50, report
+
+
+# -- replay and capture of a Kafka time range ------------------------------------------------------------
+
+def monitor_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def without_replay_commands(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with each alert's replay command left out: it names its own input."""
+    return {**report, "alerts": [{k: v for k, v in a.items() if k != "replay"} for a in report["alerts"]]}
+
+
+@pytest.mark.parametrize("setup", [2], indirect=True)
+def test_capture_then_replay_equals_replay_from_kafka(setup: Setup) -> None:
+    path = setup.stream("business_drop", 30_000)
+    setup.produce(path)
+    span = ["--from", "2026-01-01T03:00:00Z", "--to", "2026-01-02T06:00:00Z"]
+    kafka, captured, offline = setup.tmp / "kafka.json", setup.tmp / "capture.jsonl", setup.tmp / "offline.json"
+    spec = ["--spec", str(setup.spec_path)]
+    done = monitor_cli("replay", *spec, "--bootstrap", setup.servers, *span, "--report", str(kafka), "--explain")
+    assert done.returncode == 0, done.stderr
+    done = monitor_cli("capture", *spec, "--bootstrap", setup.servers, *span, "--out", str(captured))
+    assert done.returncode == 0, done.stderr
+    done = monitor_cli("replay", *spec, "--input", str(captured), "--report", str(offline), "--explain")
+    assert done.returncode == 0, done.stderr
+    from_kafka, from_file = json.loads(kafka.read_text()), json.loads(offline.read_text())
+    assert from_kafka["alerts"], "the range should hold the alert"
+    assert without_replay_commands(from_kafka) == without_replay_commands(from_file)
+    assert all(f"--bootstrap {setup.servers}" in a["replay"] for a in from_kafka["alerts"])
+    lines = [json.loads(line) for line in captured.read_text().splitlines()]
+    assert {r["partition"] for r in lines} == {0, 1} and all(isinstance(r["offset"], int) for r in lines)
+    assert from_kafka["join"]["predictions"] + from_kafka["join"]["outcomes"] + from_kafka["join"]["duplicates"] \
+        + from_kafka["join"]["invalid"] == len(lines)
+
+
+def test_records_exactly_at_the_range_ends(setup: Setup) -> None:
+    """--from is in, --to is out, by Kafka record timestamp; outcomes up to one horizon past --to."""
+    t1, t2 = 1_767_225_600_000, 1_767_225_600_000 + 3_600_000
+    horizon = round(setup.spec.horizon * 1000)
+    p, o = setup.spec.topics.predictions, setup.spec.topics.outcomes
+
+    def prediction(name: str, ms: int) -> dict[str, Any]:  # event time an hour before the record time
+        return {"topic": p, "key": name, "timestamp": ms,
+                "value": {"decision_id": name, "ts": ms / 1000 - 3600, "model": "m", "score": 0.7}}
+
+    def outcome(name: str, ms: int) -> dict[str, Any]:
+        return {"topic": o, "key": name, "timestamp": ms, "value": {"decision_id": name, "ts": ms / 1000, "label": 1}}
+
+    records = [prediction("before", t1 - 1), prediction("first", t1), prediction("last", t2 - 1),
+               prediction("after", t2), outcome("o-before", t1 - 1), outcome("o-at-to", t2),
+               outcome("o-last", t2 + horizon - 1), outcome("o-after", t2 + horizon)]
+    path = setup.tmp / "edges.jsonl"
+    write_jsonl(records, path)
+    setup.produce(path)
+    span = ["--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T01:00:00Z"]
+    for source in (["--bootstrap", setup.servers], ["--input", str(path)]):
+        report = setup.tmp / "edges.json"
+        done = monitor_cli("replay", "--spec", str(setup.spec_path), *source, *span, "--report", str(report))
+        assert done.returncode == 0, done.stderr
+        join = json.loads(report.read_text())["join"]
+        assert (join["predictions"], join["outcomes"]) == (2, 2), (source, join)
+    captured = setup.tmp / "edges-capture.jsonl"
+    done = monitor_cli("capture", "--spec", str(setup.spec_path), "--bootstrap", setup.servers, *span,
+                       "--out", str(captured))
+    assert done.returncode == 0, done.stderr
+    assert sorted(json.loads(line)["key"] for line in captured.read_text().splitlines()) == \
+        ["first", "last", "o-at-to", "o-last"]
+
+
+def committed(servers: str, group: str, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
+    """The group's committed offsets on `topics` (a worker also commits its internal topics as it runs)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        offsets = admin.list_group_offsets(group)[group]
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if tp.topic in topics}
+    finally:
+        admin.close()
+
+
+def groups(servers: str) -> set[str]:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        return {g["group_id"] for g in admin.list_groups()}
+    finally:
+        admin.close()
+
+
+def test_a_replay_leaves_a_running_worker_alone_and_its_alert_command_reproduces_it(setup: Setup) -> None:
+    path = setup.stream("business_drop", 20_000)
+    port, _ = setup.run(path)
+    group = f"monitor-{setup.spec.name}"
+    inputs = (setup.spec.topics.predictions, setup.spec.topics.outcomes)
+    before, groups_before = committed(setup.servers, group, inputs), groups(setup.servers)
+    assert before.get((setup.spec.topics.predictions, 0)), "the worker should have committed its offsets"
+    alerts = [json.loads(m.value) for m in messages(setup, setup.spec.topics.alerts, 1)]
+    assert alerts, "the scenario should alert"
+    alert = alerts[0]
+    command = alert["replay"].split()
+    assert command[:2] == ["monitor", "replay"] and f"--bootstrap {setup.servers}" in alert["replay"]
+    report = setup.tmp / "from-alert.json"
+    command[command.index("--report") + 1] = str(report)
+    done = monitor_cli(*command[1:])
+    assert done.returncode == 0, done.stderr
+    replayed = json.loads(report.read_text())["alerts"]
+    assert any((a["kind"], a["segment"], a["at"]) == (alert["kind"], alert["segment"], alert["at"]) for a in replayed)
+    time.sleep(3)  # a commit from the replay, if there were one, would have landed
+    assert committed(setup.servers, group, inputs) == before
+    assert groups(setup.servers) == groups_before  # the replay joined no group
+    assert sum(v for n, _, v in scrape(port) if n == "monitor_records_total") == sum(1 for _ in path.open())

@@ -27,6 +27,7 @@ BATCH = {
     "model_rot": "a376dcc71d60a3262eac4e0723612d497a7702b905013d75c0956bf049b112ac",
     "both_drop": "dcb330e109e46c8b724c7aaa35bc335f362633e1ce85fdd529dc61b69ef1e7f4",
     "label_delay": "8469513ef14f0eb3769eba3c80be26d6849958efe762daed1bf38e241459b09b",
+    "mix_shift": "9beafea90865a10530fa188ae85ba854b19210533443b82b806b8bc4817f96df",
     "slower_outcomes": "2f71ff5dca33a9e400dc7952c1175af3cf64bf3226a9583b9c9b45e6809a1208",
 }
 START = 1_800_000_000.0
@@ -162,6 +163,7 @@ def test_live_simulator_on_kafka(tmp_path: Path, bootstrap: str, bundled_spec_pa
     from kafka.consumer.group import KafkaConsumer
 
     from monitor.apps.brokers import create_topics
+    from monitor.apps.kafka_config import Connection
     from monitor.contract.spec import load
 
     tag = uuid.uuid4().hex[:8]
@@ -170,7 +172,7 @@ def test_live_simulator_on_kafka(tmp_path: Path, bootstrap: str, bundled_spec_pa
         "decision.name": f"live_{tag}", "topics.predictions": f"p-{tag}", "topics.outcomes": f"o-{tag}",
         "outcome.horizon": "20s"}))
     spec = load(spec_path)
-    create_topics(spec, bootstrap, 2)
+    create_topics(spec, Connection(bootstrap), 2)
     consumer = KafkaConsumer(spec.topics.predictions, spec.topics.outcomes, bootstrap_servers=bootstrap,
                              auto_offset_reset="earliest", group_id=f"g-{tag}")
     run = subprocess.Popen(

@@ -44,6 +44,13 @@ def test_durations(text: str, expected: float) -> None:
     ({"windows": None, "window": {"size": 500}}, "window", "known keys"),
     ({"model.threshold": None, "model.treshold": 0.5}, "model.treshold", "known keys"),
     ({"kpi.2.name": "revenue"}, "kpi[2].name", "not used by another"),
+    ({"experiment": {"field": "model", "control": "control"}}, "experiment.field", "segments.by fields"),
+    ({"experiment": {"field": "variant"}}, "experiment.control", "the control arm's value"),
+    ({"experiment": {"field": "variant", "control": "c", "splits": 0.5}}, "experiment.splits", "known keys"),
+    ({"experiment": {"field": "variant", "control": "control", "split": {"treatment": 1.0}}}, "experiment.split",
+     "'control' among them"),
+    ({"experiment": {"field": "variant", "control": "control", "split": {"control": 0.9, "treatment": -1}}},
+     "experiment.split", "planned share"),
 ])
 def test_errors_name_key_value_and_expectation(spec_text: str, changes: dict[str, object], key: str,
                                                fragment: str) -> None:
@@ -118,3 +125,7 @@ def test_segments_max_values_errors(spec_text: str, given: object, value: object
 def test_segments_known_keys_name_max_values(spec_text: str) -> None:
     with pytest.raises(SpecError, match=r"`segments\.max_value`.*known keys: by, max, max_values"):
         specs.parse(edit_spec(spec_text, {"segments.max_value": 3}))
+
+
+def test_the_experiment_names_a_segment_field_and_its_control(bundled_spec_path: Path) -> None:
+    assert specs.load(bundled_spec_path).experiment == specs.Experiment("variant", "control")

@@ -208,6 +208,36 @@ def test_metrics_stage_restores_from_bases_after_a_crash_mid_write(spec: Spec, c
     assert sum(key[1:3] == b"|s" for key in store) <= len(got) * 4  # and only the slices still open
 
 
+def test_experiment_gauges_of_a_worker_equal_replays_and_need_every_segment(spec_text: str) -> None:
+    """Four partitions: the worker's arms are merged from segments on four metrics partitions. Once it
+    holds only some of them its experiment gauges go away rather than compare partial arms."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.export.prometheus import MonitorCollector
+
+    spec = specs.parse(spec_text + '\n[experiment]\nfield = "variant"\ncontrol = "control"\n')
+    stream = records("business_drop", 20_000, partitions=4, tail=True)
+    worker = InMemoryWorker(spec, fresh(), sources=4)
+    worker.finish(worker.feed(stream))
+    gauges = []
+    for readings in (replayed(spec, stream), worker.worker):
+        registry = CollectorRegistry()
+        registry.register(MonitorCollector(spec, readings))
+        gauges.append({(s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect()
+                       for s in family.samples if s.name.startswith("monitor_experiment")})
+    want, got = gauges
+    assert len(want) == 1 + 2 * 3  # SRM, then lift and p-value of three KPIs for the one variant
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9), key
+    assert worker.worker.whole()
+    worker.worker.revoke(set(), {0, 1})
+    assert not worker.worker.whole()
+    registry = CollectorRegistry()
+    registry.register(MonitorCollector(spec, worker.worker))
+    assert registry.get_sample_value("monitor_experiment_srm_p_value", {"decision": "checkout_offer"}) is None
+
+
 def test_an_alert_cut_by_a_crash_is_sent_after_the_restart(spec: Spec) -> None:
     stream = records("business_drop", 30_000, tail=True)
     report = replayed(spec, stream).report()

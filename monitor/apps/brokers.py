@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
+from monitor.apps.kafka_config import Connection
 from monitor.contract.errors import MonitorError, RecordError
 from monitor.contract.events import decode_record
 from monitor.contract.spec import Spec
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
-
-def bootstrap(option: str | None) -> str:
-    """The broker to use: the option, then $KAFKA_BOOTSTRAP, then 127.0.0.1:9092."""
-    return option or os.environ.get("KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
-
-
-def partitions(servers: str, topics: list[str]) -> dict[str, int]:
+def partitions(kafka: Connection, topics: list[str]) -> dict[str, int]:
     """Partition counts of existing topics (absent topics are left out)."""
     from kafka.consumer.group import KafkaConsumer
 
-    consumer = KafkaConsumer(bootstrap_servers=servers, request_timeout_ms=15_000)
+    consumer = KafkaConsumer(**kafka.kafka_python(request_timeout_ms=15_000))
     try:
         found = {}
         for topic in topics:
@@ -34,13 +27,13 @@ def partitions(servers: str, topics: list[str]) -> dict[str, int]:
         consumer.close()
 
 
-def check_copartitioned(spec: Spec, servers: str) -> int:
+def check_copartitioned(spec: Spec, kafka: Connection) -> int:
     """The input topics' partition count; fails unless both exist with the same count."""
     names = [spec.topics.predictions, spec.topics.outcomes]
-    found = partitions(servers, names)
+    found = partitions(kafka, names)
     missing = [t for t in names if t not in found]
     if missing:
-        raise MonitorError(f"topic {missing[0]!r} does not exist on {servers}; create the topics with"
+        raise MonitorError(f"topic {missing[0]!r} does not exist on {kafka.bootstrap}; create the topics with"
                            f" `monitor topics create --spec {spec.source}`")
     if found[names[0]] != found[names[1]]:
         raise MonitorError(
@@ -50,7 +43,7 @@ def check_copartitioned(spec: Spec, servers: str) -> int:
     return found[names[0]]
 
 
-def create_topics(spec: Spec, servers: str, count: int, replication: int = 1,
+def create_topics(spec: Spec, kafka: Connection, count: int, replication: int = 1,
                   retention_ms: int | None = None) -> list[str]:
     """Create the input topics with `count` partitions each, and the output topics; returns those created.
 
@@ -62,10 +55,10 @@ def create_topics(spec: Spec, servers: str, count: int, replication: int = 1,
 
     wanted = {spec.topics.predictions: count, spec.topics.outcomes: count,
               spec.topics.alerts: 1, spec.topics.dead_letters: 1}
-    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=15_000)
+    admin = KafkaAdminClient(**kafka.kafka_python(request_timeout_ms=15_000))
     created = []
     try:
-        existing = partitions(servers, list(wanted))
+        existing = partitions(kafka, list(wanted))
         for name, n in wanted.items():
             if name in existing:
                 if existing[name] != n and name in (spec.topics.predictions, spec.topics.outcomes):
@@ -76,7 +69,7 @@ def create_topics(spec: Spec, servers: str, count: int, replication: int = 1,
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass
-        _await_metadata(servers, list(wanted))
+        _await_metadata(kafka, list(wanted))
     finally:
         admin.close()
     return created
@@ -96,7 +89,7 @@ def internal_topics(spec: Spec) -> dict[str, dict[str, str]]:
             f"{app}-join-changelog": compacted, f"{app}-metrics-changelog": compacted}
 
 
-def create_internal_topics(spec: Spec, servers: str, count: int, replication: int = 1) -> list[str]:
+def create_internal_topics(spec: Spec, kafka: Connection, count: int, replication: int = 1) -> list[str]:
     """Create the worker's internal topics with `count` partitions, and wait until the broker lists them.
 
     Faust creates them too, but while it joins the group: a topic created then can miss the first
@@ -106,13 +99,13 @@ def create_internal_topics(spec: Spec, servers: str, count: int, replication: in
     from kafka.errors import TopicAlreadyExistsError
 
     wanted = internal_topics(spec)
-    existing = partitions(servers, list(wanted))
+    existing = partitions(kafka, list(wanted))
     wrong = {name: n for name, n in existing.items() if n != count}
     if wrong:
         name, n = next(iter(wrong.items()))
         raise MonitorError(f"internal topic {name!r} has {n} partitions, but the input topics have {count}:"
                            " delete it (and the group's other internal topics) or recreate the input topics")
-    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=15_000)
+    admin = KafkaAdminClient(**kafka.kafka_python(request_timeout_ms=15_000))
     created = []
     try:
         for name, configs in wanted.items():
@@ -123,21 +116,21 @@ def create_internal_topics(spec: Spec, servers: str, count: int, replication: in
                 created.append(name)
             except TopicAlreadyExistsError:  # another worker of the group was quicker
                 pass
-        _await_metadata(servers, list(wanted))
+        _await_metadata(kafka, list(wanted))
     finally:
         admin.close()
     return created
 
 
-def _await_metadata(servers: str, topics: list[str], timeout: float = 30.0) -> None:
+def _await_metadata(kafka: Connection, topics: list[str], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while len(partitions(servers, topics)) < len(topics):
+    while len(partitions(kafka, topics)) < len(topics):
         if time.monotonic() > deadline:
-            raise MonitorError(f"topics {topics} did not appear on {servers} within {timeout:.0f} s")
+            raise MonitorError(f"topics {topics} did not appear on {kafka.bootstrap} within {timeout:.0f} s")
         time.sleep(0.2)
 
 
-def produce(path: Path, servers: str, rate: float | None = None,
+def produce(path: Path, kafka: Connection, rate: float | None = None,
             rename: dict[str, str] | None = None) -> tuple[int, int]:
     """Publish every record of a replay file to its topic, keeping key and timestamp.
 
@@ -146,7 +139,7 @@ def produce(path: Path, servers: str, rate: float | None = None,
     rename = rename or {}
     from kafka.producer.kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20, batch_size=256 * 1024, acks="all")
+    producer = KafkaProducer(**kafka.kafka_python(linger_ms=20, batch_size=256 * 1024, acks="all"))
     sent = skipped = 0
     started = time.monotonic()
     try:

@@ -31,7 +31,7 @@ def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Pa
     records = simulate(scenario, decisions, seed=7)
     capture = Path(tempfile.gettempdir()) / f"monitor-demo-{scenario}.jsonl"
     write_jsonl(records, capture)  # so each alert's replay command works as printed
-    monitor = Monitor(spec, replay_input=str(capture), on_alert=lambda a: print_alert(a, console))
+    monitor = Monitor(spec, replay_source=f"--input {capture}", on_alert=lambda a: print_alert(a, console))
     lock = threading.Lock()  # scrapes read the engine from the server's thread
     registry = CollectorRegistry()
     registry.register(MonitorCollector(spec, monitor, lock=lock))

@@ -1,51 +1,61 @@
-"""Replay a captured file of Kafka records through the engine, exactly as a worker would."""
+"""Replay records through the engine, exactly as a worker would: from a file or a range of Kafka topics."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
-from monitor.contract.errors import RecordError
-from monitor.contract.events import decode_record
 from monitor.contract.spec import Spec
+from monitor.debug.explain import Collector
+from monitor.debug.records import Bad, FileRecords, Incoming, RecordSource, TimeRange
 from monitor.engine.monitor import Monitor
+from monitor.export.joined import JoinedTable
 
 
 def replay(spec: Spec, path: Path, since_ms: int | None = None, until_ms: int | None = None,
-           progress: bool = False) -> Monitor:
-    """Run every record of a JSONL replay file (optionally a time range) through a fresh Monitor."""
-    monitor = Monitor(spec, replay_input=str(path))
-    with path.open("rb") as stream:
-        for line in _lines(stream, path, progress):
-            if not line.strip():
-                continue
-            try:
-                record = decode_record(line)
-            except RecordError as exc:
-                monitor.reject("<replay>", exc.reason, line)
-                continue
-            if record.timestamp is not None and (
-                (since_ms is not None and record.timestamp < since_ms)
-                or (until_ms is not None and record.timestamp >= until_ms)
-            ):
-                continue
-            monitor.process(record.topic, record.value, record.partition, record.offset)
+           progress: bool = False, joined: JoinedTable | None = None) -> Monitor:
+    """Run every record of a JSONL replay file (optionally a time range) through a fresh Monitor.
+
+    With `joined`, the table also collects one row per finalized decision."""
+    source = FileRecords(path, TimeRange.of(spec, since_ms, until_ms))
+    return run(spec, source, f"--input {path}", progress, joined=joined)[0]
+
+
+def run(spec: Spec, source: RecordSource, replay_source: str, progress: bool = False,
+        explain: bool = False, joined: JoinedTable | None = None) -> tuple[Monitor, Collector | None]:
+    """Run a source's records through a fresh Monitor; with `explain`, keep what explanations need,
+    and with `joined`, one row per finalized decision.
+
+    `replay_source` is how an alert's replay command names the input (`--input FILE`, `--bootstrap HOST:PORT`)."""
+    monitor = Monitor(spec, replay_source=replay_source, journal=joined,
+                      on_final=None if joined is None else joined.final)
+    collector = Collector(monitor) if explain else None
+    observers = [o for o in (None if collector is None else collector.observe,
+                             None if joined is None else joined.see) if o is not None]
+    process = monitor.process
+    for record in tracked(source, progress):
+        if isinstance(record, Bad):
+            monitor.reject("<replay>", record.reason, record.line)
+            continue
+        for observe in observers:
+            observe(record.topic, record.value)
+        process(record.topic, record.value, record.partition, record.offset)
     monitor.finish()
-    return monitor
+    return monitor, collector
 
 
-def _lines(stream: BinaryIO, path: Path, progress: bool) -> Iterator[bytes]:
+def tracked(source: RecordSource, progress: bool, label: str = "replay") -> Iterator[Incoming | Bad]:
+    """The source's records, with a progress bar (records or bytes read of the total) if asked."""
     if not progress:
-        yield from stream
+        yield from source
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TransferSpeedColumn
 
-    columns = (TextColumn("replay"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TransferSpeedColumn())
+    rate = TransferSpeedColumn() if source.unit == "bytes" else MofNCompleteColumn()
+    columns = (TextColumn(label), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), rate)
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("replay", total=path.stat().st_size)
-        for i, line in enumerate(stream):
+        task = bar.add_task(label, total=None)
+        for i, record in enumerate(source):
             if i % 4096 == 0:
-                bar.update(task, completed=stream.tell())
-            yield line
-
+                bar.update(task, total=source.total or None, completed=source.done)
+            yield record

@@ -24,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-SCENARIOS: tuple[str, ...] = ("healthy", "business_drop", "model_rot", "both_drop", "label_delay", "slower_outcomes")
+SCENARIOS: tuple[str, ...] = ("healthy", "business_drop", "model_rot", "both_drop", "label_delay", "mix_shift",
+                             "slower_outcomes")
 
 MODEL = "checkout-propensity"
 MODEL_VERSION = "v3"
@@ -38,6 +39,9 @@ VALUE_DROP = 0.6  # business_drop: revenue per purchase after the change
 DELAY_STRETCH = 5.0  # label_delay: outcome delays after the change
 SLOWER = 3.0  # slower_outcomes: outcome delays after the change; every outcome still comes, most within a day
 ROT_SIGNAL = 0.25  # model_rot: share of the buyer signal left in the scores after the change
+WEAK_COUNTRY = "FR"  # mix_shift: a purchase there is worth this much less, before and after the change
+WEAK_VALUE = 0.5
+MIX_SHIFT = 0.6  # mix_shift: the share of other countries' traffic that moves to the weak one after the change
 DUPLICATE_SHARE = 0.01  # of predictions, and of outcomes, re-sent later
 EARLY_SHARE = 0.005  # of outcomes seen before their prediction
 ORPHAN_SHARE = 0.002  # of decisions
@@ -128,6 +132,12 @@ def draw(scenario: str, n: int, rng: np.random.Generator, start: float, gap: flo
         delay = np.where(after, delay * DELAY_STRETCH, delay)
     if scenario == "slower_outcomes":
         delay = np.where(after, delay * SLOWER, delay)
+    if scenario == "mix_shift":
+        # A child stream, so the draws every scenario shares stay the same: traffic moves to the weak country.
+        weak = COUNTRIES.index(WEAK_COUNTRY)
+        moved = after & (rng.spawn(1)[0].random(n) < MIX_SHIFT)
+        country = np.where(moved, weak, country)
+        value = np.where(country == weak, value * WEAK_VALUE, value)
     delay[early] = early_delay
     publish_ms[early] += early_lag_ms  # the prediction's publish lags; its ts does not change
 

@@ -1,7 +1,8 @@
 """Every error the monitor raises on purpose.
 
     MonitorError
-    ├── SpecError      a decision spec or configuration is wrong; raised at start, names the key
+    ├── SpecError      a decision spec is wrong; raised at start, names the key
+    ├── ConfigError    an environment variable or setting is wrong; raised at start, names it
     └── RecordError    one input record is unusable; counted, dead-lettered, never fatal
 """
 
@@ -18,6 +19,16 @@ class SpecError(MonitorError, ValueError):
     def __init__(self, key: str, value: object, expected: str) -> None:
         self.key, self.value, self.expected = key, value, expected
         super().__init__(f"spec key `{key}`: got {value!r}, expected {expected}")
+
+
+class ConfigError(MonitorError, ValueError):
+    """A setting (an environment variable, or a spec key read with it) the monitor cannot use.
+    Secrets are passed as "<hidden>", so the message never shows one."""
+
+    def __init__(self, key: str, value: object, expected: str) -> None:
+        self.key, self.value, self.expected = key, value, expected
+        got = "not set" if value is None else f"got {value!r}"
+        super().__init__(f"setting `{key}`: {got}, expected {expected}")
 
 
 class RecordError(MonitorError, ValueError):

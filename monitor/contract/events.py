@@ -6,6 +6,7 @@ in plain words, so a bad record is counted and dead-lettered instead of stopping
 
 from __future__ import annotations
 
+import base64
 import math
 from datetime import datetime
 
@@ -40,7 +41,10 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 class Record(msgspec.Struct, frozen=True):
-    """One Kafka record as captured in a replay file; `value` stays undecoded until routed."""
+    """One Kafka record as captured in a replay file; `value` stays undecoded until routed.
+
+    A value that is not one line of JSON (raw bytes, a pretty-printed document) is kept exactly in
+    `value_base64`, with `value` null, so a capture gives the engine the bytes Kafka held."""
 
     topic: str
     value: msgspec.Raw
@@ -48,6 +52,16 @@ class Record(msgspec.Struct, frozen=True):
     timestamp: int | None = None
     partition: int | None = None
     offset: int | None = None
+    value_base64: str | None = None
+
+    def payload(self) -> bytes | msgspec.Raw:
+        """The value as the engine takes it."""
+        if self.value_base64 is None:
+            return self.value
+        try:
+            return base64.b64decode(self.value_base64, validate=True)
+        except ValueError:  # binascii.Error is a ValueError
+            raise RecordError("replay line: `value_base64` is not base64") from None
 
 
 _predictions = msgspec.json.Decoder(Prediction)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from monitor.contract.errors import SpecError
+from monitor.contract.kafka import KafkaSettings, parse_table
 from monitor.stats.metrics import CELLS, MODEL_METRIC_NAMES, QUANTILES, KpiMetric, Metric, model_metrics
 from monitor.stats.summary import Shape
 
@@ -80,6 +81,15 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class Experiment:
+    """A live A/B test: `field` (a `segments.by` field) names each decision's arm; `control` is the baseline arm."""
+
+    field: str
+    control: str
+    split: dict[str, float] | None = None  # planned share of each arm; None: an equal split of the arms seen
+
+
+@dataclass(frozen=True)
 class Topics:
     predictions: str = "predictions"
     outcomes: str = "outcomes"
@@ -120,8 +130,12 @@ class Spec:
     max_segments: int = 500
     max_values: int = 50
     alerts: Alerts = Alerts()
+    experiment: Experiment | None = None
     topics: Topics = Topics()
     idle_timeout: float = 60.0
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
     limits: Limits = Limits()
     source: str = "<string>"
 
@@ -181,7 +195,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("<toml>", source, f"valid TOML ({exc})") from None
     _known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
-                     "alerts", "topics", "stream", "limits"})
+                     "alerts", "experiment", "topics", "stream", "kafka", "limits"})
     decision = _table(doc, "decision", required=True)
     _known(decision, "decision", {"name"})
     model = _table(doc, "model", required=True)
@@ -204,13 +218,16 @@ def parse(text: str, source: str = "<string>") -> Spec:
         **_segments(_table(doc, "segments")),
         alerts=_alerts(_table(doc, "alerts")),
         topics=_topics(_table(doc, "topics")),
-        idle_timeout=_idle(_table(doc, "stream")),
+        **_stream(_table(doc, "stream")),
+        kafka=parse_table(_table(doc, "kafka")),
         limits=_limits(_table(doc, "limits")),
         source=source,
     )
     for i, kpi in enumerate(spec.kpis):
         if kpi.name in MODEL_METRIC_NAMES:
             raise SpecError(f"kpi[{i}].name", kpi.name, "a name that is not a model metric")
+    if "experiment" in doc:
+        spec = replace(spec, experiment=_experiment(_table(doc, "experiment"), spec.segment_by))
     if task == "regression" and "threshold" in model:
         raise SpecError("model.threshold", model["threshold"], "no threshold for a regression task")
     return spec
@@ -369,6 +386,26 @@ def _alerts(table: dict[str, Any]) -> Alerts:
     )
 
 
+def _experiment(table: dict[str, Any], by: tuple[str, ...]) -> Experiment:
+    _known(table, "experiment", {"field", "control", "split"})
+    where = table.get("field")
+    if where not in by:
+        raise SpecError("experiment.field", where, "one of the segments.by fields (" + (", ".join(by) or "none: add "
+                        "the arm's field to segments.by") + "), so each arm is a segment")
+    control = table.get("control")
+    if not isinstance(control, str) or not control:
+        raise SpecError("experiment.control", control, "the control arm's value, e.g. \"control\"")
+    split = table.get("split")
+    if split is not None:
+        expected = f"a table of arm = planned share with at least two arms, {control!r} among them, e.g. " \
+                   "{ control = 0.9, treatment = 0.1 }"
+        if not isinstance(split, dict) or len(split) < 2 or control not in split or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in split.values()):
+            raise SpecError("experiment.split", split, expected)
+        split = {str(k): float(v) for k, v in split.items()}
+    return Experiment(str(where), control, split)
+
+
 def _topics(table: dict[str, Any]) -> Topics:
     names = ("predictions", "outcomes", "alerts", "dead_letters")
     _known(table, "topics", set(names))
@@ -390,6 +427,15 @@ def _limits(table: dict[str, Any]) -> Limits:
                      for key in keys})
 
 
-def _idle(table: dict[str, Any]) -> float:
-    _known(table, "stream", {"idle_timeout"})
-    return parse_duration(table.get("idle_timeout", "60s"), "stream.idle_timeout")
+def _stream(table: dict[str, Any]) -> dict[str, Any]:
+    _known(table, "stream", {"idle_timeout", "session_timeout", "heartbeat_interval"})
+    session = parse_duration(table.get("session_timeout", "10s"), "stream.session_timeout")
+    # Brokers accept sessions between group.min.session.timeout.ms (6 s) and ...max... (30 min) by default.
+    if not 6 <= session <= 1800:
+        raise SpecError("stream.session_timeout", table["session_timeout"], 'a duration from "6s" to "30m"')
+    heartbeat = parse_duration(table.get("heartbeat_interval", "1s"), "stream.heartbeat_interval")
+    if heartbeat > session / 3:  # Kafka's rule of thumb: three heartbeats may be missed before the session ends
+        raise SpecError("stream.heartbeat_interval", table.get("heartbeat_interval", "1s"),
+                        f"at most a third of stream.session_timeout ({session / 3:g} s)")
+    return {"idle_timeout": parse_duration(table.get("idle_timeout", "60s"), "stream.idle_timeout"),
+            "session_timeout": session, "heartbeat_interval": heartbeat}

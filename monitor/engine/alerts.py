@@ -134,9 +134,9 @@ class _Episode:
 class Detector:
     """Turns complete windows into alerts, at most one per episode, segment and kind."""
 
-    def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl") -> None:
+    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl") -> None:
         self.spec = spec
-        self.replay_input = replay_input
+        self.replay_source = replay_source  # the replay options that name the input: a file or a broker
         self._state: dict[int, _SegmentState] = {}
         self.misalignment: dict[int, dict[tuple[str, str], float]] = {}
         self.active: dict[int, set[str]] = {}  # open episodes' kinds, per segment
@@ -235,7 +235,7 @@ class Detector:
         at = window.end + self.spec.horizon
         # From the reference's first window to one slice past `at`, so both topics carry the watermark
         # past the window's end and the replay closes it and raises the alert again.
-        replay = (f"monitor replay --spec {self.spec.source} --input {self.replay_input} --report report.json "
+        replay = (f"monitor replay --spec {self.spec.source} {self.replay_source} --report report.json "
                   f"--from {iso(reference_start)} --to {iso(at + self.spec.slice_seconds)}")
         message = _message(kind, involved, held, segment, window, self.spec.name)
         return Alert(kind, at, segment, subject.name, model, kpis, "critical" if critical else "warning",

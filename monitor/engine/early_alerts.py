@@ -97,9 +97,9 @@ class EarlyDetector:
     """Tests early windows, raises provisional alerts and settles them at the horizon."""
 
     def __init__(self, spec: Spec, labels: Callable[[int], dict[str, str]],
-                 replay_input: str = "CAPTURE.jsonl") -> None:
+                 replay_source: str = "--input CAPTURE.jsonl") -> None:
         self.spec = spec
-        self.replay_input = replay_input
+        self.replay_source = replay_source  # the replay options that name the input: a file or a broker
         self.labels = labels
         self.metrics = spec_metrics(spec)
         self.fill = filling(spec)
@@ -212,7 +212,7 @@ class EarlyDetector:
         ref = self._references.get((window.segment, window.index))
         start = ref.start if ref is not None and math.isfinite(ref.start) else window.start
         # From the reference's first window to one slice past `at`, so that the watermark passes it.
-        replay = (f"monitor replay --spec {self.spec.source} --input {self.replay_input} --report report.json"
+        replay = (f"monitor replay --spec {self.spec.source} {self.replay_source} --report report.json"
                   f" --from {iso(start)} --to {iso(at + self.spec.slice_seconds)}")
         return EarlyAlert(kind, status, window.age, at, segment, subject, model, kpis, message, window, known,
                           replay, self.spec.name, first)

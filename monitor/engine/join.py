@@ -174,6 +174,7 @@ class Joiner:
                 self._finalize(decision_id, _MATCHED, offset, held[2])
                 return True
             self.tally.late += 1  # the outcome came after this decision's horizon
+            self._finalize(decision_id, _LATE, offset, held[2])  # so a repeat of it is a duplicate
         packed = PENDING.pack(ts, score, segment, predicted, offset)
         self.pending[decision_id] = packed
         if ts + self.horizon <= self.watermark:
@@ -206,7 +207,10 @@ class Joiner:
         packed = self.pending.get(decision_id)
         if packed is not None and ts >= PENDING.unpack(packed)[0] + self.horizon:
             # Past the horizon, though the prediction topic has not yet moved the watermark there.
+            # The decision stays pending until it expires; its status says an outcome came late, so a
+            # repeat of this outcome is a duplicate, as it is when the decision has expired first.
             self.tally.late += 1
+            self._finalize(decision_id, _LATE, PENDING.unpack(packed)[4], offset)
             return
         if packed is None:
             self.held[decision_id] = (ts, outcome, offset)
@@ -321,7 +325,8 @@ class Joiner:
         self.tally.expired += 1
         if self.journal is not None:
             self.journal.pending(decision_id, None)
-        self._finalize(decision_id, _EXPIRED, offset, NO_OFFSET)
+        if self._status(decision_id) is None:  # else a late outcome already made it final (_LATE)
+            self._finalize(decision_id, _EXPIRED, offset, NO_OFFSET)
         missing = self.missing
         if missing is None:
             return

@@ -14,20 +14,22 @@ from typing import Any
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
-from monitor.engine.join import JoinCounts
+from monitor.engine.join import JoinCounts, Journal
 from monitor.engine.rollup import Rollup, alert_order, early_order
 from monitor.engine.source import DRAIN_RECORDS, Source
+from monitor.stats.decision import Decision
 
 
 class Monitor:
     """Decode, join, roll up and alert, record by record."""
 
-    def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl",
+    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl",
                  on_alert: Callable[[Alert], None] | None = None,
-                 on_dead_letter: Callable[[DeadLetter], None] | None = None) -> None:
+                 on_dead_letter: Callable[[DeadLetter], None] | None = None,
+                 journal: Journal | None = None, on_final: Callable[[Decision], None] | None = None) -> None:
         self.spec = spec
-        self.source = Source(spec)
-        self.rollup = Rollup(spec, replay_input, on_alert, segments=self.source.segments, overall=True)
+        self.source = Source(spec, journal, on_final=on_final)
+        self.rollup = Rollup(spec, replay_source, on_alert, segments=self.source.segments, overall=True)
         self.joiner, self.segments, self.records = self.source.joiner, self.source.segments, self.source.records
         self.windows, self.detector = self.rollup.windows, self.rollup.detector
         self.alerts, self.timeline = self.rollup.alerts, self.rollup.timeline
@@ -79,6 +81,9 @@ class Monitor:
 
     def folded(self) -> int:
         return self.segments.folded
+
+    def whole(self) -> bool:
+        return True  # one process holds every segment
 
     def report(self) -> dict[str, Any]:
         """The replay report: join counts, per-segment totals and timelines, alerts."""

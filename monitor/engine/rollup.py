@@ -22,7 +22,7 @@ from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.source import EarlyPart, Part
 from monitor.engine.windows import SegmentKey, SegmentState, Window, Windows
 from monitor.stats.early import Reading
-from monitor.stats.metrics import values
+from monitor.stats.metrics import KpiMetric, Metric, values
 from monitor.stats.summary import Summary
 
 WindowReport = dict[str, Any]  # {"start", "end", "decisions", "model", "kpi"}, NaN as None
@@ -39,13 +39,13 @@ class SegmentBase(msgspec.Struct, array_like=True):
 class Rollup:
     """Merges parts, closes slices as the watermark passes them, tests each complete window."""
 
-    def __init__(self, spec: Spec, replay_input: str = "CAPTURE.jsonl",
+    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl",
                  on_alert: Callable[[Alert], None] | None = None, segments: Segments | None = None,
                  overall: bool = False, on_early: Callable[[EarlyAlert], None] | None = None) -> None:
         self.spec = spec
         self.segments = segments if segments is not None else Segments(spec)
         self.windows = Windows(spec, self._window)
-        self.detector = Detector(spec, replay_input)
+        self.detector = Detector(spec, replay_source)
         self.on_alert = on_alert
         self.overall = overall  # report the overall segment even before it has decisions
         self.alerts: list[Alert] = []
@@ -53,7 +53,7 @@ class Rollup:
         self.watermark = -math.inf
         self._next_close = -math.inf
         # Early readings (monitor.engine.early): windows read at fixed ages, and their alerts.
-        self.early_detector = EarlyDetector(spec, self.labels, replay_input)
+        self.early_detector = EarlyDetector(spec, self.labels, replay_source)
         self.early = EarlyWindows(spec, self._early_window, self._early_wanted, self._early_final,
                                   self.early_detector.waiting)
         self.on_early = on_early
@@ -113,12 +113,18 @@ class Rollup:
         return timeline[-1] if timeline else None
 
     def segment_reports(self) -> list[dict[str, Any]]:
+        """Per segment: totals, their standard errors (null where a metric has none) and the timeline."""
         return [
             {"segment": self.labels(s), "decisions": t["decisions"], "model": clean(t["model"]),
-             "kpi": clean(t["kpi"]), "timeline": self.timeline.get(s, []),
+             "kpi": clean(t["kpi"]), "se": self._errors(s), "timeline": self.timeline.get(s, []),
              "early": [w for _, found in sorted(self.early_timeline.get(s, {}).items()) for w in found]}
             for s, t in self.totals().items()
         ]
+
+    def _errors(self, segment: int) -> dict[str, dict[str, float | None]]:
+        summary = self.windows.total(segment)
+        return {side: clean({m.name: _se(m, summary) for m in metrics})
+                for side, metrics in (("model", self.spec.model_metrics), ("kpi", self.spec.kpi_metrics))}
 
     def active(self, segment: int) -> dict[str, bool]:
         """Per alert kind, whether an episode is open in the segment."""
@@ -174,6 +180,14 @@ def early_order(alert: EarlyAlert) -> tuple[float, tuple[tuple[str, str], ...], 
     """Early alert events in the order of event time, then segment, kind, status, window and age."""
     return (alert.at, tuple(alert.segment.items()), EARLY_KINDS.index(alert.kind), STATUSES.index(alert.status),
             alert.window.start, alert.age)
+
+
+def _se(metric: Metric, summary: Summary) -> float:
+    """A reported value's standard error; a `sum` KPI's is its mean's times the decisions it sums over."""
+    se = metric.estimate(summary).se
+    if isinstance(metric, KpiMetric) and metric.agg == "sum":
+        return se * summary.kpis[metric.index].n
+    return se
 
 
 def clean(found: dict[str, float]) -> dict[str, float | None]:

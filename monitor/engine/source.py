@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import NamedTuple
 
 from monitor.contract.errors import RecordError
@@ -99,6 +100,14 @@ class Parts:
                 for (segment, slice_id), ages in sorted(self.early.drain().items(), key=lambda item: item[0][::-1])]
 
 
+def _both(first: Callable[[Decision], None], then: Callable[[Decision], None]) -> Callable[[Decision], None]:
+    def both(d: Decision) -> None:
+        first(d)
+        then(d)
+
+    return both
+
+
 def _slice_then_segment(item: tuple[tuple[int, int, bool], Summary]) -> tuple[int, int, bool]:
     (segment, slice_id, late), _ = item
     return slice_id, segment, late
@@ -108,13 +117,15 @@ class Source:
     """Intake, join and parts of one stream of records.
 
     With `offsets`, a record at or below the last offset handled on its topic is a redelivery
-    (after a restart) and is skipped; replay files may mix partitions, so replay leaves it off."""
+    (after a restart) and is skipped; replay files may mix partitions, so replay leaves it off.
+    `on_final` also receives every final decision (replay's joined table); without it nothing is added."""
 
-    def __init__(self, spec: Spec, journal: Journal | None = None, offsets: bool = False) -> None:
+    def __init__(self, spec: Spec, journal: Journal | None = None, offsets: bool = False,
+                 on_final: Callable[[Decision], None] | None = None) -> None:
         self.spec = spec
         self.segments = Segments(spec)
         self.parts = Parts(spec)
-        self.joiner = Joiner(spec, self.parts.add, journal)
+        self.joiner = Joiner(spec, self.parts.add if on_final is None else _both(self.parts.add, on_final), journal)
         self._see = self.parts.early.see
         self.records: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()  # dead-letter reasons, grouped

@@ -23,9 +23,11 @@ from monitor.contract.spec import Spec
 from monitor.engine.alerts import KINDS
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup
-from monitor.engine.segments import OVERALL
+from monitor.engine.segments import OTHER, OVERALL, UNKNOWN
 from monitor.export.early import add_early, early_alerts
-from monitor.stats.summary import DELAY_BUCKETS
+from monitor.stats.experiment import always_valid_p, srm_p_value
+from monitor.stats.metrics import QUANTILES, KpiMetric
+from monitor.stats.summary import DELAY_BUCKETS, Summary
 
 # The `status` label of monitor_decisions_total, and the JoinCounts field behind each.
 STATUSES = {"matched": "matched", "expired": "expired", "late": "late", "duplicate": "duplicates",
@@ -51,6 +53,10 @@ class Readings(Protocol):
 
     def folded(self) -> int: ...
 
+    def whole(self) -> bool:
+        """Whether the rollups hold every segment (one process, or a worker holding every metrics partition)."""
+        ...
+
 
 class _Families(NamedTuple):
     model: GaugeMetricFamily
@@ -64,6 +70,9 @@ class _Families(NamedTuple):
     delay: HistogramMetricFamily
     folded: CounterMetricFamily
     evicted: CounterMetricFamily
+    lift: GaugeMetricFamily
+    p_value: GaugeMetricFamily
+    srm: GaugeMetricFamily
 
 
 class MonitorCollector(Collector):
@@ -116,10 +125,19 @@ class MonitorCollector(Collector):
                                 " finalized early as expired, held outcomes dropped as orphans, final ids"
                                 " forgotten early.",
                                 labels=["decision", "kind"]),
+            GaugeMetricFamily(f"{p}_experiment_lift", "Relative change of a KPI's mean per decision, variant against"
+                              " the spec's control, over the whole run.", labels=["decision", "kpi", "variant"]),
+            GaugeMetricFamily(f"{p}_experiment_p_value", "Always-valid (mSPRT) p-value of the variant's KPI"
+                              " difference against the control: safe to read at every scrape.",
+                              labels=["decision", "kpi", "variant"]),
+            GaugeMetricFamily(f"{p}_experiment_srm_p_value", "Sample-ratio mismatch: χ² p-value of the arms' finalized"
+                              " decisions against the planned split (experiment.split, else equal); below 0.001"
+                              " the experiment is broken.",
+                              labels=["decision"]),
         )
 
     def _fill(self, families: _Families) -> None:
-        model, kpi, decisions, records, pending, alerts, active, misalignment, delay, folded, evicted = families
+        model, kpi, decisions, records, pending, alerts, active, misalignment, delay, folded, evicted = families[:11]
         name, readings = self.spec.name, self.readings
         counts = readings.join_counts()
         for status, field in STATUSES.items():
@@ -160,3 +178,48 @@ class MonitorCollector(Collector):
                     delay.add_metric([name], buckets, total_delay)
         for kind, n in fired.items():
             alerts.add_metric([name, kind], n)
+        if self.spec.experiment is not None and readings.whole():  # arms split over workers would mislead
+            self._experiment(families)
+
+    def _experiment(self, families: _Families) -> None:
+        """Per variant against the control: each KPI's lift and always-valid p-value, and the SRM p-value.
+
+        The arms are the segments' whole-run summaries merged by the experiment's `by` value, so the
+        gauges need nothing beyond what the engine keeps per segment. They need every segment: a
+        worker that holds only some metrics partitions exports none (see README)."""
+        spec = self.spec
+        experiment = spec.experiment
+        assert experiment is not None
+        at = spec.segment_by.index(experiment.field)
+        arms: dict[str, Summary] = {}
+        for rollup in self.readings.rollups():
+            for segment in rollup.held():
+                key = rollup.key(segment)
+                if segment == OVERALL or not key or key[at] in (OTHER, UNKNOWN):
+                    continue
+                total = rollup.windows.total(segment)
+                if key[at] in arms:
+                    arms[key[at]].merge(total)
+                else:
+                    arms[key[at]] = total
+        control = arms.get(experiment.control)
+        if control is None or len(arms) < 2:
+            return
+        name = spec.name
+        split = experiment.split
+        if split is None:
+            families.srm.add_metric([name], srm_p_value([arms[v].n for v in sorted(arms)]))
+        else:  # the planned arms, one seen nowhere counting zero
+            families.srm.add_metric([name], srm_p_value([arms[v].n if v in arms else 0 for v in split],
+                                                        list(split.values())))
+        for variant, arm in sorted(arms.items()):
+            if variant == experiment.control:
+                continue
+            for metric in spec.kpi_metrics:
+                if not isinstance(metric, KpiMetric) or metric.agg in QUANTILES:
+                    continue  # a mean per decision is compared; a percentile has no moments to test
+                a, b = control.kpis[metric.index], arm.kpis[metric.index]
+                lift = b.mean / a.mean - 1 if a.n and b.n and a.mean else math.nan
+                p = float(always_valid_p(a.n, a.mean, a.variance, b.n, b.mean, b.variance))
+                families.lift.add_metric([name, metric.name, variant], lift)
+                families.p_value.add_metric([name, metric.name, variant], p)

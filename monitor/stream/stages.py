@@ -358,8 +358,9 @@ class ReduceStage:
     writes (a changelog partition keeps their order, so a restore that sees the merge sees the
     alert too), and it stays until `sent` says the alerts topic has it. A restore sends it again."""
 
-    def __init__(self, spec: Spec, sources: int, store: Store) -> None:
+    def __init__(self, spec: Spec, sources: int, store: Store, replay_source: str = "--input CAPTURE.jsonl") -> None:
         self.spec = spec
+        self.replay_source = replay_source  # what an alert's replay command reads: this worker's broker
         self.sources = sources  # input partitions: windows close once all of them have passed
         self.store = store
         self.held: dict[int, _Held] = {}
@@ -431,7 +432,8 @@ class ReduceStage:
         """The partition's rollup, restored from the store the first time it is needed."""
         held = self.held.get(partition)
         if held is None:
-            held = self.held[partition] = _Held(Rollup(self.spec, on_alert=self._alert, on_early=self._alert))
+            held = self.held[partition] = _Held(Rollup(self.spec, self.replay_source, on_alert=self._alert,
+                                                       on_early=self._alert))
             self._restore(partition, held)
         return held
 

@@ -64,11 +64,11 @@ class Worker:
 
     def __init__(self, spec: Spec, join_table: Table, metrics_table: Table, sender: Sender, partitions: int,
                  snapshot_bytes: int = SNAPSHOT_MIN_BYTES, clock: Callable[[], float] = time.time,
-                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS, replay_source: str = "--input CAPTURE.jsonl") -> None:
         self.spec = spec
         self.join_table, self.metrics_table, self.sender, self.clock = join_table, metrics_table, sender, clock
         self.join = JoinStage(spec, join_table, partitions, snapshot_bytes, checkpoint_seconds)
-        self.reduce = ReduceStage(spec, partitions, metrics_table)
+        self.reduce = ReduceStage(spec, partitions, metrics_table, replay_source=replay_source)
         self.sending: set[str] = set()  # alert ids on their way to the alerts topic
         self.unsaved: dict[int, list[Ack]] = {}  # per input partition, the acks its next checkpoint covers
         self.letters: dict[int, list[Awaitable[Any]]] = {}  # per input partition, dead letters since its checkpoint
@@ -177,6 +177,10 @@ class Worker:
 
     def folded(self) -> int:
         return self.join.folded()
+
+    def whole(self) -> bool:
+        """Whether this worker holds every metrics partition, so every segment (one worker in the group)."""
+        return len(self.reduce.held) == self.join.reducers
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "join_partitions": sorted(self.join.partitions),

@@ -1,0 +1,58 @@
+"""Replay and capture from a file or a Kafka range: opening the source, and the report with explanations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from monitor.apps.kafka_config import Connection, connect_checked
+from monitor.contract.errors import MonitorError
+from monitor.contract.spec import Spec
+from monitor.debug.explain import Collector
+from monitor.debug.kafka_range import KafkaRange
+from monitor.debug.records import FileRecords, Narrowed, RecordSource, TimeRange, parse_segments
+from monitor.engine.monitor import Monitor
+
+Period = tuple[float, float]
+
+
+def open_source(spec: Spec, input: Path | None, bootstrap: str | None, since_ms: int | None,
+                until_ms: int | None, segments: list[str],
+                connect: Callable[[str], Connection] = connect_checked) -> tuple[RecordSource, str]:
+    """The records to replay, and how an alert's replay command names them; `connect` makes the Kafka
+    connection (with its security) once the options are known to be right."""
+    if (input is None) == (bootstrap is None):
+        raise MonitorError("give one input: --input FILE, or --bootstrap HOST:PORT with --from and --to")
+    window = TimeRange.of(spec, since_ms, until_ms)
+    source: RecordSource
+    if bootstrap is not None:
+        if since_ms is None or until_ms is None:
+            raise MonitorError("--bootstrap reads a time range: give --from and --to")
+        kafka = connect(bootstrap)
+        source, named = KafkaRange(spec, kafka.kafka_python(), window), f"--bootstrap {kafka.bootstrap}"
+    else:
+        assert input is not None
+        if not input.is_file():
+            raise MonitorError(f"--input {input} is not a readable file")
+        source, named = FileRecords(input, window), f"--input {input}"
+    wanted = parse_segments(segments)
+    if wanted:
+        source = Narrowed(source, spec, wanted)
+        named += "".join(f" --segment {field}={value}" for field, value in wanted.items())
+    return source, named
+
+
+def report(monitor: Monitor, collector: Collector | None, periods: tuple[Period, Period] | None) -> dict[str, Any]:
+    """The replay report; with a collector, each alert's explanations and the asked-for comparison."""
+    found = monitor.report()
+    if collector is None:
+        return found
+    for alert, explanations in zip(found["alerts"], collector.for_alerts(), strict=True):
+        alert["explanations"] = explanations
+    if periods is not None:
+        try:
+            found["what_changed"] = collector.between(*periods)
+        except ValueError as exc:
+            raise MonitorError(f"--reference/--current: {exc}") from None
+    return found

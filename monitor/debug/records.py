@@ -1,0 +1,230 @@
+"""Record sources for replay: a replay file, or a time range of the Kafka topics (`kafka_range`).
+
+A source yields the records in the order the engine takes them, and both kinds apply one
+definition of a time range (`TimeRange`), so a capture of a range replays exactly as the range.
+`Narrowed` keeps the part of the traffic that `--segment` asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import msgspec
+
+from monitor.contract.errors import MonitorError, RecordError
+from monitor.contract.events import decode_record
+from monitor.contract.spec import Spec
+from monitor.engine.segments import UNKNOWN
+
+
+class Raw(NamedTuple):
+    """One Kafka record: its value stays bytes until the engine routes it."""
+
+    topic: str
+    value: bytes | msgspec.Raw
+    key: str | None = None
+    timestamp: int | None = None  # ms
+    partition: int | None = None
+    offset: int | None = None
+
+
+class Incoming(Protocol):
+    """What the engine reads of a record: a `Raw`, or a replay file's decoded line as it is."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def value(self) -> bytes | msgspec.Raw: ...
+
+    @property
+    def key(self) -> str | None: ...
+
+    @property
+    def timestamp(self) -> int | None: ...
+
+    @property
+    def partition(self) -> int | None: ...
+
+    @property
+    def offset(self) -> int | None: ...
+
+
+class Bad(NamedTuple):
+    """A line of a replay file that is not a record at all."""
+
+    reason: str
+    line: bytes
+
+
+class RecordSource(Protocol):
+    """Records in the engine's order; `done` of `total` (any unit) drives a progress bar."""
+
+    @property
+    def unit(self) -> str: ...
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def done(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Incoming | Bad]: ...
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Which records a replay reads, by their Kafka record timestamp (ms).
+
+    Predictions (and any other topic) with start <= timestamp < end; outcomes with
+    start <= timestamp < end + horizon, so decisions near the end still get their outcomes.
+    Records without a timestamp are always in. An open end reads to the newest record."""
+
+    start: int | None = None
+    end: int | None = None
+    lookahead: int = 0  # ms past `end` for outcomes: one horizon
+    outcomes: str = "outcomes"
+
+    @classmethod
+    def of(cls, spec: Spec, start: int | None, end: int | None) -> TimeRange:
+        if start is not None and end is not None and end <= start:
+            raise MonitorError(f"--to must be after --from: got {start} ms and {end} ms")
+        return cls(start, end, round(spec.horizon * 1000), spec.topics.outcomes)
+
+    def limit(self, topic: str) -> int | None:
+        """The first timestamp past the range on `topic`."""
+        if self.end is None:
+            return None
+        return self.end + self.lookahead if topic == self.outcomes else self.end
+
+    def holds(self, topic: str, timestamp: int | None) -> bool:
+        if timestamp is None:
+            return True
+        if self.start is not None and timestamp < self.start:
+            return False
+        limit = self.limit(topic)
+        return limit is None or timestamp < limit
+
+
+class FileRecords:
+    """The records of a replay file (one JSON record per line) that fall in a time range."""
+
+    unit = "bytes"
+
+    def __init__(self, path: Path, window: TimeRange | None = None) -> None:
+        self.path = path
+        self.window = window or TimeRange()
+        self.total = path.stat().st_size
+        self.done = 0
+
+    def __iter__(self) -> Iterator[Incoming | Bad]:
+        window = self.window
+        whole = window.start is None and window.end is None
+        with self.path.open("rb") as stream:
+            for i, line in enumerate(stream):
+                if i % 4096 == 0:
+                    self.done = stream.tell()
+                if not line.strip():
+                    continue
+                try:
+                    record = decode_record(line)
+                    if not (whole or window.holds(record.topic, record.timestamp)):
+                        continue
+                    if record.value_base64 is None:
+                        yield record  # the decoded line serves as it is: no copy on the hot path
+                    else:
+                        yield Raw(record.topic, record.payload(), record.key, record.timestamp, record.partition,
+                                  record.offset)
+                except RecordError as exc:
+                    yield Bad(exc.reason, line)
+        self.done = self.total
+
+
+# --segment: the prediction fields a replay can be narrowed by, as `segments.by` names them
+FIELDS = ("model", "model_version", "variant", "action")
+
+
+class _Tags(msgspec.Struct):
+    decision_id: str
+    model: str | None = None
+    model_version: str | None = None
+    variant: str | None = None
+    action: str | None = None
+    segment: dict[str, str] | None = None
+
+
+class _Id(msgspec.Struct):
+    decision_id: str
+
+
+_tags = msgspec.json.Decoder(_Tags)
+_ids = msgspec.json.Decoder(_Id)
+
+
+def parse_segments(options: Iterable[str]) -> dict[str, str]:
+    """`--segment FIELD=VALUE` options as {field: value}; fails naming the bad option."""
+    wanted: dict[str, str] = {}
+    for option in options:
+        field, sep, value = option.partition("=")
+        if not sep or not value or not (field in FIELDS or (field.startswith("segment.") and len(field) > 8)):
+            raise MonitorError(f"--segment: got {option!r}, expected FIELD=VALUE such as variant=control, with "
+                               f"FIELD one of {', '.join(FIELDS)} or segment.<key>")
+        if field in wanted and wanted[field] != value:
+            raise MonitorError(f"--segment: {field} is given twice ({wanted[field]!r} and {value!r})")
+        wanted[field] = value
+    return wanted
+
+
+class Narrowed:
+    """The records of a source that belong to decisions matching every `--segment` field.
+
+    A prediction that does not match is dropped and its id remembered, so its outcomes are
+    dropped too. Records that cannot be read as a prediction or outcome are kept, for the
+    engine to count as invalid. An outcome that arrives before its dropped prediction cannot be
+    told apart yet: it is kept, and ends as an orphan."""
+
+    def __init__(self, source: RecordSource, spec: Spec, wanted: dict[str, str]) -> None:
+        self.source = source
+        self.unit = source.unit
+        self.spec = spec
+        self.wanted = wanted
+        self.dropped: set[str] = set()
+
+    @property
+    def total(self) -> int:
+        return self.source.total
+
+    @property
+    def done(self) -> int:
+        return self.source.done
+
+    def __iter__(self) -> Iterator[Incoming | Bad]:
+        predictions, outcomes = self.spec.topics.predictions, self.spec.topics.outcomes
+        for record in self.source:
+            if not isinstance(record, Bad):
+                if record.topic == predictions and not self._matches(record.value):
+                    continue
+                if record.topic == outcomes and self.dropped and self._dropped(record.value):
+                    continue
+            yield record
+
+    def _matches(self, value: bytes | msgspec.Raw) -> bool:
+        try:
+            tags = _tags.decode(value)
+        except msgspec.DecodeError:
+            return True
+        for field, want in self.wanted.items():
+            got = (tags.segment or {}).get(field[8:]) if field.startswith("segment.") else getattr(tags, field)
+            if (got or UNKNOWN) != want:
+                self.dropped.add(tags.decision_id)
+                return False
+        return True
+
+    def _dropped(self, value: bytes | msgspec.Raw) -> bool:
+        try:
+            return _ids.decode(value).decision_id in self.dropped
+        except msgspec.DecodeError:
+            return False
