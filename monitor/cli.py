@@ -202,7 +202,7 @@ def diff(
 @app.command()
 def simulate(
     scenario: Annotated[str, typer.Option(
-        help="healthy, business_drop, model_rot, both_drop, label_delay or mix_shift.")],
+        help="healthy, business_drop, model_rot, both_drop, label_delay, mix_shift or slower_outcomes.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Replay file to write.")] = None,  # noqa: UP045
     decisions: Annotated[Optional[int], typer.Option(min=1, show_default="100000", help="Number of decisions.")] = None,  # noqa: UP045
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

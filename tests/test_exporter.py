@@ -142,3 +142,22 @@ def test_the_srm_gauge_tests_the_planned_split(spec_text: str) -> None:
     want = stats.chisquare(list(counts.values()), [n * 0.48, n * 0.52]).pvalue
     got = registry.get_sample_value("monitor_experiment_srm_p_value", {"decision": "checkout_offer"})
     assert 0 < got < 1e-3 and got == pytest.approx(want, rel=1e-9)  # a 50/50 stream against a 48/52 plan
+
+
+def test_early_gauges_carry_the_age_and_equal_the_latest_reading(published: tuple[Monitor, CollectorRegistry]) -> None:
+    monitor, registry = published
+    report = monitor.report()
+    overall = report["segments"][0]
+    by_age = {w["age"]: w for w in overall["early"]}  # the latest window per age (windows come in time order)
+    assert set(by_age) == {"7.5m", "30m", "1.5h"}
+    empty = {"segment_country": "", "variant": ""}
+    for age, window in by_age.items():
+        labels = {"decision": "checkout_offer", **empty, "window": "early", "age": age}
+        assert registry.get_sample_value("monitor_kpi", {**labels, "kpi": "revenue"}) == window["kpi"]["revenue"]
+        assert registry.get_sample_value("monitor_model_metric", {**labels, "metric": "roc_auc"}) == \
+            window["model"]["roc_auc"]
+    for status in ("provisional", "confirmed", "withdrawn"):
+        want = sum(1 for a in report["early_alerts"] if a["kind"] == "kpi_degradation" and a["status"] == status)
+        assert registry.get_sample_value("monitor_early_alerts_total", {
+            "decision": "checkout_offer", "kind": "kpi_degradation", "status": status}) == want
+    assert any(a["status"] == "provisional" for a in report["early_alerts"])

@@ -28,6 +28,7 @@ BATCH = {
     "both_drop": "dcb330e109e46c8b724c7aaa35bc335f362633e1ce85fdd529dc61b69ef1e7f4",
     "label_delay": "8469513ef14f0eb3769eba3c80be26d6849958efe762daed1bf38e241459b09b",
     "mix_shift": "9beafea90865a10530fa188ae85ba854b19210533443b82b806b8bc4817f96df",
+    "slower_outcomes": "2f71ff5dca33a9e400dc7952c1175af3cf64bf3226a9583b9c9b45e6809a1208",
 }
 START = 1_800_000_000.0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-SCENARIOS: tuple[str, ...] = ("healthy", "business_drop", "model_rot", "both_drop", "label_delay", "mix_shift")
+SCENARIOS: tuple[str, ...] = ("healthy", "business_drop", "model_rot", "both_drop", "label_delay", "mix_shift",
+                             "slower_outcomes")
 
 MODEL = "checkout-propensity"
 MODEL_VERSION = "v3"
@@ -35,6 +37,8 @@ REFERENCE_HORIZON = 6 * 3600.0  # the horizon these delays suit (the bundled spe
 DELAY_SIGMA = 1.0  # lognormal; ≈ 0.65% of outcomes come after a 6 h horizon
 VALUE_DROP = 0.6  # business_drop: revenue per purchase after the change
 DELAY_STRETCH = 5.0  # label_delay: outcome delays after the change
+SLOWER = 3.0  # slower_outcomes: outcome delays after the change; every outcome still comes, most within a day
+ROT_SIGNAL = 0.25  # model_rot: share of the buyer signal left in the scores after the change
 WEAK_COUNTRY = "FR"  # mix_shift: a purchase there is worth this much less, before and after the change
 WEAK_VALUE = 0.5
 MIX_SHIFT = 0.6  # mix_shift: the share of other countries' traffic that moves to the weak one after the change
@@ -50,15 +54,19 @@ Record = dict[str, object]
 
 
 def simulate(scenario: str, decisions: int, seed: int, *, start: float = 1_767_225_600.0,
-             per_day: int = 20_000) -> list[dict[str, object]]:
-    """Kafka records in arrival order: {"topic", "key", "timestamp" (int ms), "value"}."""
+             per_day: int = 20_000, value_drop: float = VALUE_DROP,
+             signal: float = ROT_SIGNAL) -> list[dict[str, object]]:
+    """Kafka records in arrival order: {"topic", "key", "timestamp" (int ms), "value"}.
+
+    `value_drop` (revenue per purchase after a business drop, 0.6 = −40%) and `signal` (the share
+    of signal a rotten model keeps) set the effect sizes."""
     check_scenario(scenario)
     if decisions < 0 or per_day <= 0:
         raise ValueError(f"need decisions >= 0 and per_day > 0, got {decisions} and {per_day}")
     half = decisions // 2
     with _no_gc():
         records, arrivals = draw(scenario, decisions, np.random.default_rng(seed), start, 86_400 / per_day,
-                                 changed=lambda ts: np.arange(ts.size) >= half)
+                                 changed=lambda ts: np.arange(ts.size) >= half, value_drop=value_drop, signal=signal)
         order = np.argsort(arrivals, kind="stable")  # ties keep construction order
         return [records[i] for i in order.tolist()]
 
@@ -84,7 +92,8 @@ class Numbering:
 
 def draw(scenario: str, n: int, rng: np.random.Generator, start: float, gap: float, *,
          changed: Callable[[Floats], Bools], delay_scale: float = 1.0,
-         numbering: Numbering | None = None) -> tuple[list[Record], Ints]:
+         numbering: Numbering | None = None, value_drop: float = VALUE_DROP,
+         signal: float = ROT_SIGNAL) -> tuple[list[Record], Ints]:
     """`n` decisions after `start` (mean `gap` seconds apart), their outcomes and the mess.
 
     Returns the records in construction order with their arrival times (ms). `changed(ts)` says which
@@ -99,7 +108,8 @@ def draw(scenario: str, n: int, rng: np.random.Generator, start: float, gap: flo
     healthy = _sigmoid(INTERCEPT + SLOPE * (x + 0.35 * rng.standard_normal(n)))
     # The latent keeps about the same spread (0.25² + 0.97² ≈ 1), so the score distribution and
     # its mean barely move: the rot shows only in how well scores rank buyers, as with a stale feature.
-    rotten = _sigmoid(INTERCEPT + SLOPE * (0.25 * x + 0.97 * rng.standard_normal(n)))
+    noise = 0.97 if signal == ROT_SIGNAL else math.sqrt(1 - signal * signal)  # 0.97: the values as first drawn
+    rotten = _sigmoid(INTERCEPT + SLOPE * (signal * x + noise * rng.standard_normal(n)))
     value = np.exp(rng.normal(3.75, 0.6, n))  # mean ≈ 50 EUR
     items = 1 + rng.poisson(1.0, n)
     # At least 1 s, so only the deliberately early outcomes can beat their prediction's jitter.
@@ -117,9 +127,11 @@ def draw(scenario: str, n: int, rng: np.random.Generator, start: float, gap: flo
     delay = np.maximum(delay * delay_scale, 1.0)  # the same values when delay_scale is 1
     score = np.where(after, rotten, healthy) if scenario in ("model_rot", "both_drop") else healthy
     if scenario in ("business_drop", "both_drop"):
-        value = np.where(after, value * VALUE_DROP, value)
+        value = np.where(after, value * value_drop, value)
     if scenario == "label_delay":
         delay = np.where(after, delay * DELAY_STRETCH, delay)
+    if scenario == "slower_outcomes":
+        delay = np.where(after, delay * SLOWER, delay)
     if scenario == "mix_shift":
         # A child stream, so the draws every scenario shares stay the same: traffic moves to the weak country.
         weak = COUNTRIES.index(WEAK_COUNTRY)

@@ -23,6 +23,7 @@ Task = Literal["binary", "regression"]
 SEGMENT_FIELDS = ("model", "model_version", "variant", "action")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+EARLY_SHARES = (1 / 48, 1 / 12, 1 / 4)  # default ages of the early readings, as shares of the horizon
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -70,6 +71,13 @@ class Alerts:
     reference: int = 4
     min_change: float = 0.05
     min_decisions: int = 200
+    early_alpha: float | None = None  # None: alpha / 10
+
+    @property
+    def early_level(self) -> float:
+        """Family-wise level of one window's early readings: an early alert needs one reading, where a
+        complete window's alert needs `patience` in a row, so its budget is the smaller."""
+        return self.alpha / 10 if self.early_alpha is None else self.early_alpha
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,7 @@ class Spec:
     horizon: float
     threshold: float = 0.5
     missing: Missing | None = None
+    early: tuple[float, ...] | None = None  # ages of the early readings; None: derived from the horizon
     value: dict[str, float] | None = None
     kpis: tuple[Kpi, ...] = ()
     window_size: int = 1000
@@ -136,6 +145,18 @@ class Spec:
         if self.window_period is not None:
             return self.window_period
         return max(60.0, self.horizon / 24)
+
+    @property
+    def early_ages(self) -> tuple[float, ...]:
+        """Ages (seconds after a slice ends) at which its early readings are taken, ascending."""
+        if self.early is not None:
+            return self.early
+        return tuple(self.horizon * share for share in EARLY_SHARES)
+
+    @property
+    def reading_ages(self) -> tuple[float, ...]:
+        """The early ages and the horizon: the last reading of a slice is its final one."""
+        return tuple(sorted({*self.early_ages, self.horizon}))
 
     @cached_property
     def model_metrics(self) -> tuple[Metric, ...]:
@@ -180,15 +201,17 @@ def parse(text: str, source: str = "<string>") -> Spec:
     model = _table(doc, "model", required=True)
     _known(model, "model", {"task", "threshold"})
     outcome = _table(doc, "outcome", required=True)
-    _known(outcome, "outcome", {"horizon", "missing"})
+    _known(outcome, "outcome", {"horizon", "missing", "early"})
     task = _choice(model, "model.task", ("binary", "regression"), None)
     kpis = _kpis(doc.get("kpi", []))
+    horizon = parse_duration(outcome.get("horizon"), "outcome.horizon")
     spec = Spec(
         name=_name(decision.get("name"), "decision.name"),
         task=task,  # type: ignore[arg-type]
         threshold=_number(model, "model.threshold", 0.5, low=0.0, high=1.0),
-        horizon=parse_duration(outcome.get("horizon"), "outcome.horizon"),
+        horizon=horizon,
         missing=_missing(outcome.get("missing"), kpis),
+        early=_early(outcome.get("early"), horizon),
         value=_business(_table(doc, "business"), task),
         kpis=kpis,
         **_windows(_table(doc, "windows")),
@@ -274,6 +297,18 @@ def _missing(value: object, kpis: tuple[Kpi, ...]) -> Missing | None:
     )
 
 
+def _early(value: object, horizon: float) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    expected = "a list of durations at most the horizon, such as [\"30m\", \"2h\", \"6h\"]"
+    if not isinstance(value, list):
+        raise SpecError("outcome.early", value, expected)
+    ages = tuple(sorted({parse_duration(v, "outcome.early") for v in value}))
+    if ages and ages[-1] > horizon:
+        raise SpecError("outcome.early", value, expected)
+    return ages
+
+
 def _business(table: dict[str, Any], task: str) -> dict[str, float] | None:
     _known(table, "business", {"value"})
     if "value" not in table:
@@ -339,13 +374,15 @@ def _segments(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def _alerts(table: dict[str, Any]) -> Alerts:
-    _known(table, "alerts", {"alpha", "patience", "reference", "min_change", "min_decisions"})
+    _known(table, "alerts", {"alpha", "patience", "reference", "min_change", "min_decisions", "early_alpha"})
     return Alerts(
         alpha=_number(table, "alerts.alpha", 0.001, low=1e-12, high=0.5),
         patience=_number(table, "alerts.patience", 2, low=1, integer=True),
         reference=_number(table, "alerts.reference", 4, low=1, integer=True),
         min_change=_number(table, "alerts.min_change", 0.05, low=0.0),
         min_decisions=_number(table, "alerts.min_decisions", 200, low=2, integer=True),
+        early_alpha=_number(table, "alerts.early_alpha", 0.0001, low=1e-12, high=0.5) if "early_alpha" in table
+        else None,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -168,19 +169,7 @@ class Detector:
 
     def compare(self, reference: dict[str, Estimate], current: dict[str, Estimate]) -> list[Comparison]:
         """Every testable metric and KPI of `current` against `reference`."""
-        from scipy.special import ndtr  # deferred: scipy costs a second at import
-
-        found = []
-        for metric in self.spec.metrics:
-            ref, cur = reference[metric.name], current[metric.name]
-            se = math.hypot(ref.se, cur.se)
-            if not (math.isfinite(se) and se > 0 and math.isfinite(ref.value) and math.isfinite(cur.value)):
-                continue
-            sign = -1.0 if metric.better == "lower" else 1.0
-            z = sign * (cur.value - ref.value) / se
-            change = -sign * (cur.value - ref.value) / max(abs(ref.value), 1e-12)
-            found.append(Comparison(metric, ref.value, cur.value, z, float(ndtr(z)), change))
-        return found
+        return compare(self.spec.metrics, reference, current)
 
     def worsened(self, comparisons: list[Comparison], relaxed: bool = False) -> list[Comparison]:
         """The comparisons that got significantly and materially worse, most significant first.
@@ -251,6 +240,24 @@ class Detector:
         message = _message(kind, involved, held, segment, window, self.spec.name)
         return Alert(kind, at, segment, subject.name, model, kpis, "critical" if critical else "warning",
                      message, window, replay, self.spec.name)
+
+
+def compare(metrics: Iterable[Metric], reference: dict[str, Estimate],
+            current: dict[str, Estimate]) -> list[Comparison]:
+    """Every testable one of `metrics` in `current` against `reference`: a one-sided z-test of worsening."""
+    from scipy.special import ndtr  # deferred: scipy costs a second at import
+
+    found = []
+    for metric in metrics:
+        ref, cur = reference[metric.name], current[metric.name]
+        se = math.hypot(ref.se, cur.se)
+        if not (math.isfinite(se) and se > 0 and math.isfinite(ref.value) and math.isfinite(cur.value)):
+            continue
+        sign = -1.0 if metric.better == "lower" else 1.0
+        z = sign * (cur.value - ref.value) / se
+        change = -sign * (cur.value - ref.value) / max(abs(ref.value), 1e-12)
+        found.append(Comparison(metric, ref.value, cur.value, z, float(ndtr(z)), change))
+    return found
 
 
 def _message(kind: str, involved: list[Comparison], held: list[Comparison], segment: dict[str, str],

@@ -153,8 +153,8 @@ class Joiner:
             self._rotate_at = ts + 2 * horizon
 
     def prediction(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
-                   offset: int = NO_OFFSET) -> None:
-        """Handle one valid prediction (its event time already parsed)."""
+                   offset: int = NO_OFFSET) -> bool:
+        """Handle one valid prediction (its event time already parsed); False if it is a repeat."""
         self.see(ts, True)
         known = self.pending.get(decision_id)
         done = self._status(decision_id)
@@ -163,7 +163,7 @@ class Joiner:
                 PENDING.unpack(known)[4] if known is not None else DONE.unpack(done)[1])  # type: ignore[arg-type]
             if not redelivered:
                 self.tally.duplicates += 1
-            return
+            return False
         self.tally.predictions += 1
         held = self.held.pop(decision_id, None)
         if held is not None:
@@ -172,19 +172,20 @@ class Joiner:
             if held[0] < ts + self.horizon:
                 self._match(decision_id, ts, score, segment, predicted, held[0], held[1])
                 self._finalize(decision_id, _MATCHED, offset, held[2])
-                return
+                return True
             self.tally.late += 1  # the outcome came after this decision's horizon
             self._finalize(decision_id, _LATE, offset, held[2])  # so a repeat of it is a duplicate
         packed = PENDING.pack(ts, score, segment, predicted, offset)
         self.pending[decision_id] = packed
         if ts + self.horizon <= self.watermark:
             self._expire(decision_id, packed)
-            return
+            return True
         if self.journal is not None:
             self.journal.pending(decision_id, packed)
         self._enqueue(decision_id, ts)
         if len(self.pending) > self.max_pending:
             self._evict_pending()
+        return True
 
     def outcome(self, outcome: Outcome, ts: float, offset: int = NO_OFFSET) -> None:
         """Handle one valid outcome (its event time already parsed)."""

@@ -15,7 +15,7 @@ from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts, Journal
-from monitor.engine.rollup import Rollup, alert_order
+from monitor.engine.rollup import Rollup, alert_order, early_order
 from monitor.engine.source import DRAIN_RECORDS, Source
 from monitor.stats.decision import Decision
 
@@ -56,6 +56,8 @@ class Monitor:
         """Hand the final decisions so far to the rollup, and close what the watermark has passed."""
         for part in self.source.drain():
             self.rollup.merge(part)
+        for early in self.source.drain_early():
+            self.rollup.merge_early(early)
         self.rollup.advance(self.source.watermark)
         self._undrained = 0
 
@@ -94,10 +96,12 @@ def report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], rollups: 
     segments = sorted((r for rollup in held for r in rollup.segment_reports()),
                       key=lambda r: tuple(r["segment"].values()))
     alerts = sorted((a for rollup in held for a in rollup.alerts), key=alert_order)
+    early = sorted((a for rollup in held for a in rollup.early_alerts), key=early_order)
     return {
         "decision": spec.name,
         "join": counts.as_dict(),
         "invalid_reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
         "segments": segments,
         "alerts": [a.as_dict() for a in alerts],
+        "early_alerts": [a.as_dict() for a in early],
     }

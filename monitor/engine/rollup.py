@@ -16,9 +16,12 @@ import msgspec
 
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import KINDS, Alert, Detector, DetectorState, iso
+from monitor.engine.early import EarlyReport, EarlyWindow, EarlyWindows, filling, report, spec_metrics
+from monitor.engine.early_alerts import EARLY_KINDS, STATUSES, EarlyAlert, EarlyDetector
 from monitor.engine.segments import OVERALL, Segments
-from monitor.engine.source import Part
+from monitor.engine.source import EarlyPart, Part
 from monitor.engine.windows import SegmentKey, SegmentState, Window, Windows
+from monitor.stats.early import Reading
 from monitor.stats.metrics import KpiMetric, Metric, values
 from monitor.stats.summary import Summary
 
@@ -38,7 +41,7 @@ class Rollup:
 
     def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl",
                  on_alert: Callable[[Alert], None] | None = None, segments: Segments | None = None,
-                 overall: bool = False) -> None:
+                 overall: bool = False, on_early: Callable[[EarlyAlert], None] | None = None) -> None:
         self.spec = spec
         self.segments = segments if segments is not None else Segments(spec)
         self.windows = Windows(spec, self._window)
@@ -49,17 +52,32 @@ class Rollup:
         self.timeline: dict[int, list[WindowReport]] = {}
         self.watermark = -math.inf
         self._next_close = -math.inf
+        # Early readings (monitor.engine.early): windows read at fixed ages, and their alerts.
+        self.early_detector = EarlyDetector(spec, self.labels, replay_source)
+        self.early = EarlyWindows(spec, self._early_window, self._early_wanted, self._early_final,
+                                  self.early_detector.waiting)
+        self.on_early = on_early
+        self.early_alerts: list[EarlyAlert] = []
+        self.early_timeline: dict[int, dict[int, list[EarlyReport]]] = {}  # segment -> age index -> windows
+        self.early_latest: dict[tuple[int, str], EarlyReport] = {}  # (segment, age) -> latest reading
+        self._early_metrics, self._fill = spec_metrics(spec), filling(spec)
+        self._shown = {i for i, age in enumerate(spec.reading_ages) if age in spec.early_ages}
 
     def merge(self, part: Part) -> tuple[int, Summary]:
         """Add one part; returns its segment id and the summary it merged into."""
         segment = self.segments.intern(part.segment)
         return segment, self.windows.merge(segment, part.slice_id, part.summary, part.late)
 
+    def merge_early(self, part: EarlyPart) -> None:
+        """Add what a source learnt of a slice at each age."""
+        self.early.merge(self.segments.intern(part.segment), part.slice_id, part.ages)
+
     def advance(self, watermark: float) -> list[tuple[int, int]]:
         """Close the slices whose decisions are all final by `watermark`; returns them as (segment, slice)."""
         if watermark <= self.watermark:
             return []
         self.watermark = watermark
+        self.early.advance(watermark)
         frontier = watermark - self.spec.horizon
         if frontier < self._next_close:  # cheap when no slice is due
             return []
@@ -75,7 +93,7 @@ class Rollup:
 
     def held(self) -> list[int]:
         """The segments this rollup holds, in id order."""
-        found = self.windows.segments() | set(self.timeline)
+        found = self.windows.segments() | set(self.timeline) | set(self.early_timeline)
         return sorted(found | {OVERALL} if self.overall else found)
 
     def totals(self) -> dict[int, dict[str, Any]]:
@@ -98,7 +116,8 @@ class Rollup:
         """Per segment: totals, their standard errors (null where a metric has none) and the timeline."""
         return [
             {"segment": self.labels(s), "decisions": t["decisions"], "model": clean(t["model"]),
-             "kpi": clean(t["kpi"]), "se": self._errors(s), "timeline": self.timeline.get(s, [])}
+             "kpi": clean(t["kpi"]), "se": self._errors(s), "timeline": self.timeline.get(s, []),
+             "early": [w for _, found in sorted(self.early_timeline.get(s, {}).items()) for w in found]}
             for s, t in self.totals().items()
         ]
 
@@ -135,6 +154,32 @@ class Rollup:
             self.alerts.append(alert)
             if self.on_alert is not None:
                 self.on_alert(alert)
+
+
+    def _early_window(self, window: EarlyWindow) -> None:
+        if window.index in self._shown:
+            shown = report(window, self._early_metrics, self._fill)
+            self.early_timeline.setdefault(window.segment, {}).setdefault(window.index, []).append(shown)
+            self.early_latest[(window.segment, shown["age"])] = shown
+        self._early(self.early_detector.update(window))
+
+    def _early_wanted(self, segment: int, index: int) -> bool:
+        return index in self._shown or self.early_detector.wanted(segment, index)
+
+    def _early_final(self, segment: int, slice_id: int, reading: Reading) -> None:
+        self._early(self.early_detector.final(segment, slice_id, reading))
+
+    def _early(self, alerts: list[EarlyAlert]) -> None:
+        for alert in alerts:
+            self.early_alerts.append(alert)
+            if self.on_early is not None:
+                self.on_early(alert)
+
+
+def early_order(alert: EarlyAlert) -> tuple[float, tuple[tuple[str, str], ...], int, int, float, float]:
+    """Early alert events in the order of event time, then segment, kind, status, window and age."""
+    return (alert.at, tuple(alert.segment.items()), EARLY_KINDS.index(alert.kind), STATUSES.index(alert.status),
+            alert.window.start, alert.age)
 
 
 def _se(metric: Metric, summary: Summary) -> float:

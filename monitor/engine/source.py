@@ -28,6 +28,7 @@ from monitor.engine.join import NO_OFFSET, Joiner, Journal
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.windows import NEVER, SegmentKey
 from monitor.stats.decision import Decision
+from monitor.stats.early import Ages, EarlyParts
 from monitor.stats.summary import Summary
 
 DRAIN_RECORDS = 10_000  # records between drains in process; a worker checkpoints at least this often
@@ -43,6 +44,14 @@ class Part(NamedTuple):
     summary: Summary
 
 
+class EarlyPart(NamedTuple):
+    """What a source learnt of one segment's slice at each age since its last drain (`monitor.stats.early`)."""
+
+    segment: SegmentKey
+    slice_id: int
+    ages: Ages
+
+
 class Parts:
     """Final decisions, pre-aggregated per (segment, slice, late) until drained."""
 
@@ -53,8 +62,11 @@ class Parts:
         self.derived = bool(spec.segment_by)  # the overall segment is the merge of the others
         self.summaries: dict[tuple[int, int, bool], Summary] = {}
         self.closed_before = NEVER  # slices below this have closed, as this source sees them
+        self.early = EarlyParts(spec.reading_ages, self.width, len(spec.kpis), OVERALL if self.derived else None)
 
     def add(self, d: Decision) -> None:
+        if d.delay is not None:
+            self.early.match(d)
         slice_id = int(d.ts // self.width)
         key = (d.segment, slice_id, slice_id < self.closed_before)
         part = self.summaries.get(key)
@@ -66,6 +78,8 @@ class Parts:
         """The frontier (watermark − horizon) closes the slices that end before it."""
         if watermark == -math.inf:  # no watermark yet: nothing has closed
             return
+        if watermark > self.early.watermark:
+            self.early.watermark = watermark
         self.closed_before = max(self.closed_before, int((watermark - self.horizon) // self.width))
 
     def drain(self, segments: Segments) -> list[Part]:
@@ -79,6 +93,11 @@ class Parts:
         found += [Part((), slice_id, late, summary) for (slice_id, late), summary in overall.items()]
         self.summaries = {}
         return found
+
+    def drain_early(self, segments: Segments) -> list[EarlyPart]:
+        """Every early part since the last drain, the overall segment's included."""
+        return [EarlyPart(segments.key(segment), slice_id, ages)
+                for (segment, slice_id), ages in sorted(self.early.drain().items(), key=lambda item: item[0][::-1])]
 
 
 def _both(first: Callable[[Decision], None], then: Callable[[Decision], None]) -> Callable[[Decision], None]:
@@ -107,6 +126,7 @@ class Source:
         self.segments = Segments(spec)
         self.parts = Parts(spec)
         self.joiner = Joiner(spec, self.parts.add if on_final is None else _both(self.parts.add, on_final), journal)
+        self._see = self.parts.early.see
         self.records: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()  # dead-letter reasons, grouped
         self.offsets: dict[str, int] | None = {} if offsets else None
@@ -131,7 +151,9 @@ class Source:
             if topic == spec.topics.predictions:
                 p = decode_prediction(value)
                 ts, score, predicted = check_prediction(spec, p)
-                joiner.prediction(p.decision_id, ts, score, self.segments.of(p), predicted, tracked)
+                segment = self.segments.of(p)
+                if joiner.prediction(p.decision_id, ts, score, segment, predicted, tracked):
+                    self._see(ts, segment, score)  # a new decision: early readings count it
             elif topic == spec.topics.outcomes:
                 o = decode_outcome(value)
                 joiner.outcome(o, check_outcome(spec, o), tracked)
@@ -162,6 +184,9 @@ class Source:
 
     def drain(self) -> list[Part]:
         return self.parts.drain(self.segments)
+
+    def drain_early(self) -> list[EarlyPart]:
+        return self.parts.drain_early(self.segments)
 
     @property
     def watermark(self) -> float:

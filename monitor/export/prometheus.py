@@ -24,6 +24,7 @@ from monitor.engine.alerts import KINDS
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup
 from monitor.engine.segments import OTHER, OVERALL, UNKNOWN
+from monitor.export.early import add_early, early_alerts
 from monitor.stats.experiment import always_valid_p, srm_p_value
 from monitor.stats.metrics import QUANTILES, KpiMetric
 from monitor.stats.summary import DELAY_BUCKETS, Summary
@@ -89,13 +90,15 @@ class MonitorCollector(Collector):
         self.lock = lock
 
     def describe(self) -> Iterable[Metric]:
-        return list(self._families())
+        return [*self._families(), early_alerts(self.prefix, self.spec.name, [])]
 
     def collect(self) -> Iterator[Metric]:
         with self.lock or contextlib.nullcontext():
             families = self._families()
             self._fill(families)
+            early = early_alerts(self.prefix, self.spec.name, self.readings.rollups())
         yield from families
+        yield early
 
     def _families(self) -> _Families:
         p, by = self.prefix, ["decision", *self.by]
@@ -161,6 +164,7 @@ class MonitorCollector(Collector):
                     for side, family in (("model", model), ("kpi", kpi)):
                         for metric, value in latest[side].items():
                             family.add_metric([*labels, metric, "rolling"], math.nan if value is None else value)
+                add_early(model, kpi, rollup, segment, dict(zip(["decision", *self.by], labels, strict=True)))
                 for kind, is_open in rollup.active(segment).items():
                     active.add_metric([*labels, kind], int(is_open))
                 for (metric, kpi_name), score in rollup.detector.misalignment.get(segment, {}).items():

@@ -100,10 +100,14 @@ class RocAuc(Metric):
         if math.isnan(a):
             return UNDEFINED
         c = s.cells()
-        n_pos, n_neg = c["tp"] + c["fn"], c["fp"] + c["tn"]
-        q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-        var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
-        return Estimate(a, math.sqrt(max(var, 0.0)))
+        return Estimate(a, hanley_mcneil(a, c["tp"] + c["fn"], c["fp"] + c["tn"]))
+
+
+def hanley_mcneil(a: float, n_pos: int | float, n_neg: int | float) -> float:
+    """The standard error of an AUC `a` over `n_pos` positives and `n_neg` negatives (Hanley and McNeil, 1982)."""
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    return math.sqrt(max(var, 0.0))
 
 
 @dataclass(frozen=True)

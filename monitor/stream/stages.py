@@ -34,11 +34,13 @@ import orjson
 from monitor.contract.events import decode_outcome
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
+from monitor.engine.early_alerts import EarlyAlert
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import PENDING, HeldOutcome, JoinCounts
 from monitor.engine.rollup import Rollup
-from monitor.engine.source import DRAIN_RECORDS, Part, Source
+from monitor.engine.source import DRAIN_RECORDS, EarlyPart, Part, Source
 from monitor.engine.windows import NEVER, SegmentKey
+from monitor.stats.early import Ages
 from monitor.stats.summary import Summary
 from monitor.stream import wire
 
@@ -218,9 +220,13 @@ class JoinStage:
         for p in part.source.drain():
             key = list(p.segment)
             by_reducer[reducer(key, self.reducers)].append(wire.SlicePart(key, p.slice_id, p.late, p.summary.state()))
+        early: list[list[wire.EarlySlice]] = [[] for _ in range(self.reducers)]
+        for e in part.source.drain_early():
+            key = list(e.segment)
+            early[reducer(key, self.reducers)].append(wire.EarlySlice(key, e.slice_id, e.ages.state()))
         watermark = part.source.watermark
         part.sent_watermark = watermark
-        return [(q, wire.encode(wire.Delta(part.number, part.seq, watermark, parts)))
+        return [(q, wire.encode(wire.Delta(part.number, part.seq, watermark, parts, early[q])))
                 for q, parts in enumerate(by_reducer)]
 
     def _state(self, part: _Partition, pending: dict[str, bytes | None], held: dict[str, wire.HeldEntry | None],
@@ -337,6 +343,7 @@ class _Held:
         self.bases: dict[SegmentKey, dict[int, int]] = {}  # segment base -> applied per source
         self.outbox: dict[str, bytes] = {}  # alert id -> the alert, until the alerts topic has it
         self.pending: list[Write] = []  # writes a restore found necessary
+        self.early: dict[int, int] = {}  # per source, the last checkpoint whose early parts were merged
 
 
 class ReduceStage:
@@ -357,7 +364,7 @@ class ReduceStage:
         self.sources = sources  # input partitions: windows close once all of them have passed
         self.store = store
         self.held: dict[int, _Held] = {}
-        self._fired: list[Alert] = []
+        self._fired: list[Alert | EarlyAlert] = []
         self._quiet = False
 
     @property
@@ -384,6 +391,10 @@ class ReduceStage:
             applied = held.bases.setdefault(key, {}) if closed else held.slices.setdefault((p.slice_id, key), {})
             if seq > applied.get(source, -1):  # else delivered again
                 fresh.append((p, key, closed, applied))
+        if seq > held.early.get(source, -1):  # early parts are kept in memory only: once per (source, seq)
+            held.early[source] = seq
+            for e in delta.early:
+                rollup.merge_early(EarlyPart(tuple(e.segment), e.slice_id, Ages.from_state(e.ages)))
         touched: set[int] = set()  # segments whose base changed
         for p, key, closed, applied in fresh:
             applied[source] = seq
@@ -421,7 +432,8 @@ class ReduceStage:
         """The partition's rollup, restored from the store the first time it is needed."""
         held = self.held.get(partition)
         if held is None:
-            held = self.held[partition] = _Held(Rollup(self.spec, self.replay_source, on_alert=self._alert))
+            held = self.held[partition] = _Held(Rollup(self.spec, self.replay_source, on_alert=self._alert,
+                                                       on_early=self._alert))
             self._restore(partition, held)
         return held
 
@@ -454,7 +466,7 @@ class ReduceStage:
                  wire.encode(wire.BaseEntry(rollup.base(segment), held.bases.get(rollup.key(segment), {}), through)))
                 for segment in sorted(touched)]
 
-    def _alert(self, alert: Alert) -> None:
+    def _alert(self, alert: Alert | EarlyAlert) -> None:
         if not self._quiet:  # a restore finds again the alerts its outbox already holds
             self._fired.append(alert)
 

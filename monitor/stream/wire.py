@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from monitor.engine.rollup import SegmentBase
+from monitor.stats.early import ReadingState
 from monitor.stats.summary import SummaryState
 
 
@@ -17,6 +18,14 @@ class SlicePart(msgspec.Struct, array_like=True):
     summary: SummaryState
 
 
+class EarlySlice(msgspec.Struct, array_like=True):
+    """What a join partition learnt of one segment's slice at each age (`monitor.stats.early.Ages`)."""
+
+    segment: list[str]
+    slice_id: int
+    ages: list[ReadingState | None]
+
+
 class Delta(msgspec.Struct, array_like=True):
     """One checkpoint of one join partition, for one metrics partition: merge these parts, then
     know that every decision of this source with `ts + horizon <= watermark` has been sent."""
@@ -25,6 +34,7 @@ class Delta(msgspec.Struct, array_like=True):
     seq: int  # its checkpoint number: a metrics partition merges each (source, seq) once
     watermark: float
     parts: list[SlicePart]
+    early: list[EarlySlice] = []  # early readings' parts (absent from deltas of older workers)
 
 
 HeldEntry = tuple[float, bytes, int]  # event time, outcome as JSON, offset of its record

@@ -1,0 +1,168 @@
+"""Early windows: each segment's slices read at fixed ages, rolled into windows, tested as they come.
+
+A slice is read at age `a` once the watermark has passed its end plus `a` (`monitor.stats.early`
+says what a reading holds). At each age, read slices roll in time order into windows of at least
+`size` decisions, as complete windows do at the horizon. Each window at an early age is tested
+against the segment's reference read at the same age (`monitor.engine.early_alerts`); the last
+age is the horizon, whose readings are the final numbers and confirm or withdraw early alerts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.contract.spec import Spec
+from monitor.engine.alerts import iso
+from monitor.stats.early import Ages, EarlyMetric, Filling, Reading, early_metrics
+from monitor.stats.metrics import Estimate
+
+EarlyReport = dict[str, Any]  # {"age", "start", "end", "decisions", "matched", "model", "kpi"}
+
+
+@dataclass
+class EarlyWindow:
+    """A window of one segment read at one age: decisions with `start <= ts < end`."""
+
+    segment: int
+    index: int  # the age's position in `spec.reading_ages`
+    age: float
+    start: float
+    end: float
+    reading: Reading
+    slices: list[int] = field(default_factory=list)
+    found: dict[str, Estimate] | None = None  # its estimates, once computed: a complete window never changes
+
+
+def filling(spec: Spec) -> Filling | None:
+    """What a decision without an outcome yet counts as in a reading: `outcome.missing`, or nothing."""
+    missing = spec.missing
+    if missing is None:
+        return None
+    return Filling(missing.label, tuple(None if k.agg == "p90" else k.read(missing.label, missing.value, missing.kpis)
+                                        for k in spec.kpis))
+
+
+def spec_metrics(spec: Spec) -> tuple[EarlyMetric, ...]:
+    return early_metrics(tuple((k.name, k.better, k.agg == "sum") for k in spec.kpis if k.agg != "p90"),
+                         spec.task == "binary")
+
+
+def age_text(seconds: float) -> str:
+    """An age as people write it: 30m, 2h, 1.5h, 24h, 3d.
+
+    >>> [age_text(s) for s in (450, 1800, 5400, 86400, 259200, 90)]
+    ['7.5m', '30m', '1.5h', '24h', '3d', '1.5m']
+    """
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= max(size, 2 * 86400.0 if unit == "d" else 0.0) and (seconds / size) % 0.5 == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+class EarlyWindows:
+    """Merged early parts per (segment, slice), read at each age as the watermark passes it."""
+
+    def __init__(self, spec: Spec, on_window: Callable[[EarlyWindow], None],
+                 wanted: Callable[[int, int], bool] = lambda segment, j: True,
+                 on_final: Callable[[int, int, Reading], None] | None = None,
+                 waiting: Callable[[int, int], bool] = lambda segment, slice_id: False) -> None:
+        self.spec = spec
+        self.wanted = wanted  # whether windows of (segment, age index) are still needed
+        self.on_final = on_final  # takes a slice's final reading, when `waiting(segment, slice)`
+        self.waiting = waiting
+        self.ages = spec.reading_ages
+        self.width = spec.slice_seconds
+        self.kpis = len(spec.kpis)
+        self.on_window = on_window
+        self.open: dict[tuple[int, int], Ages] = {}
+        self.read_before = [-(2**62)] * len(self.ages)  # per age: slices below this id have been read
+        self._building: dict[tuple[int, int], EarlyWindow] = {}
+        self._done: list[EarlyWindow] = []  # windows completed by the current `advance`
+        self._next = -math.inf
+
+    def merge(self, segment: int, slice_id: int, ages: Ages) -> None:
+        if slice_id < self.read_before[-1]:  # read at every age already (a redelivery)
+            return
+        mine = self.open.get((segment, slice_id))
+        if mine is None:
+            self.open[(segment, slice_id)] = ages
+        else:
+            mine.merge(ages, adopt=True)
+
+    def advance(self, watermark: float) -> None:
+        """Read every slice whose end plus an age the watermark has passed, at that age.
+
+        Windows complete and slices become final in the order of the time they are read at,
+        whatever steps the watermark takes: what the detector makes of them depends on that order."""
+        if watermark < self._next:
+            return
+        last = len(self.ages) - 1
+        finals: list[tuple[int, int, Ages]] = []
+        for j, age in enumerate(self.ages):
+            through = int((watermark - age) // self.width)
+            since = self.read_before[j]
+            if through <= since:
+                continue
+            self.read_before[j] = through
+            due = sorted((slice_id, segment) for segment, slice_id in self.open if since <= slice_id < through)
+            for slice_id, segment in due:
+                ages = self.open[(segment, slice_id)] if j < last else self.open.pop((segment, slice_id))
+                if j == last:
+                    finals.append((segment, slice_id, ages))
+                if self.wanted(segment, j):  # else nothing needs this reading: left unread
+                    self._roll(segment, j, slice_id, ages.next_reading(j, self.kpis))
+        self._next = min((self.read_before[j] + 1) * self.width + age for j, age in enumerate(self.ages))
+        horizon = self.ages[-1]
+        events: list[tuple[float, int, float, EarlyWindow | tuple[int, int, Ages]]] = [
+            (w.end + w.age, w.index, w.start, w) for w in self._done]
+        events += [((slice_id + 1) * self.width + horizon, last, slice_id * self.width, (segment, slice_id, ages))
+                   for segment, slice_id, ages in finals]
+        self._done = []
+        for _, _, _, event in sorted(events, key=lambda e: e[:3]):
+            if isinstance(event, EarlyWindow):
+                self.on_window(event)
+            elif self.on_final is not None and self.waiting(event[0], event[1]):
+                segment, slice_id, ages = event
+                self.on_final(segment, slice_id, ages.next_reading(last, self.kpis))
+
+    def _roll(self, segment: int, j: int, slice_id: int, reading: Reading) -> None:
+        start, end = slice_id * self.width, (slice_id + 1) * self.width
+        window = self._building.get((segment, j))
+        if window is None:  # the slice's reading grows with the next age: the window takes a copy
+            window = self._building[(segment, j)] = EarlyWindow(segment, j, self.ages[j], start, end, reading.copy())
+        else:
+            window.reading.merge(reading)
+            window.end = end
+        window.slices.append(slice_id)
+        decisions = window.reading.n if self.spec.missing is not None else window.reading.matched
+        if self.spec.window_period is not None or decisions >= self.spec.window_size:
+            del self._building[(segment, j)]
+            self._done.append(window)
+
+
+def estimates(metrics: tuple[EarlyMetric, ...], reading: Reading, fill: Filling | None) -> dict[str, Estimate]:
+    return {m.name: m.read(reading, fill) for m in metrics}
+
+
+def window_estimates(window: EarlyWindow, metrics: tuple[EarlyMetric, ...],
+                     fill: Filling | None) -> dict[str, Estimate]:
+    """A complete window's estimates, computed once for the report, the gauges and the tests."""
+    if window.found is None:
+        window.found = estimates(metrics, window.reading, fill)
+    return window.found
+
+
+def report(window: EarlyWindow, metrics: tuple[EarlyMetric, ...], fill: Filling | None) -> EarlyReport:
+    """A window's reading as the report and the gauges show it; NaN as None."""
+    r = window.reading
+    found = window_estimates(window, metrics, fill)
+    model: dict[str, float | None] = {}
+    kpi: dict[str, float | None] = {}
+    for m in metrics:
+        value = m.reported(r, fill, found[m.name])
+        (model if m.side == "model" else kpi)[m.name] = None if math.isnan(value) else value
+    return {"age": age_text(window.age), "start": iso(window.start), "end": iso(window.end),
+            "decisions": r.n if fill is not None else r.matched, "matched": r.matched, "model": model, "kpi": kpi}

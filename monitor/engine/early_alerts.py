@@ -1,0 +1,293 @@
+"""Early alerts: windows read at early ages, tested against the reference read at the same age.
+
+Each early age of each window is tested like a complete window (one-sided z-tests of worsening,
+`min_change`), with the window's family-wise budget `early_alpha` (alpha / 10 by default: an early
+alert needs one reading, a complete window's `patience` in a row) spread over the ages and the
+tests by Bonferroni: level `early_alpha / ((m + 1) · ages)` for the m metrics of one reading and
+its test of the outcomes' pace. One significant reading raises a
+*provisional* alert: it names its age and what was known then (decisions, outcomes matched). When
+the window's last slice reaches the horizon, the same window is read again with its final numbers
+and tested against the final reference at the complete window's level `alpha / m`: the alert is
+then *confirmed* or *withdrawn*, as a second event with the first one's id in `alert`. An early
+episode of a kind stays open, raising nothing new, until `patience` windows in a row show no
+nominal worsening (p < 0.05) at the last early age.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from monitor.contract.spec import Spec
+from monitor.engine.alerts import KINDS, Comparison, compare, iso
+from monitor.engine.early import EarlyWindow, age_text, estimates, filling, spec_metrics, window_estimates
+from monitor.stats.early import EarlyMetric, Reading
+from monitor.stats.metrics import Estimate
+from monitor.stats.survival import logrank
+
+STATUSES = ("provisional", "confirmed", "withdrawn")
+EARLY_KINDS = (*KINDS, "outcome_delay")
+# What an outcome_delay alert shows: the share of decisions with an outcome by the age, and at the
+# horizon the mean delay of the outcomes that came.
+OUTCOMES_BY_AGE = EarlyMetric("outcomes_by_age", side="kpi", kind="delay")
+MEAN_DELAY = EarlyMetric("mean_delay_seconds", side="kpi", better="lower", fmt=".0f", kind="delay")
+
+
+@dataclass(frozen=True)
+class EarlyAlert:
+    """One event of an early alert: provisional, then confirmed or withdrawn."""
+
+    kind: str
+    status: str
+    age: float  # the age the window was read at (the horizon for a confirmation)
+    at: float  # event time of the reading: the window's end plus the age
+    segment: dict[str, str]
+    subject: str
+    metrics: tuple[Comparison, ...]
+    kpis: tuple[Comparison, ...]
+    message: str
+    window: EarlyWindow
+    known: dict[str, int]  # decisions seen and outcomes matched at the age
+    replay: str = ""  # the command that reproduces this event
+    decision: str = ""
+    alert: str = ""  # the provisional alert's id, on a confirmation or withdrawal
+
+    @property
+    def id(self) -> str:
+        key = "\x1f".join([self.decision, "early", self.kind, self.status, *(f"{k}={v}" for k, v in
+                           sorted(self.segment.items())), repr(self.window.start), repr(self.window.end),
+                           repr(self.window.age)])
+        return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "decision": self.decision, "kind": self.kind, "status": self.status,
+            "provisional": self.status == "provisional", "alert": self.alert or self.id,
+            "age": age_text(self.age), "at": iso(self.at), "segment": self.segment, "subject": self.subject,
+            "message": self.message, "metrics": [c.as_dict() for c in self.metrics],
+            "kpis": [c.as_dict() for c in self.kpis], "known": self.known,
+            "window": {"start": iso(self.window.start), "end": iso(self.window.end)}, "replay": self.replay,
+        }
+
+
+@dataclass
+class _Reference:
+    reading: Reading | None = None
+    windows: int = 0
+    start: float = math.inf  # where its first window starts
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    """A provisional alert waiting for its window's final reading."""
+
+    alert: EarlyAlert
+    slices: set[int]
+    reading: Reading
+
+
+class EarlyDetector:
+    """Tests early windows, raises provisional alerts and settles them at the horizon."""
+
+    def __init__(self, spec: Spec, labels: Callable[[int], dict[str, str]],
+                 replay_source: str = "--input CAPTURE.jsonl") -> None:
+        self.spec = spec
+        self.replay_source = replay_source  # the replay options that name the input: a file or a broker
+        self.labels = labels
+        self.metrics = spec_metrics(spec)
+        self.fill = filling(spec)
+        self.last = len(spec.reading_ages) - 1
+        self.early = sum(1 for a in spec.reading_ages if a < spec.horizon)  # the ages that may alert
+        self._references: dict[tuple[int, int], _Reference] = {}
+        self._open: dict[tuple[int, str], tuple[float, int]] = {}  # (segment, kind) -> (start, clean windows)
+        self._pending: dict[tuple[int, int], list[_Pending]] = {}  # (segment, slice) -> alerts waiting
+
+    def update(self, window: EarlyWindow) -> list[EarlyAlert]:
+        """Test one early window; returns the provisional alerts it raises."""
+        settings = self.spec.alerts
+        reading = window.reading
+        if (reading.n if self.fill is not None else reading.matched) < settings.min_decisions:
+            return []
+        ref = self._references.setdefault((window.segment, window.index), _Reference())
+        if ref.windows < settings.reference:
+            ref.reading = (ref.reading or Reading(len(self.spec.kpis))).merge(reading)
+            ref.windows += 1
+            ref.start = min(ref.start, window.start)
+            if ref.windows == settings.reference:
+                ref.estimates = estimates(self.metrics, ref.reading, self.fill)
+            return []
+        if window.index >= self.early:
+            return []
+        comparisons = compare(self.metrics, ref.estimates, window_estimates(window, self.metrics, self.fill))
+        pace = _pace(reading, ref.reading, window.age) if ref.reading is not None else None
+        # Outcomes coming slower than the reference's pace even nominally: the numbers that depend on
+        # when outcomes arrive are held back, and only the values per outcome are tested.
+        slower = pace is not None and pace.p < 0.05
+        tested = [c for c in comparisons if not (slower and isinstance(c.metric, EarlyMetric) and c.metric.timed)]
+        level = settings.early_level / (len(comparisons) + 1) / self.early
+        least = settings.min_change - 1e-12
+        strict = _kinds([c for c in tested if c.p < level and c.change > least])
+        nominal = _kinds([c for c in tested if c.p < 0.05])
+        strict["outcome_delay"] = [pace] if pace is not None and pace.p < level and pace.change > least else []
+        nominal["outcome_delay"] = [pace] if slower and pace is not None else []
+        fired = []
+        for kind in EARLY_KINDS:
+            key = (window.segment, kind)
+            episode = self._open.get(key)
+            if episode is not None:
+                # The last early age of the windows since the episode began decides when it ends.
+                if window.index == self.early - 1 and window.start >= episode[0]:
+                    clean = 0 if nominal[kind] else episode[1] + 1
+                    self._open[key] = (episode[0], clean)
+                    if clean >= settings.patience:
+                        del self._open[key]
+                continue
+            if strict[kind]:
+                self._open[key] = (window.start, 0)
+                alert = self._alert(kind, "provisional", strict[kind], comparisons, window)
+                fired.append(alert)
+                pending = _Pending(alert, set(window.slices), Reading(len(self.spec.kpis)))
+                for slice_id in window.slices:
+                    self._pending.setdefault((window.segment, slice_id), []).append(pending)
+        return fired
+
+    def wanted(self, segment: int, index: int) -> bool:
+        """Whether windows at this age are still of use: every early age, and the horizon for its reference."""
+        if index < self.early:
+            return True
+        ref = self._references.get((segment, index))
+        return ref is None or ref.windows < self.spec.alerts.reference
+
+    def waiting(self, segment: int, slice_id: int) -> bool:
+        """Whether a provisional alert waits for this slice's final reading."""
+        return (segment, slice_id) in self._pending
+
+    def final(self, segment: int, slice_id: int, reading: Reading) -> list[EarlyAlert]:
+        """A slice's final reading: settles the provisional alerts whose windows it completes."""
+        settled = []
+        for pending in self._pending.pop((segment, slice_id), []):
+            pending.reading.merge(reading)
+            pending.slices.discard(slice_id)
+            if not pending.slices:
+                settled.append(self._settle(pending))
+        return settled
+
+    def _settle(self, pending: _Pending) -> EarlyAlert:
+        first = pending.alert
+        window = EarlyWindow(first.window.segment, self.last, self.spec.horizon, first.window.start,
+                             first.window.end, pending.reading, first.window.slices)
+        ref = self._references.get((window.segment, self.last))
+        settings = self.spec.alerts
+        if ref is None or ref.reading is None or not ref.estimates:
+            return self._alert(first.kind, "withdrawn", [], [], window, first.id)
+        comparisons = compare(self.metrics, ref.estimates, estimates(self.metrics, pending.reading, self.fill))
+        level = settings.alpha / (len(comparisons) + 1)
+        involved = _kinds([c for c in comparisons if c.p < level and c.change > settings.min_change - 1e-12])
+        later = _later(pending.reading, ref.reading)  # the delays of the outcomes that came, at the horizon
+        involved["outcome_delay"] = [later] if later is not None and later.p < level else []
+        kind = first.kind
+        status = "confirmed" if involved[kind] else "withdrawn"
+        shown = involved[kind] or [c for c in [*comparisons, *([later] if later else [])] if c.name == first.subject]
+        return self._alert(kind, status, shown, comparisons, window, first.id)
+
+    def _alert(self, kind: str, status: str, involved: list[Comparison], comparisons: list[Comparison],
+               window: EarlyWindow, first: str = "") -> EarlyAlert:
+        segment = self.labels(window.segment)
+        subject = involved[0].name if involved else ""
+        side = involved[0].side if involved else "kpi"
+        held = [c for c in comparisons if c.side != side] if kind == "misalignment" else []
+        model = tuple(c for c in [*involved, *held] if c.side == "model")
+        kpis = tuple(c for c in [*involved, *held] if c.side == "kpi")
+        r = window.reading
+        known = {"decisions": r.n, "matched": r.matched}
+        message = _message(self.spec, kind, status, involved, held, segment, window)
+        at = window.end + window.age
+        ref = self._references.get((window.segment, window.index))
+        start = ref.start if ref is not None and math.isfinite(ref.start) else window.start
+        # From the reference's first window to one slice past `at`, so that the watermark passes it.
+        replay = (f"monitor replay --spec {self.spec.source} {self.replay_source} --report report.json"
+                  f" --from {iso(start)} --to {iso(at + self.spec.slice_seconds)}")
+        return EarlyAlert(kind, status, window.age, at, segment, subject, model, kpis, message, window, known,
+                          replay, self.spec.name, first)
+
+
+def _pace(current: Reading, reference: Reading, age: float) -> Comparison | None:
+    """Outcomes by `age` against the reference's pace: a log-rank test of the delays, with the
+    decisions still without an outcome censored at `age`. Worse (z < 0) when outcomes come slower or fewer."""
+    if not (current.n and reference.n and current.matched + reference.matched):
+        return None
+    z, _ = logrank(*_censored(current, age), *_censored(reference, age))
+    if math.isnan(z):
+        return None
+    share, ref_share = current.matched / current.n, reference.matched / reference.n
+    change = (ref_share - share) / ref_share if ref_share else 0.0
+    return Comparison(OUTCOMES_BY_AGE, ref_share, share, z, _below(z), change)
+
+
+def _later(current: Reading, reference: Reading) -> Comparison | None:
+    """The delays of the outcomes that came, against the reference's: a log-rank test without censoring."""
+    if not (current.matched and reference.matched):
+        return None
+    cur, ref = np.frombuffer(current.delays), np.frombuffer(reference.delays)
+    z, _ = logrank(cur, np.ones(cur.size, dtype=bool), ref, np.ones(ref.size, dtype=bool))
+    if math.isnan(z):
+        return None
+    mean, ref_mean = float(cur.mean()), float(ref.mean())
+    return Comparison(MEAN_DELAY, ref_mean, mean, z, _below(z), (mean - ref_mean) / ref_mean if ref_mean else 0.0)
+
+
+def _censored(r: Reading, age: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    waiting = r.n - r.matched
+    times = np.concatenate((np.frombuffer(r.delays), np.full(max(waiting, 0), age)))
+    return times, np.arange(times.size) < r.matched
+
+
+def _below(z: float) -> float:
+    """One-sided p-value of a z this low or lower."""
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+def _kinds(worse: list[Comparison]) -> dict[str, list[Comparison]]:
+    worse = sorted(worse, key=lambda c: c.p)
+    model = [c for c in worse if c.side == "model"]
+    kpis = [c for c in worse if c.side == "kpi"]
+    return {"model_degradation": model, "kpi_degradation": kpis,
+            "misalignment": kpis if not model else model if not kpis else []}
+
+
+def _message(spec: Spec, kind: str, status: str, involved: list[Comparison], held: list[Comparison],
+             segment: dict[str, str], window: EarlyWindow) -> str:
+    where = ", ".join(f"{k}={v}" for k, v in segment.items()) or "all decisions"
+    changes = "; ".join(f"{c.name} {c.metric.format(c.reference)} → {c.metric.format(c.current)}"
+                        f" ({100 * c.change:.0f}% worse, p={c.p:.1e})" for c in involved) or "no metric worsened"
+    r = window.reading
+    span = f"decisions from {iso(window.start)} to {iso(window.end)}"
+    what = kind.replace("_", " ")
+    if status == "provisional":
+        text = (f"[{spec.name}] {where}: early {what}, provisional, read {age_text(window.age)} after the window"
+                f" ended: {changes}; {r.n:,} {span}, {r.matched:,} outcomes matched so far, against this"
+                f" segment's reference read at the same age. Final numbers come at the horizon"
+                f" ({age_text(spec.horizon)}), when this alert is confirmed or withdrawn.")
+    else:
+        text = (f"[{spec.name}] {where}: early {what} {status} by the final numbers: {changes};"
+                f" {r.n:,} {span}, {r.matched:,} outcomes matched within the horizon.")
+    if kind == "outcome_delay" and status == "provisional":
+        text += (" Outcomes come slower (or fewer) than at the reference's pace, so the numbers read at this"
+                 " age that depend on when outcomes arrive (KPIs at the age, AUC) are held back; values per"
+                 " outcome are still tested. Whether they are slower or fewer is known at the horizon.")
+    elif kind == "outcome_delay":
+        text += (" At the horizon the outcomes that came had later delays than the reference's: slower, not fewer."
+                 if status == "confirmed" else " At the horizon their delays match the reference's: not slower."
+                 " A drop in the final numbers, if any, is alerted as such.")
+    if kind == "misalignment" and held:
+        others = ", ".join(f"{c.name} {c.metric.format(c.reference)} → {c.metric.format(c.current)}" for c in held)
+        text += f" The other side held ({others})."
+    return text
+
