@@ -56,6 +56,11 @@ class Comparison:
                 "p_value": float(f"{self.p:.3g}")}
 
 
+def alert_id(*parts: str) -> str:
+    """A short hash of what makes an alert event itself, the same for each of its copies."""
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=10).hexdigest()
+
+
 @dataclass(frozen=True)
 class Alert:
     kind: str
@@ -73,9 +78,8 @@ class Alert:
     @property
     def id(self) -> str:
         """The same for every copy of this alert: delivery is at least once, so consumers drop repeats by it."""
-        key = "\x1f".join([self.decision, self.kind, *(f"{k}={v}" for k, v in sorted(self.segment.items())),
-                           repr(self.window.start), repr(self.window.end)])
-        return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
+        return alert_id(self.decision, self.kind, *(f"{k}={v}" for k, v in sorted(self.segment.items())),
+                        repr(self.window.start), repr(self.window.end))
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -15,7 +15,6 @@ nominal worsening (p < 0.05) at the last early age.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import KINDS, Comparison, compare, iso
+from monitor.engine.alerts import KINDS, Comparison, alert_id, compare, iso
 from monitor.engine.early import EarlyWindow, age_text, estimates, filling, spec_metrics, window_estimates
 from monitor.stats.early import EarlyMetric, Reading
 from monitor.stats.metrics import Estimate
@@ -60,10 +59,9 @@ class EarlyAlert:
 
     @property
     def id(self) -> str:
-        key = "\x1f".join([self.decision, "early", self.kind, self.status, *(f"{k}={v}" for k, v in
-                           sorted(self.segment.items())), repr(self.window.start), repr(self.window.end),
-                           repr(self.window.age)])
-        return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
+        return alert_id(self.decision, "early", self.kind, self.status,
+                        *(f"{k}={v}" for k, v in sorted(self.segment.items())),
+                        repr(self.window.start), repr(self.window.end), repr(self.window.age))
 
     def as_dict(self) -> dict[str, Any]:
         return {
