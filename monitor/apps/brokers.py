@@ -50,29 +50,13 @@ def create_topics(spec: Spec, kafka: Connection, count: int, replication: int = 
     `retention_ms=-1` keeps records forever: needed to replay captures whose timestamps are older
     than the broker's retention, which would otherwise delete them right after they arrive."""
     configs = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
     wanted = {spec.topics.predictions: count, spec.topics.outcomes: count,
               spec.topics.alerts: 1, spec.topics.dead_letters: 1}
-    admin = KafkaAdminClient(**kafka.kafka_python(request_timeout_ms=15_000))
-    created = []
-    try:
-        existing = partitions(kafka, list(wanted))
-        for name, n in wanted.items():
-            if name in existing:
-                if existing[name] != n and name in (spec.topics.predictions, spec.topics.outcomes):
-                    raise MonitorError(f"topic {name!r} exists with {existing[name]} partitions, not {n}")
-                continue
-            try:
-                admin.create_topics([NewTopic(name, n, replication, topic_configs=configs)])
-                created.append(name)
-            except TopicAlreadyExistsError:
-                pass
-        _await_metadata(kafka, list(wanted))
-    finally:
-        admin.close()
-    return created
+    existing = partitions(kafka, list(wanted))
+    for name in (spec.topics.predictions, spec.topics.outcomes):
+        if name in existing and existing[name] != count:
+            raise MonitorError(f"topic {name!r} exists with {existing[name]} partitions, not {count}")
+    return _create_missing(kafka, {name: (n, configs) for name, n in wanted.items()}, existing, replication)
 
 
 def group_id(spec: Spec) -> str:
@@ -95,9 +79,6 @@ def create_internal_topics(spec: Spec, kafka: Connection, count: int, replicatio
     Faust creates them too, but while it joins the group: a topic created then can miss the first
     assignment, and no rebalance follows when it appears. A worker whose ticks topic was missed never
     checkpoints the last records of a quiet partition, so they stay out of its metrics."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
     wanted = internal_topics(spec)
     existing = partitions(kafka, list(wanted))
     wrong = {name: n for name, n in existing.items() if n != count}
@@ -105,16 +86,27 @@ def create_internal_topics(spec: Spec, kafka: Connection, count: int, replicatio
         name, n = next(iter(wrong.items()))
         raise MonitorError(f"internal topic {name!r} has {n} partitions, but the input topics have {count}:"
                            " delete it (and the group's other internal topics) or recreate the input topics")
+    return _create_missing(kafka, {name: (count, configs) for name, configs in wanted.items()}, existing,
+                           replication)
+
+
+def _create_missing(kafka: Connection, wanted: dict[str, tuple[int, dict[str, str]]], existing: dict[str, int],
+                    replication: int) -> list[str]:
+    """Create the wanted topics (partitions, config) not in `existing`, wait until the broker lists them all;
+    returns those created here (another client may create one at the same moment)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
     admin = KafkaAdminClient(**kafka.kafka_python(request_timeout_ms=15_000))
     created = []
     try:
-        for name, configs in wanted.items():
+        for name, (count, configs) in wanted.items():
             if name in existing:
                 continue
             try:
                 admin.create_topics([NewTopic(name, count, replication, topic_configs=configs)])
                 created.append(name)
-            except TopicAlreadyExistsError:  # another worker of the group was quicker
+            except TopicAlreadyExistsError:  # another worker or command was quicker
                 pass
         _await_metadata(kafka, list(wanted))
     finally:
