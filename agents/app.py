@@ -5,27 +5,31 @@
     outcomes ────┘        │      (parts: summaries per segment and slice)              └─> /metrics
                           └─> monitor-dead-letters
 
-Agents compute nothing and decide no ordering: they hand raw records to the worker with a way to
-ack them, and the worker says when. Processing is at-least-once with idempotent state.
+The input topics come in batches, a partition's fetched records at a time (`agents.consumer`);
+the parts, ticks and changelogs through Faust's agents. Neither computes anything or decides any
+ordering: they hand raw records to the worker with a way to commit them, and the worker says when.
+Processing is at-least-once with idempotent state.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import shutil
 import signal
 import tempfile
 from collections.abc import Awaitable, ItemsView
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiohttp.web import Request, Response, middleware
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from agents.consumer import Transport
+from agents.consumer import Consumer, Intake, Transport
 from agents.logs import PRODUCER_BUFFER, quiet_faust
 from monitor.apps.brokers import group_id
 from monitor.apps.kafka_config import Connection
@@ -138,7 +142,8 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
         key_serializer="raw",  # the engine decodes, counts and dead-letters; Faust never has to
         value_serializer="raw",
     )
-    app.transport = Transport(app.conf.broker_consumer, app)
+    intakes: dict[str, Intake] = {}  # the input topics, filled below once the worker exists
+    app.transport = Transport(app.conf.broker_consumer, app, intakes=intakes)
     app.producer.buffer.max_messages = PRODUCER_BUFFER  # a checkpoint's burst is no reason to pause input
     quiet_faust()
     if access is not None and access.user:
@@ -159,19 +164,12 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
                     replay_source=f"--bootstrap {kafka.bootstrap}")
     registry.register(MonitorCollector(spec, worker))
 
-    async def consume(stream: faust.StreamT[bytes], topic: str) -> None:
-        manual = stream.noack()  # type: ignore[attr-defined]  # missing from StreamT
-        async for event in manual.events():
-            message = event.message
-            await worker.record(topic, message.partition, message.offset, event.value, _acker(manual, event))
+    async def take(tp: TP, batch: list[Any]) -> None:
+        await worker.records(tp.topic, tp.partition, batch, functools.partial(_commit_through, consumer(app), tp))
 
-    @app.agent(predictions, concurrency=1)
-    async def join_predictions(stream: faust.StreamT[bytes]) -> None:
-        await consume(stream, spec.topics.predictions)
-
-    @app.agent(outcomes, concurrency=1)
-    async def join_outcomes(stream: faust.StreamT[bytes]) -> None:
-        await consume(stream, spec.topics.outcomes)
+    for topic in (predictions, outcomes):  # batch intake: subscribed here, delivered by `Consumer`, not agents
+        app.topics.add(topic)
+        intakes[topic.get_topic_name()] = take
 
     @app.agent(ticks, concurrency=1)
     async def idle_partitions(stream: faust.StreamT[bytes]) -> None:
@@ -216,6 +214,14 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
         worker.revoke(inputs, merged)
 
     return app
+
+
+def consumer(app: faust.App) -> Consumer:
+    return cast(Consumer, app.consumer)  # made by the `Transport` given to the app
+
+
+async def _commit_through(consumer: Consumer, tp: TP, offset: int) -> None:
+    consumer.commit_through(tp, offset)
 
 
 def _acker(stream: Any, event: faust.EventT[bytes]) -> Any:

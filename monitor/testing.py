@@ -9,7 +9,7 @@ import tomllib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import tomli_w
@@ -181,17 +181,27 @@ class Topics:
         return _done()
 
 
+class Fetched(NamedTuple):
+    """A record as a Kafka fetch returns it, for the worker's batch intake."""
+
+    offset: int
+    value: bytes | None
+
+
 class InMemoryWorker:
     """The shipped streaming `Worker` on in-memory tables and topics, fed record by record on a
     simulated clock: every delta reaches the metrics stage before the next record is taken."""
 
     def __init__(self, spec: Spec, stores: tuple[Memory, Memory], sources: int = 1,
-                 snapshot_min_bytes: int = 1 << 20, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
+                 snapshot_min_bytes: int = 1 << 20, checkpoint_seconds: float = CHECKPOINT_SECONDS,
+                 batch: int = 1) -> None:
         self.spec = spec
+        self.batch = batch  # records per fetch at most: runs of one topic and partition are taken together
         self.loop = asyncio.new_event_loop()  # one loop for the worker's whole life, as in Faust
         self.clock = 0.0
         self.topics = Topics()
-        self.acked: set[tuple[str, int, int]] = set()
+        self.acked: set[tuple[str, int, int]] = set()  # deltas of the metrics stage
+        self.commits: dict[tuple[str, int], int] = {}  # input partitions: the offset Kafka may commit through
         self.worker = Worker(spec, stores[0], stores[1], self.topics, sources, snapshot_min_bytes,
                              clock=lambda: self.clock, checkpoint_seconds=checkpoint_seconds)
 
@@ -201,9 +211,9 @@ class InMemoryWorker:
     async def _feed(self, records: list[Record], clock: float | None) -> float:
         if clock is not None:
             self.clock = clock
-        for topic, partition, offset, value in records:
-            self.clock += 0.001
-            await self.worker.record(topic, partition, offset, value, self._ack(topic, partition, offset))
+        for topic, partition, batch in _batches(records, self.batch):
+            self.clock += 0.001 * len(batch)
+            await self.worker.records(topic, partition, batch, self._commit(topic, partition))
             await self.deliver()
         return self.clock
 
@@ -254,7 +264,28 @@ class InMemoryWorker:
         join = self.worker.join
         return report(self.spec, join.counts(), join.reasons(), self.worker.rollups())
 
+    def committed(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether Kafka may commit this input record."""
+        return offset <= self.commits.get((topic, partition), -1)
+
+    def _commit(self, topic: str, partition: int) -> Callable[[int], Awaitable[None]]:
+        async def commit(offset: int) -> None:
+            self.commits[topic, partition] = max(offset, self.commits.get((topic, partition), -1))
+        return commit
+
     def _ack(self, topic: str, partition: int, offset: int) -> Callable[[], Awaitable[None]]:
         async def ack() -> None:
             self.acked.add((topic, partition, offset))
         return ack
+
+
+def _batches(records: list[Record], most: int) -> list[tuple[str, int, list[Fetched]]]:
+    """Runs of consecutive records of one topic and partition, at most `most` records each: batches
+    as a fetch brings them, in the order of the records given."""
+    found: list[tuple[str, int, list[Fetched]]] = []
+    for topic, partition, offset, value in records:
+        if found and found[-1][:2] == (topic, partition) and len(found[-1][2]) < most:
+            found[-1][2].append(Fetched(offset, value))
+        else:
+            found.append((topic, partition, [Fetched(offset, value)]))
+    return found

@@ -45,6 +45,16 @@ from monitor.stats.summary import Summary
 from monitor.stream import wire
 
 
+class Record(Protocol):
+    """A Kafka record as the join stage reads it (aiokafka's `ConsumerRecord` is one)."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
 class Store(Protocol):
     """Where a stage's state is read back from after a restart (a Faust table's data, or a dict)."""
 
@@ -136,12 +146,20 @@ class JoinStage:
         self.checkpoint_seconds = checkpoint_seconds
         self.partitions: dict[int, _Partition] = {}
 
-    def process(self, topic: str, partition: int, offset: int, value: bytes, now: float) -> DeadLetter | None:
-        """Handle one record of `predictions` or `outcomes`; returns it as a dead letter if unusable."""
+    def take(self, topic: str, partition: int, records: Sequence[Record], now: float) -> list[DeadLetter]:
+        """Handle a partition's records of `predictions` or `outcomes`, in offset order; returns the
+        unusable ones as dead letters."""
         part = self.partition(partition, now)
-        part.unsaved += 1
+        part.unsaved += len(records)
         part.last_seen = now
-        return part.source.handle(topic, value, partition, offset)
+        handle = part.source.handle
+        letters = []
+        for record in records:
+            value = record.value
+            letter = handle(topic, b"" if value is None else value, partition, record.offset)  # None: a tombstone
+            if letter is not None:
+                letters.append(letter)
+        return letters
 
     def tick(self, partition: int, now: float) -> None:
         """A quiet partition's watermark follows the wall clock once it has been idle long enough."""

@@ -11,16 +11,18 @@ The rules that keep a worker exact across crashes and rebalances live here, once
   it: sent at least once, with an id that is the same for every copy.
 
 `Table` and `Sender` are the I/O edges: Faust's changelog-backed tables and topics in a worker,
-dicts and lists in the tests. Saving runs in the background, so the agents go on with the next
-records while the broker confirms; past `BACKLOG_RECORDS` unsaved records a partition waits.
+dicts and lists in the tests. Records come in batches (all a fetch brought of one partition); saving
+runs in the background, so intake goes on with the next batch while the broker confirms; past
+`BACKLOG_RECORDS` unsaved records a partition waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from monitor.contract.spec import Spec
@@ -33,13 +35,15 @@ from monitor.stream.stages import (
     SNAPSHOT_MIN_BYTES,
     Checkpoint,
     JoinStage,
+    Record,
     ReduceStage,
     Store,
     Write,
 )
 
 BACKLOG_RECORDS = 2 * CHECKPOINT_RECORDS  # records one partition may hold unsaved while a checkpoint is in flight
-Ack = Callable[[], Awaitable[Any]]  # lets Kafka commit one record
+Ack = Callable[[], Awaitable[Any]]  # lets Kafka commit one record, or what a checkpoint covers
+Commit = Callable[[int], Awaitable[Any]]  # lets Kafka commit one input partition up to an offset
 log = logging.getLogger(__name__)
 
 
@@ -70,23 +74,42 @@ class Worker:
         self.join = JoinStage(spec, join_table, partitions, snapshot_bytes, checkpoint_seconds)
         self.reduce = ReduceStage(spec, partitions, metrics_table, replay_source=replay_source)
         self.sending: set[str] = set()  # alert ids on their way to the alerts topic
-        self.unsaved: dict[int, list[Ack]] = {}  # per input partition, the acks its next checkpoint covers
+        self.unsaved: dict[int, list[Ack]] = {}  # per input partition, the commits its next checkpoint allows
         self.letters: dict[int, list[Awaitable[Any]]] = {}  # per input partition, dead letters since its checkpoint
         self.saving: dict[int, asyncio.Future[None]] = {}  # per input partition, the checkpoint in flight
         self.tasks: set[asyncio.Future[None]] = set()  # everything running in the background
 
     # -- the join stage ----------------------------------------------------------------------------
-    async def record(self, topic: str, partition: int, offset: int, value: bytes, ack: Ack) -> None:
-        """Take one input record; `ack` is called once a durable checkpoint holds its effect."""
-        now = self.clock()
-        letter = self.join.process(topic, partition, offset, value, now)
-        if letter is not None:
-            self.letters.setdefault(partition, []).append(self.sender.dead_letter(letter))
-        self.unsaved.setdefault(partition, []).append(ack)
-        await self.checkpoint(partition, now)
+    async def records(self, topic: str, partition: int, batch: Sequence[Record], commit: Commit) -> None:
+        """Take a partition's fetched records of one input topic, in offset order. `commit(offset)` is
+        called once a durable checkpoint holds the effect of every record up to that offset.
+
+        Checkpoints fall every `CHECKPOINT_RECORDS` records, within a batch as between batches. If
+        the partition is revoked while a checkpoint is awaited, the rest of the batch is left to the
+        next owner, which reads it again from the committed offset."""
+        start = 0
+        while start < len(batch):
+            now = self.clock()
+            part = self.join.partition(partition, now)
+            backlog = part.unsaved
+            room = (CHECKPOINT_RECORDS if backlog < CHECKPOINT_RECORDS else BACKLOG_RECORDS) - backlog
+            chunk = batch[start:start + max(1, room)]
+            start += len(chunk)
+            letters = self.join.take(topic, partition, chunk, now)
+            if letters:
+                self.letters.setdefault(partition, []).extend(self.sender.dead_letter(x) for x in letters)
+            self.unsaved.setdefault(partition, []).append(functools.partial(commit, chunk[-1].offset))
+            await self.checkpoint(partition, now)
+            if self.join.partitions.get(partition) is not part:
+                return
 
     async def tick(self, partition: int) -> None:
-        """Advance an idle partition by the wall clock, and checkpoint it if due."""
+        """Advance an idle partition by the wall clock, and checkpoint it if due.
+
+        The metrics partition of the same number (co-partitioned, so held by this worker too) is
+        restored now rather than by its next part: after a rebalance or restart, its gauges come
+        back even if the input has gone quiet."""
+        self.reduce.partition(partition)
         now = self.clock()
         self.join.tick(partition, now)
         await self.checkpoint(partition, now)
