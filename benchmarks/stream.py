@@ -1,15 +1,15 @@
-"""End-to-end throughput and latency of one streaming worker on a real Kafka broker.
+"""End-to-end throughput and latency of the streaming workers on a real Kafka broker.
 
     scripts/kafka-up.sh            # or any broker: --bootstrap HOST:PORT
-    python benchmarks/stream.py [--decisions 50000] [--partitions 4]
+    python benchmarks/stream.py [--decisions 200000] [--partitions 4]
 
-Prints, side by side:
-  1. end-to-end decisions/s of one worker: from its first record counted in /metrics until every
-     record is counted and every matched decision has reached the metrics stage;
-  2. the raw aiokafka consume rate of the same records (the ceiling), and the rate of a Faust worker
-     whose agents only count them (the framework's own floor, benchmarks/faust_floor.py);
-  3. p50/p99 latency from producing an outcome to the metrics stage's outcome-delay histogram
-     counting it, at half the measured maximum load.
+Prints, in one run over the same produced records, as decisions/s and as ratios to one worker:
+  1. one worker end to end: from its first record counted in /metrics until every record is counted
+     and every matched decision has reached the metrics stage; then two workers in one group alike;
+  2. Faust's per-event floor (agents that only count the records, benchmarks/faust_floor.py), the raw
+     aiokafka consume rate (the ceiling), and replay of the same records in process (the engine alone);
+  3. producer sends per input record, and p50/p99 latency from producing an outcome to the metrics
+     stage's outcome-delay histogram counting it, at half the measured load of one worker.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from monitor.apps import brokers
 from monitor.apps.kafka_config import Connection, connect
+from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.spec import load
 from monitor.testing import edit_spec
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MATCHED = re.compile(r'^monitor_decisions_total\{[^}]*status="matched"[^}]*\} (\S+)$', re.M)
 ARRIVED = re.compile(r"^monitor_outcome_delay_seconds_count\{[^}]*\} (\S+)$", re.M)  # matched, in the metrics stage
 RECORDS = re.compile(r"^monitor_records_total\{[^}]*\} (\S+)$", re.M)
+SENT = re.compile(r"^faust_topic_messages_sent_total\{[^}]*\} (\S+)$", re.M)  # every topic, changelogs included
 
 
 def scrape(port: int) -> str:
@@ -73,40 +75,63 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def throughput(servers: str, decisions: int, partitions: int, tmp: Path) -> tuple[float, float, float, int]:
-    """(worker, raw consume, Faust floor) in decisions/s over the same produced records, and the records."""
-    tag = uuid.uuid4().hex[:8]
-    spec_path = make_spec(tmp, tag)
-    spec = load(spec_path)
-    brokers.create_topics(spec, Connection(servers), partitions, retention_ms=-1)
-    stream = tmp / f"{tag}.jsonl"
-    records = write_jsonl(simulate("healthy", decisions, seed=1), stream)
-    brokers.produce(stream, Connection(servers), rename={"predictions": spec.topics.predictions,
-                                             "outcomes": spec.topics.outcomes})
-    raw = asyncio.run(raw_consume([spec.topics.predictions, spec.topics.outcomes], servers, records))
-    floor = faust_floor([spec.topics.predictions, spec.topics.outcomes], servers, records)
-    port = 16100 + int(tag[:3], 16) % 500
-    proc = start_worker(spec_path, servers, port, tmp / f"{tag}.log")
+class Topics:
+    """One benchmark's topics, holding the same produced records for every consumer measured."""
+
+    def __init__(self, servers: str, decisions: int, partitions: int, tmp: Path) -> None:
+        self.servers, self.decisions, self.tmp = servers, decisions, tmp
+        self.tag = uuid.uuid4().hex[:8]
+        spec_path = make_spec(tmp, self.tag)
+        self.spec = load(spec_path)
+        brokers.create_topics(self.spec, Connection(servers), partitions, retention_ms=-1)
+        self.stream = tmp / f"{self.tag}.jsonl"
+        self.records = write_jsonl(simulate("healthy", decisions, seed=1), self.stream)
+        brokers.produce(self.stream, Connection(servers), rename={"predictions": self.spec.topics.predictions,
+                                                                 "outcomes": self.spec.topics.outcomes})
+        self.names = [self.spec.topics.predictions, self.spec.topics.outcomes]
+
+    def per_decision(self, records_per_second: float) -> float:
+        return records_per_second * self.decisions / self.records
+
+
+def workers(topics: Topics, count: int) -> tuple[float, float]:
+    """End-to-end decisions/s of `count` workers in one fresh group, and producer sends per input record."""
+    group = f"{topics.tag}w{count}"
+    text = edit_spec((topics.tmp / f"{topics.tag}.toml").read_text(), {"decision.name": f"bench_{group}"})
+    spec_path = topics.tmp / f"{group}.toml"
+    spec_path.write_text(text)
+    ports = [16100 + (int(topics.tag[:3], 16) + 7 * count + i) % 500 for i in range(count)]
+    procs = [start_worker(spec_path, topics.servers, port, topics.tmp / f"{group}-{i}.log")
+             for i, port in enumerate(ports)]
     first = last = None
+    sends = 0.0
     deadline = time.monotonic() + 900
     try:
         while time.monotonic() < deadline:
-            text = scrape(port)
-            seen = total(RECORDS, text)
+            texts = [scrape(port) for port in ports]
+            seen = sum(total(RECORDS, text) for text in texts)
             now = time.monotonic()
             if seen > 0 and first is None:
                 first = (now, seen)
-            if seen >= records and total(ARRIVED, text) >= total(MATCHED, text):
+            arrived, matched = (sum(total(p, text) for text in texts) for p in (ARRIVED, MATCHED))
+            if seen >= topics.records and arrived >= matched:
                 last = (now, seen)
+                sends = sum(total(SENT, text) for text in texts)
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
     finally:
-        stop(proc)
+        for proc in procs:
+            stop(proc)
     if first is None or last is None:
-        raise SystemExit(f"the worker did not finish; see {tmp / (tag + '.log')}")
-    elapsed = last[0] - first[0]
-    rate = (last[1] - first[1]) / elapsed * decisions / records
-    return rate, raw * decisions / records, floor * decisions / records, records
+        raise SystemExit(f"the workers did not finish; see {topics.tmp}/{group}-*.log")
+    return topics.per_decision((last[1] - first[1]) / (last[0] - first[0])), sends / topics.records
+
+
+def replayed(topics: Topics) -> float:
+    """Decisions/s of the in-process replay of the same records (the engine alone, one core)."""
+    started = time.perf_counter()
+    replay(topics.spec, topics.stream)
+    return topics.decisions / (time.perf_counter() - started)
 
 
 def faust_floor(topics: list[str], servers: str, expected: int) -> float:
@@ -193,22 +218,29 @@ def latency(servers: str, rate: float, tmp: Path, probes: int = 60, warmup: int 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", default=None)
-    parser.add_argument("--decisions", type=int, default=50_000)
+    parser.add_argument("--decisions", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
     servers = connect(args.bootstrap).bootstrap
     with tempfile.TemporaryDirectory() as tmp:
-        rate, raw, floor, records = throughput(servers, args.decisions, args.partitions, Path(tmp))
-        print(f"records: {records:,} for {args.decisions:,} decisions, {args.partitions} partitions")
-        verdict = "met" if rate >= 20_000 else "NOT met"
-        print(f"worker end to end: {rate:,.0f} decisions/s   target >= 20,000: {verdict}")
-        print(f"raw aiokafka consume: {raw:,.0f} decisions/s; worker reaches {100 * rate / raw:.1f}%"
-              f"   target >= 50%: {'met' if rate >= raw / 2 else 'NOT met'}")
-        print(f"Faust floor (agents that only count, with sensors): {floor:,.0f} decisions/s;"
-              f" the worker reaches {100 * rate / floor:.0f}% of it")
-        delays = sorted(latency(servers, rate / 2, Path(tmp)))
+        topics = Topics(servers, args.decisions, args.partitions, Path(tmp))
+        raw = topics.per_decision(asyncio.run(raw_consume(topics.names, servers, topics.records)))
+        floor = topics.per_decision(faust_floor(topics.names, servers, topics.records))
+        one, sends = workers(topics, 1)
+        two, _ = workers(topics, 2)
+        alone = replayed(topics)
+        print(f"records: {topics.records:,} for {args.decisions:,} decisions, {args.partitions} partitions")
+        print(f"{'':44} {'decisions/s':>12} {'÷ worker':>9}")
+        for name, rate in [("one worker, end to end", one), ("two workers, end to end", two),
+                           ("Faust per-event floor (agents that count)", floor), ("raw aiokafka consume", raw),
+                           ("replay in process (engine alone)", alone)]:
+            print(f"{name:44} {rate:12,.0f} {rate / one:9.2f}")
+        print(f"one worker >= 20,000 decisions/s: {'met' if one >= 20_000 else 'NOT met'};"
+              f" two workers {two / one:.2f}x one, >= 1.6x: {'met' if two >= 1.6 * one else 'NOT met'}")
+        print(f"producer sends per input record (one worker, every topic): {sends:.4f}")
+        delays = sorted(latency(servers, one / 2, Path(tmp)))
         p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
-        print(f"outcome -> gauge at {rate / 2:,.0f} decisions/s: p50 {statistics.median(delays):.3f} s,"
+        print(f"outcome -> gauge at {one / 2:,.0f} decisions/s: p50 {statistics.median(delays):.3f} s,"
               f" p99 {p99:.3f} s   target p99 <= 1 s: {'met' if p99 <= 1 else 'NOT met'}")
         print("slowest probes (s): " + ", ".join(f"{d:.3f}" for d in delays[-5:]))
 

@@ -213,7 +213,7 @@ class InMemoryWorker:
             self.clock = clock
         for topic, partition, batch in _batches(records, self.batch):
             self.clock += 0.001 * len(batch)
-            await self.worker.records(topic, partition, batch, self._commit(topic, partition))
+            await self.worker.records(topic, partition, batch, self.committer(topic, partition))
             await self.deliver()
         return self.clock
 
@@ -268,7 +268,7 @@ class InMemoryWorker:
         """Whether Kafka may commit this input record."""
         return offset <= self.commits.get((topic, partition), -1)
 
-    def _commit(self, topic: str, partition: int) -> Callable[[int], Awaitable[None]]:
+    def committer(self, topic: str, partition: int) -> Callable[[int], Awaitable[None]]:
         async def commit(offset: int) -> None:
             self.commits[topic, partition] = max(offset, self.commits.get((topic, partition), -1))
         return commit

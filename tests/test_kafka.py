@@ -540,3 +540,29 @@ def test_a_replay_leaves_a_running_worker_alone_and_its_alert_command_reproduces
     assert committed(setup.servers, group, inputs) == before
     assert groups(setup.servers) == groups_before  # the replay joined no group
     assert sum(v for n, _, v in scrape(port) if n == "monitor_records_total") == sum(1 for _ in path.open())
+
+
+@pytest.mark.parametrize("setup", [4], indirect=True)
+def test_a_worker_joining_mid_stream_takes_over_exactly(setup: Setup) -> None:
+    """A second worker joins while the first is busy with a live stream, so the rebalance lands
+    between and inside its batches. Together they end with exactly the numbers of one worker that
+    had the stream to itself, and every final decision reaches the metrics stage once."""
+    path = setup.stream("both_drop", 24_000)
+    first, second, lines = halves(path)
+    setup.produce(first)
+    ports = [setup.start("--snapshot-bytes", "20000")]
+    setup.reach(ports[0], sum(1 for _ in first.open()) // 3)
+    ports.append(setup.start("--snapshot-bytes", "20000"))
+    setup.produce(second)  # arriving while the group rebalances
+    both = setup.settle(ports, lines)
+    assert all(healthz(p)["join_partitions"] for p in ports)  # the second worker took its share
+    assert_all_reach_metrics(ports, both)
+    counts = stream_counts(both, ports)
+    for port in ports:
+        setup.stop(port)
+
+    setup.spec_path.write_text(edit_spec(setup.spec_path.read_text(), {"decision.name": f"{setup.spec.name}_alone"}))
+    port = setup.start()
+    alone = setup.settle([port], lines)
+    assert counts == stream_counts(alone, [port])
+    assert_same(totals(both, ["variant", "segment_country"]), totals(alone, ["variant", "segment_country"]))

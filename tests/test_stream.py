@@ -6,8 +6,10 @@ topics (`monitor.testing.InMemoryWorker`) on a simulated clock.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import zlib
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -17,8 +19,9 @@ from monitor.apps.simulate import simulate
 from monitor.contract import spec as specs
 from monitor.contract.spec import Spec
 from monitor.engine.monitor import Monitor
-from monitor.stream.stages import ReduceStage
-from monitor.testing import InMemoryWorker, Memory, Record, Stream, edit_spec, encode
+from monitor.stream.stages import ReduceStage, Write
+from monitor.stream.worker import BACKLOG_RECORDS
+from monitor.testing import Fetched, InMemoryWorker, Memory, Record, Stream, edit_spec, encode
 
 
 def records(scenario: str, n: int, partitions: int = 1, tail: bool = False) -> list[Record]:
@@ -262,3 +265,61 @@ def test_alert_ids_are_stable_and_distinct(spec: Spec) -> None:
     ids = [a["id"] for a in replayed(spec, stream).report()["alerts"]]
     assert len(set(ids)) == len(ids) > 0
     assert ids == [a["id"] for a in replayed(spec, stream).report()["alerts"]]
+
+
+class Gated(Memory):
+    """A table whose writes are stored at once but confirmed only on `release` (the broker is slow)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Future[None] | None = None
+
+    def write(self, partition: int, writes: list[Write]) -> list[Awaitable[Any]]:
+        confirmed = super().write(partition, writes)
+        if self.gate is not None and self.gate.done():
+            return confirmed
+        if self.gate is None:
+            self.gate = asyncio.get_running_loop().create_future()
+        return [self.gate]
+
+    def release(self) -> None:
+        assert self.gate is not None
+        self.gate.set_result(None)
+
+
+def test_a_partition_revoked_mid_batch_is_taken_over_exactly(spec: Spec) -> None:
+    """A fetched batch longer than the backlog allows waits for its partition's first checkpoint, and
+    the partition is revoked meanwhile. The old owner stops in the middle of the batch without
+    recreating the partition or committing anything; a new owner on the same stores, reading again
+    from the committed offset, ends with exactly the numbers of a worker that was never interrupted."""
+    stream = records("model_rot", 30_000, tail=True)
+    ordered = [r for r in stream if r[0] == "predictions"] + [r for r in stream if r[0] == "outcomes"]
+    predictions = [Fetched(offset, value) for topic, _, offset, value in ordered if topic == "predictions"]
+    assert len(predictions) > BACKLOG_RECORDS
+    whole = InMemoryWorker(spec, fresh(), batch=len(ordered))
+    whole.finish(whole.feed(ordered))
+
+    join, metrics = Gated(), Memory()
+    first = InMemoryWorker(spec, (join, metrics))
+
+    async def revoke_mid_batch() -> None:
+        intake = asyncio.ensure_future(
+            first.worker.records("predictions", 0, predictions, first.committer("predictions", 0)))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not intake.done(), "the batch waits for its first checkpoint"
+        first.worker.revoke({0}, {0})
+        join.release()
+        await intake
+        await first.deliver()
+
+    first.loop.run_until_complete(revoke_mid_batch())
+    assert 0 not in first.worker.join.partitions  # the rest of the batch was left alone
+    assert first.commits == {} and first.topics.sent == []
+    assert any(b"/log/" in key for key in join)  # its first checkpoint is durable: the next owner resumes from it
+
+    second = InMemoryWorker(spec, (join, metrics), batch=len(ordered))
+    second.finish(second.feed(ordered))
+    assert second.worker.join.counts() == whole.worker.join.counts()
+    assert_same_totals(second.totals(), whole.totals())
+    assert all(second.committed(t, p, o) for t, p, o, _ in ordered)
