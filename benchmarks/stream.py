@@ -1,7 +1,7 @@
 """End-to-end throughput and latency of the streaming workers on a real Kafka broker.
 
     scripts/kafka-up.sh            # or any broker: --bootstrap HOST:PORT
-    python benchmarks/stream.py [--decisions 200000] [--partitions 4]
+    python benchmarks/stream.py [--decisions 200000] [--partitions 4] [--per-day N]
 
 Prints, in one run over the same produced records, as decisions/s and as ratios to one worker:
   1. one worker end to end: from its first record counted in /metrics until every record is counted
@@ -78,14 +78,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 class Topics:
     """One benchmark's topics, holding the same produced records for every consumer measured."""
 
-    def __init__(self, servers: str, decisions: int, partitions: int, tmp: Path) -> None:
+    def __init__(self, servers: str, decisions: int, partitions: int, tmp: Path, per_day: int) -> None:
         self.servers, self.decisions, self.tmp = servers, decisions, tmp
         self.tag = uuid.uuid4().hex[:8]
         spec_path = make_spec(tmp, self.tag)
         self.spec = load(spec_path)
         brokers.create_topics(self.spec, Connection(servers), partitions, retention_ms=-1)
         self.stream = tmp / f"{self.tag}.jsonl"
-        self.records = write_jsonl(simulate("healthy", decisions, seed=1), self.stream)
+        self.records = write_jsonl(simulate("healthy", decisions, seed=1, per_day=per_day), self.stream)
         brokers.produce(self.stream, Connection(servers), rename={"predictions": self.spec.topics.predictions,
                                                                  "outcomes": self.spec.topics.outcomes})
         self.names = [self.spec.topics.predictions, self.spec.topics.outcomes]
@@ -95,7 +95,11 @@ class Topics:
 
 
 def workers(topics: Topics, count: int) -> tuple[float, float]:
-    """End-to-end decisions/s of `count` workers in one fresh group, and producer sends per input record."""
+    """End-to-end decisions/s of `count` workers in one fresh group, and producer sends per input record.
+
+    Timed from the first scrape at which every worker has counted records (the group has formed and
+    its first rebalance is behind it) until every record is counted and every matched decision has
+    reached the metrics stage."""
     group = f"{topics.tag}w{count}"
     text = edit_spec((topics.tmp / f"{topics.tag}.toml").read_text(), {"decision.name": f"bench_{group}"})
     spec_path = topics.tmp / f"{group}.toml"
@@ -111,14 +115,14 @@ def workers(topics: Topics, count: int) -> tuple[float, float]:
             texts = [scrape(port) for port in ports]
             seen = sum(total(RECORDS, text) for text in texts)
             now = time.monotonic()
-            if seen > 0 and first is None:
+            if first is None and all(total(RECORDS, text) > 0 for text in texts):  # the group has formed
                 first = (now, seen)
             arrived, matched = (sum(total(p, text) for text in texts) for p in (ARRIVED, MATCHED))
             if seen >= topics.records and arrived >= matched:
                 last = (now, seen)
                 sends = sum(total(SENT, text) for text in texts)
                 break
-            time.sleep(0.1)
+            time.sleep(1.0)  # a scrape computes every gauge: polling faster would slow the workers down
     finally:
         for proc in procs:
             stop(proc)
@@ -220,16 +224,20 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=None)
     parser.add_argument("--decisions", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--per-day", type=int, default=20_000 * 86_400,
+                        help="decisions per day of event time (default: 20,000 a second, a live stream at the"
+                             " target rate; 20000 replays a sparse history where every slice holds few decisions)")
     args = parser.parse_args()
     servers = connect(args.bootstrap).bootstrap
     with tempfile.TemporaryDirectory() as tmp:
-        topics = Topics(servers, args.decisions, args.partitions, Path(tmp))
+        topics = Topics(servers, args.decisions, args.partitions, Path(tmp), args.per_day)
         raw = topics.per_decision(asyncio.run(raw_consume(topics.names, servers, topics.records)))
         floor = topics.per_decision(faust_floor(topics.names, servers, topics.records))
         one, sends = workers(topics, 1)
         two, _ = workers(topics, 2)
         alone = replayed(topics)
-        print(f"records: {topics.records:,} for {args.decisions:,} decisions, {args.partitions} partitions")
+        print(f"records: {topics.records:,} for {args.decisions:,} decisions ({args.per_day:,} a day of event time),"
+              f" {args.partitions} partitions")
         print(f"{'':44} {'decisions/s':>12} {'÷ worker':>9}")
         for name, rate in [("one worker, end to end", one), ("two workers, end to end", two),
                            ("Faust per-event floor (agents that count)", floor), ("raw aiokafka consume", raw),

@@ -31,3 +31,23 @@ def test_aiokafka_still_leaves_uncommitted_partitions_where_they_were() -> None:
 def test_the_worker_transport_makes_the_fixed_consumer() -> None:
     assert issubclass(Transport, driver.Transport) and Transport.Consumer is Consumer
     assert issubclass(Consumer, driver.Consumer)
+
+
+def test_faust_fetches_through_wait_next_records_and_reads_the_generation_after_it() -> None:
+    # Batch intake takes its records off `_wait_next_records`; Faust reads the generation only after
+    # that returns, which is why the intake drops what a rebalance during it made stale.
+    source = inspect.getsource(faust_consumer.Consumer.getmany)
+    assert source.index("await self._wait_next_records(timeout)") < source.index("self.app.consumer_generation_id")
+    assert "tp in active_partitions" in source and "self._buffered_partitions" in source
+
+
+def test_faust_commits_what_new_offset_returns_for_partitions_with_ack_lists() -> None:
+    # commit_through feeds `_new_offset`, and touches `_acked[tp]` so the commit loop visits tp.
+    assert "self._new_offset(tp)" in inspect.getsource(faust_consumer.Consumer._filter_committable_offsets)
+    assert "for tp in self._acked" in inspect.getsource(faust_consumer.Consumer._filter_tps_with_pending_acks)
+    assert "self._acked = defaultdict(list)" in inspect.getsource(faust_consumer.Consumer.__init__)
+    assert "tp in assignment" in inspect.getsource(faust_consumer.Consumer._commit_offsets)
+
+
+def test_faust_stall_detector_reads_the_inbound_time_the_intake_sets() -> None:
+    assert "monitor.stream_inbound_time.get(tp)" in inspect.getsource(driver.AIOKafkaConsumerThread.verify_event_path)

@@ -1,0 +1,100 @@
+"""The worker consumer's batch intake without a broker: which fetched records reach the worker, and
+which offsets Faust may commit. The same paths on a real broker: tests/test_kafka.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
+
+from agents.app import consumer, create_app
+from agents.consumer import Consumer
+from monitor.apps.kafka_config import Connection
+from monitor.contract.spec import Spec
+from monitor.testing import free_port
+
+PREDICTIONS, OUTCOMES, TICKS = TP("predictions", 0), TP("outcomes", 1), TP("monitor-checkout-ticks", 0)
+
+
+def fetched(tp: TP, *offsets: int) -> list[ConsumerRecord[bytes, bytes]]:
+    return [ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, None, b"{}", None, 0, 2, []) for offset in offsets]
+
+
+class Wired:
+    """A worker's consumer, not started: its intakes record what they are given."""
+
+    def __init__(self, spec: Spec) -> None:
+        app = create_app(spec, Connection("127.0.0.1:1"), 4, web_port=free_port())
+        self.app, self.consumer = app, consumer(app)
+        self.taken: list[tuple[TP, list[int]]] = []
+        self.assigned = {PREDICTIONS, OUTCOMES, TICKS}
+        self.consumer.assignment = lambda: self.assigned  # type: ignore[method-assign]
+        self.consumer.highwater = lambda tp: 100  # type: ignore[method-assign]
+        self.consumer.transport.intakes = {"predictions": self.take, "outcomes": self.take}  # type: ignore[attr-defined]
+        self.during_intake: Any = None
+
+    async def take(self, tp: TP, batch: list[Any]) -> None:
+        self.taken.append((tp, [r.offset for r in batch]))
+        if self.during_intake is not None:
+            self.during_intake()
+
+    def fetch(self, records: dict[TP, list[Any]], active: set[TP] | None = None) -> dict[TP, list[Any]]:
+        return asyncio.run(self.consumer._take_batches(records, active))
+
+
+@pytest.fixture
+def wired(spec: Spec) -> Iterator[Wired]:
+    yield Wired(spec)
+
+
+def test_input_batches_reach_the_worker_and_the_rest_goes_to_faust(wired: Wired) -> None:
+    ticks = fetched(TICKS, 7)
+    rest = wired.fetch({PREDICTIONS: fetched(PREDICTIONS, 3, 4, 5), TICKS: ticks, OUTCOMES: fetched(OUTCOMES, 9)})
+    assert wired.taken == [(PREDICTIONS, [3, 4, 5]), (OUTCOMES, [9])]
+    assert rest == {TICKS: ticks}
+    monitor = wired.app.monitor
+    assert {PREDICTIONS, OUTCOMES} <= monitor.stream_inbound_time.keys()  # Faust's stall detector sees progress
+    assert wired.consumer._read_offset[PREDICTIONS] == 5
+
+
+def test_nothing_is_taken_while_a_rebalance_has_stopped_the_flow(wired: Wired) -> None:
+    wired.consumer.stop_flow()
+    ticks = fetched(TICKS, 1)
+    assert wired.fetch({PREDICTIONS: fetched(PREDICTIONS, 0), TICKS: ticks}) == {TICKS: ticks}
+    assert wired.taken == []  # Faust seeks back to the committed offsets: they come again
+
+
+def test_a_paused_partition_is_not_taken(wired: Wired) -> None:
+    wired.fetch({PREDICTIONS: fetched(PREDICTIONS, 0), OUTCOMES: fetched(OUTCOMES, 0)}, active={OUTCOMES})
+    assert wired.taken == [(OUTCOMES, [0])]
+
+
+def test_a_rebalance_during_an_intake_drops_the_rest_of_the_fetch(wired: Wired) -> None:
+    def rebalance() -> None:
+        wired.app.consumer_generation_id += 1
+
+    wired.during_intake = rebalance
+    rest = wired.fetch({PREDICTIONS: fetched(PREDICTIONS, 0), OUTCOMES: fetched(OUTCOMES, 0), TICKS: fetched(TICKS, 0)})
+    assert wired.taken == [(PREDICTIONS, [0])]  # fetched by the old generation: not for this one
+    assert rest == {}
+
+
+def test_faust_commits_the_range_a_checkpoint_covers_gaps_included(wired: Wired) -> None:
+    c: Consumer = wired.consumer
+    c._committed_offset[PREDICTIONS] = 3
+    c.commit_through(PREDICTIONS, 9)  # offsets 4..9, with 6 and 7 missing (compacted, or transaction markers)
+    c.commit_through(PREDICTIONS, 5)  # an older checkpoint confirmed late never moves it back
+    assert c._filter_committable_offsets(c._filter_tps_with_pending_acks()) == {PREDICTIONS: 10}
+    c._committed_offset[PREDICTIONS] = 10
+    assert c._filter_committable_offsets(c._filter_tps_with_pending_acks()) == {}  # nothing new
+
+
+def test_a_partition_this_worker_no_longer_holds_is_not_committed(wired: Wired) -> None:
+    c: Consumer = wired.consumer
+    wired.assigned = {OUTCOMES}
+    c.commit_through(PREDICTIONS, 9)
+    assert c._filter_committable_offsets(c._filter_tps_with_pending_acks()) == {}
