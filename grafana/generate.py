@@ -360,8 +360,10 @@ def pipeline_health(layout: Layout) -> dash.Dashboard:
                 query(f"sum by (topic) (max by (topic, partition) (faust_topic_partition_end_offset{{{JOB}}}"
                       f" - faust_topic_partition_offset_commited{{{JOB}}}))", "{{topic}}"), decimals=0))
             .with_panel(graph(
-                "Processing latency", "Quantiles of the time Faust's agents spend on one event"
-                " (faust_events_runtime_ms), over all workers.", "ms",
+                "Processing latency", "Quantiles of the time Faust's agents spend on one event of the internal"
+                " topics: a part merged by the metrics stage, a tick of the join stage (faust_events_runtime_ms),"
+                " over all workers. Input records are taken in batches, outside Faust's events: their progress"
+                " shows as consumer lag.", "ms",
                 *(query(f"histogram_quantile({q}, sum by (le) (rate({runtime}[$__rate_interval])))", f"p{p}", ref)
                   for q, p, ref in ((0.5, 50, "A"), (0.99, 99, "B")))))
             .with_panel(graph(
