@@ -27,6 +27,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 from monitor.apps import brokers
 from monitor.apps.kafka_config import Connection, connect
@@ -95,7 +96,7 @@ class Topics:
         return records_per_second * self.decisions / self.records
 
 
-def workers(topics: Topics, count: int) -> tuple[float, float, float]:
+def workers(topics: Topics, count: int) -> tuple[float, float, Cores]:
     """End-to-end decisions/s of `count` workers in one fresh group, producer sends per input record, and
     the cores the machine kept busy meanwhile.
 
@@ -110,7 +111,7 @@ def workers(topics: Topics, count: int) -> tuple[float, float, float]:
     procs = [start_worker(spec_path, topics.servers, port, topics.tmp / f"{group}-{i}.log")
              for i, port in enumerate(ports)]
     first = last = None
-    sends = busy = cores = 0.0
+    sends = busy = used = cores = mine = 0.0
     deadline = time.monotonic() + 900
     try:
         while time.monotonic() < deadline:
@@ -119,12 +120,13 @@ def workers(topics: Topics, count: int) -> tuple[float, float, float]:
             now = time.monotonic()
             if first is None and all(total(RECORDS, text) > 0 for text in texts):  # the group has formed
                 first = (now, seen)
-                busy = cpu_busy()
+                busy, used = cpu_busy(), sum(cpu_used(proc.pid) for proc in procs)
             arrived, matched = (sum(total(p, text) for text in texts) for p in (ARRIVED, MATCHED))
             if seen >= topics.records and arrived >= matched:
                 last = (now, seen)
                 sends = sum(total(SENT, text) for text in texts)
                 cores = (cpu_busy() - busy) / (now - first[0])
+                mine = (sum(cpu_used(proc.pid) for proc in procs) - used) / (now - first[0])
                 break
             time.sleep(1.0)  # a scrape computes every gauge: polling faster would slow the workers down
     finally:
@@ -132,7 +134,19 @@ def workers(topics: Topics, count: int) -> tuple[float, float, float]:
             stop(proc)
     if first is None or last is None:
         raise SystemExit(f"the workers did not finish; see {topics.tmp}/{group}-*.log")
-    return topics.per_decision((last[1] - first[1]) / (last[0] - first[0])), sends / topics.records, cores
+    rate = topics.per_decision((last[1] - first[1]) / (last[0] - first[0]))
+    return rate, sends / topics.records, Cores(mine, cores)
+
+
+class Cores(NamedTuple):
+    workers: float  # cores the worker processes used
+    machine: float  # cores the whole machine kept busy: workers, broker, this benchmark
+
+
+def cpu_used(pid: int) -> float:
+    """Seconds of CPU a process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_busy() -> float:
@@ -278,8 +292,9 @@ def main() -> None:
         print(f"one worker >= 20,000 decisions/s: {'met' if one >= 20_000 else 'NOT met'};"
               f" two workers {two / one:.2f}x one, >= 1.6x: {'met' if two >= 1.6 * one else 'NOT met'}")
         print(f"producer sends per input record (one worker, every topic): {sends:.4f}")
-        print(f"cores busy on this machine of {os.cpu_count()}, broker and benchmark included: one worker"
-              f" {one_cores:.2f}, two workers {two_cores:.2f}")
+        print(f"cores used by the workers: one {one_cores.workers:.2f}, two {two_cores.workers:.2f}; busy on this"
+              f" machine of {os.cpu_count()} (broker and benchmark included): {one_cores.machine:.2f} and"
+              f" {two_cores.machine:.2f}")
         found, produced = latency(servers, one / 2, args.partitions, Path(tmp))
         delays = sorted(found)
         p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
