@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_a_fold_in_any_chunks_equals_one_fold(ds: list[Decision], cuts: list[int
     whole = Summary(SHAPE).extend(ds)
     chunked = Summary(SHAPE)
     bounds = [0, *sorted(c for c in cuts if c <= len(ds)), len(ds)]
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         chunked.extend(ds[start:end])
     assert chunked.state() == whole.state()
     one_at_a_time = Summary(SHAPE)
@@ -69,8 +70,8 @@ def test_confusion_metrics_equal_rivers_exactly(pairs: list[tuple[bool, bool]]) 
         cm.update(truth, predicted)
     ours = {m.name: m.value(summary) for m in model_metrics("binary")[:4]}
     c = summary.cells()
-    theirs = {name: metric(cm=cm).get() for name, metric in
-              (("accuracy", river.Accuracy), ("precision", river.Precision), ("recall", river.Recall), ("f1", river.F1))}
+    references = {"accuracy": river.Accuracy, "precision": river.Precision, "recall": river.Recall, "f1": river.F1}
+    theirs = {name: metric(cm=cm).get() for name, metric in references.items()}
     # Where a metric's denominator is empty the monitor reports it undefined; River says 0.0.
     defined = {"accuracy": bool(pairs), "precision": bool(c["tp"] + c["fp"]), "recall": bool(c["tp"] + c["fn"]),
                "f1": bool(2 * c["tp"] + c["fp"] + c["fn"])}

@@ -43,7 +43,7 @@ class Summary:
         self.shape = shape
         self.binary = shape.binary
         self.n = 0
-        self.tp = self.fp = self.fn = self.tn = 0  # the confusion matrix (a positive label is >= 0.5)
+        self.tp = self.fp = self.fn = self.tn = 0.0  # the confusion matrix (a positive label is >= 0.5)
         self.scores = ScoreHistogram()
         self.loss = Moments()  # binary: per-decision log loss
         self.brier = Moments()  # binary: (score − label)²
