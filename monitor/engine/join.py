@@ -155,8 +155,11 @@ class Joiner:
     def prediction(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
                    offset: int = NO_OFFSET) -> bool:
         """Handle one valid prediction (its event time already parsed); False if it is a repeat."""
-        if ts > self.newest_prediction:
-            self.see(ts, True)
+        if ts > self.newest_prediction:  # `see`, inlined: this runs once per prediction
+            self.newest_prediction = ts
+            low = ts if ts < self.newest_outcome else self.newest_outcome
+            if low > self.watermark:
+                self.advance(low)
         known = self.pending.get(decision_id)
         done = self._done.get(decision_id) or self._done_before.get(decision_id)
         if known is not None or done is not None:
