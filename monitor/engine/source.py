@@ -93,7 +93,10 @@ class Parts:
             summary = Summary(self.shape).extend(decided)
             found.append(Part(segments.key(segment), slice_id, late, summary))
             if self.derived and segment != OVERALL:
-                overall.setdefault((slice_id, late), Summary(self.shape)).merge(summary)
+                into = overall.get((slice_id, late))
+                if into is None:  # not setdefault: that would build a summary per part only to drop it
+                    into = overall[(slice_id, late)] = Summary(self.shape)
+                into.merge(summary)
         found += [Part((), slice_id, late, summary) for (slice_id, late), summary in overall.items()]
         self.decided = {}
         return found
