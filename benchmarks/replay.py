@@ -1,19 +1,33 @@
-"""Replay throughput and pending-state size.
+"""Replay throughput, process start included, against what a user would run instead; pending-state size.
 
-    python benchmarks/replay.py [--decisions 200000] [--seed 1]
+    python benchmarks/replay.py [--decisions 300000] [--seed 1] [--runs 3] [--profile 15]
 
-Prints decisions/s of `replay` on one core, its ratio to a plain `json.loads` of every line of
-the same file (the floor any JSON pipeline pays), and bytes of join state per pending decision.
+Prints, for one file of the `healthy` scenario:
+  1. `monitor replay --spec monitor/checkout.toml --input F --report R` as a command: wall time with
+     process start, and decisions/s against the 100,000 target;
+  2. process start alone (`monitor --help`, and importing what replay imports);
+  3. `replay()` in process (no start-up, no report);
+  4. a plain `json.loads` of every line (the floor any JSON pipeline pays), and the ratio to it;
+  5. the pandas script a user would write instead (read the lines, join predictions and outcomes on
+     the decision id, group by segment; no event time, windows or alerts), as a command, and the ratio;
+  6. bytes of join state per pending decision.
+Every time is the best of `--runs`. `--profile N` adds the N top functions of the in-process replay by own time.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import io
 import json
+import pstats
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 from monitor.apps.replay import replay
@@ -22,9 +36,33 @@ from monitor.contract import spec as specs
 from monitor.engine.join import Joiner
 
 SPEC = Path(__file__).resolve().parent.parent / "monitor" / "checkout.toml"
+TARGET = 100_000  # decisions/s, process start included
+MONITOR = [sys.executable, "-m", "monitor.cli"]  # the `monitor` command, on this interpreter
+
+# What a user would write instead of the monitor: join on the decision id, group by segment.
+PANDAS = """
+import sys
+import pandas as pd
+
+records = pd.read_json(sys.argv[1], lines=True)
+records = records[records["value"].map(lambda v: isinstance(v, dict))]
+values = pd.json_normalize(records["value"].tolist())
+predictions = values[(records["topic"] == "predictions").to_numpy()]
+outcomes = values[(records["topic"] == "outcomes").to_numpy()]
+predictions = predictions.drop_duplicates("decision_id")[["decision_id", "variant", "segment.country", "score"]]
+outcomes = outcomes.drop_duplicates("decision_id")[["decision_id", "label", "value"]]
+predictions = predictions.assign(score=pd.to_numeric(predictions["score"], errors="coerce")).dropna()
+outcomes = outcomes.assign(label=pd.to_numeric(outcomes["label"], errors="coerce"),
+                           value=pd.to_numeric(outcomes["value"], errors="coerce"))
+joined = predictions.merge(outcomes, on="decision_id", how="left").fillna({"label": 0.0, "value": 0.0})
+joined["predicted"] = joined["score"] >= 0.5
+joined["hit"] = joined["predicted"] == (joined["label"] >= 0.5)
+print(joined.groupby(["variant", "segment.country"]).agg(
+    decisions=("decision_id", "size"), accuracy=("hit", "mean"), revenue=("value", "mean")).to_string())
+"""
 
 
-def best_of(runs: int, fn) -> float:  # type: ignore[no-untyped-def]
+def best_of(runs: int, fn: Callable[[], object]) -> float:
     times = []
     for _ in range(runs):
         gc.collect()
@@ -32,6 +70,10 @@ def best_of(runs: int, fn) -> float:  # type: ignore[no-untyped-def]
         fn()
         times.append(time.perf_counter() - started)
     return min(times)
+
+
+def command(*args: str) -> Callable[[], object]:
+    return lambda: subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
 
 
 def pending_bytes(spec: specs.Spec, n: int) -> float:
@@ -47,20 +89,30 @@ def pending_bytes(spec: specs.Spec, n: int) -> float:
     return (after - before) / n
 
 
+def profile(spec: specs.Spec, path: Path, top: int) -> str:
+    """The top functions of one in-process replay, by own time."""
+    profiler = cProfile.Profile()
+    profiler.runcall(replay, spec, path)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--decisions", type=int, default=200_000)
+    parser.add_argument("--decisions", type=int, default=300_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", type=int, default=0, metavar="N")
     args = parser.parse_args()
     spec = specs.load(SPEC)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "stream.jsonl"
+        path, report = Path(tmp) / "stream.jsonl", Path(tmp) / "report.json"
         records = write_jsonl(simulate("healthy", args.decisions, args.seed), path)
         size = path.stat().st_size
         result: dict[str, object] = {}
 
-        def run() -> None:
+        def in_process() -> None:
             result["monitor"] = replay(spec, path)
 
         def parse_only() -> None:
@@ -68,18 +120,31 @@ def main() -> None:
                 for line in stream:
                     json.loads(line)
 
-        replay_s = best_of(args.runs, run)
+        cli_s = best_of(args.runs, command(*MONITOR, "replay", "--spec", str(SPEC), "--input", str(path),
+                                           "--report", str(report)))
+        help_s = best_of(args.runs, command(*MONITOR, "--help"))
+        import_s = best_of(args.runs, command(sys.executable, "-c", "import monitor.cli, monitor.apps.ranges"))
+        replay_s = best_of(args.runs, in_process)
         json_s = best_of(args.runs, parse_only)
+        pandas_s = best_of(args.runs, command(sys.executable, "-c", PANDAS, str(path)))
+        found = profile(spec, path, args.profile) if args.profile else ""
     decisions = result["monitor"].joiner.counts().predictions  # type: ignore[attr-defined]
-    rate = decisions / replay_s
-    print(f"file: {records:,} records, {decisions:,} decisions, {size / 1e6:.1f} MB")
-    print(f"replay: {replay_s:.2f} s, {rate:,.0f} decisions/s ({records / replay_s:,.0f} records/s)"
-          f"  target >= 100,000 decisions/s: {'met' if rate >= 100_000 else 'NOT met'}")
+    cli_rate = decisions / cli_s
+    print(f"file: {records:,} records, {decisions:,} decisions, {size / 1e6:.1f} MB (scenario healthy)")
+    print(f"monitor replay (command, process start included): {cli_s:.2f} s, {cli_rate:,.0f} decisions/s"
+          f"  target >= {TARGET:,} decisions/s: {'met' if cli_rate >= TARGET else 'NOT met'}")
+    print(f"process start: `monitor --help` {help_s:.2f} s; importing what replay imports {import_s:.2f} s")
+    print(f"replay() in process: {replay_s:.2f} s, {decisions / replay_s:,.0f} decisions/s"
+          f" ({records / replay_s:,.0f} records/s)")
     print(f"json.loads of every line: {json_s:.2f} s, {decisions / json_s:,.0f} decisions/s;"
-          f" replay takes {replay_s / json_s:.2f}x as long")
+          f" the command takes {cli_s / json_s:.2f}x as long, replay() {replay_s / json_s:.2f}x")
+    print(f"pandas script (command: read, join on decision id, group by segment): {pandas_s:.2f} s,"
+          f" {decisions / pandas_s:,.0f} decisions/s; the command takes {cli_s / pandas_s:.2f}x as long")
     per_pending = pending_bytes(spec, 200_000)
     print(f"pending state: {per_pending:.0f} bytes per pending decision"
           f"  target <= 200: {'met' if per_pending <= 200 else 'NOT met'}")
+    if found:
+        print(found)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from monitor.apps.gcpause import paused_gc
 from monitor.contract.spec import Spec
 from monitor.debug.explain import Collector
 from monitor.debug.records import Bad, FileRecords, Incoming, RecordSource, TimeRange
@@ -33,22 +34,24 @@ def run(spec: Spec, source: RecordSource, replay_source: str, progress: bool = F
     observers = [o for o in (None if collector is None else collector.observe,
                              None if joined is None else joined.see) if o is not None]
     process = monitor.process
-    for record in tracked(source, progress):
-        if isinstance(record, Bad):
-            monitor.reject("<replay>", record.reason, record.line)
-            continue
-        for observe in observers:
-            observe(record.topic, record.value)
-        process(record.topic, record.value, record.partition, record.offset)
-    monitor.finish()
+    with paused_gc():
+        for record in tracked(source, progress):
+            if isinstance(record, Bad):
+                monitor.reject("<replay>", record.reason, record.line)
+                continue
+            for observe in observers:
+                observe(record.topic, record.value)
+            process(record.topic, record.value, record.partition, record.offset)
+        monitor.finish()
     return monitor, collector
 
 
-def tracked(source: RecordSource, progress: bool, label: str = "replay") -> Iterator[Incoming | Bad]:
+def tracked(source: RecordSource, progress: bool, label: str = "replay") -> Iterable[Incoming | Bad]:
     """The source's records, with a progress bar (records or bytes read of the total) if asked."""
-    if not progress:
-        yield from source
-        return
+    return _with_bar(source, label) if progress else source  # no generator in between without a bar
+
+
+def _with_bar(source: RecordSource, label: str) -> Iterator[Incoming | Bad]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TransferSpeedColumn
 
     rate = TransferSpeedColumn() if source.unit == "bytes" else MofNCompleteColumn()

@@ -127,7 +127,7 @@ class FileRecords:
             for i, line in enumerate(stream):
                 if i % 4096 == 0:
                     self.done = stream.tell()
-                if not line.strip():
+                if line.isspace():  # blank (a line from a file is never empty); no copy, unlike strip()
                     continue
                 try:
                     record = decode_record(line)

@@ -155,9 +155,13 @@ class Joiner:
     def prediction(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
                    offset: int = NO_OFFSET) -> bool:
         """Handle one valid prediction (its event time already parsed); False if it is a repeat."""
-        self.see(ts, True)
+        if ts > self.newest_prediction:  # `see`, inlined: this runs once per prediction
+            self.newest_prediction = ts
+            low = ts if ts < self.newest_outcome else self.newest_outcome
+            if low > self.watermark:
+                self.advance(low)
         known = self.pending.get(decision_id)
-        done = self._status(decision_id)
+        done = self._done.get(decision_id) or self._done_before.get(decision_id)
         if known is not None or done is not None:
             redelivered = offset != NO_OFFSET and offset == (
                 PENDING.unpack(known)[4] if known is not None else DONE.unpack(done)[1])  # type: ignore[arg-type]
@@ -325,8 +329,8 @@ class Joiner:
         self.tally.expired += 1
         if self.journal is not None:
             self.journal.pending(decision_id, None)
-        if self._status(decision_id) is None:  # else a late outcome already made it final (_LATE)
-            self._finalize(decision_id, _EXPIRED, offset, NO_OFFSET)
+        if decision_id not in self._done and decision_id not in self._done_before:  # else a late outcome
+            self._finalize(decision_id, _EXPIRED, offset, NO_OFFSET)  # already made it final (_LATE)
         missing = self.missing
         if missing is None:
             return

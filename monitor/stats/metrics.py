@@ -20,8 +20,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from river import metrics as river
-
 from monitor.stats.moments import Moments
 from monitor.stats.summary import Summary
 
@@ -65,16 +63,17 @@ class Metric:
 
 @dataclass(frozen=True)
 class Proportion(Metric):
-    """A share of a confusion-matrix total: binomial standard error."""
+    """A share of a confusion-matrix total: binomial standard error. Accuracy by default."""
 
-    river_class: type = river.Accuracy
+    numerator: tuple[str, ...] = ("tp", "tn")
     denominator: tuple[str, ...] = CELLS
 
     def estimate(self, s: Summary) -> Estimate:
-        total = sum(s.cells()[cell] for cell in self.denominator) if s.n else 0
+        c = s.cells()
+        total = sum(c[cell] for cell in self.denominator) if s.n else 0
         if total == 0:
             return UNDEFINED
-        value = self.river_class(cm=s.cm).get()
+        value = sum(c[cell] for cell in self.numerator) / total
         return Estimate(value, math.sqrt(value * (1 - value) / total))
 
 
@@ -86,7 +85,10 @@ class F1(Metric):
         c = s.cells()
         if not s.n or not 2 * c["tp"] + c["fp"] + c["fn"]:
             return UNDEFINED
-        return Estimate(river.F1(cm=s.cm).get(), NAN)
+        precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 0.0
+        recall = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 0.0
+        both = precision + recall
+        return Estimate(2 * precision * recall / both if both else 0.0, NAN)
 
 
 @dataclass(frozen=True)
@@ -215,8 +217,8 @@ def model_metrics(task: str, worth: dict[str, float] | None = None) -> tuple[Met
         return (MeanOf("mae", better="lower", field="abs_err", headline=True), Rmse("rmse"), R2("r2"))
     found: tuple[Metric, ...] = (
         Proportion("accuracy"),
-        Proportion("precision", river_class=river.Precision, denominator=("tp", "fp")),
-        Proportion("recall", river_class=river.Recall, denominator=("tp", "fn")),
+        Proportion("precision", numerator=("tp",), denominator=("tp", "fp")),
+        Proportion("recall", numerator=("tp",), denominator=("tp", "fn")),
         F1("f1"),
         RocAuc("roc_auc"),
         PrAuc("pr_auc"),
