@@ -233,6 +233,9 @@ def test_every_dashboard_query_returns_data_on_a_real_prometheus(setup: Setup, t
     port = setup.start()  # before the records, so Prometheus sees the counters move
     prom = Prometheus(binary, tmp_path, port)
     try:
+        deadline = time.monotonic() + 60
+        while not prom.query("up == 1") and time.monotonic() < deadline:  # a worker takes the stream in seconds:
+            time.sleep(0.2)  # Prometheus must have scraped it before, or no counter is seen moving
         setup.produce(path)
         misalignment = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]
                         if r["type"] == "alerting" and 'kind="misalignment"' in r["query"]]
@@ -250,14 +253,20 @@ def test_every_dashboard_query_returns_data_on_a_real_prometheus(setup: Setup, t
             raise AssertionError(f"the misalignment alert did not fire in 120 s\n{log}")
         assert firing[0]["labels"]["decision"] == setup.spec.name
 
-        empty = []
-        for name, board in boards().items():
-            values = variable_values(prom, board, setup.spec.name)
-            picked = variable_values(prom, board, setup.spec.name, picked=True)
-            for where, expr in exprs(board):
-                if not prom.query(fill(expr, values)):
-                    empty.append(f"{name} {where}: {fill(expr, values)}")
-                prom.query(fill(expr, picked))  # valid with values ticked one by one, too
+        # A rate needs two scrapes in its range: the worker may finish the stream before Prometheus has them.
+        deadline = time.monotonic() + 60
+        while True:
+            empty = []
+            for name, board in boards().items():
+                values = variable_values(prom, board, setup.spec.name)
+                picked = variable_values(prom, board, setup.spec.name, picked=True)
+                for where, expr in exprs(board):
+                    if not prom.query(fill(expr, values)):
+                        empty.append(f"{name} {where}: {fill(expr, values)}")
+                    prom.query(fill(expr, picked))  # valid with values ticked one by one, too
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert not empty, "queries without data:\n" + "\n".join(empty)
 
         rules = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]]

@@ -42,6 +42,7 @@ from monitor.stream.stages import (
 )
 
 BACKLOG_RECORDS = 2 * CHECKPOINT_RECORDS  # records one partition may hold unsaved while a checkpoint is in flight
+SLICE_RECORDS = CHECKPOINT_RECORDS // 5  # records taken between turns of the event loop: tens of milliseconds
 Ack = Callable[[], Awaitable[Any]]  # lets Kafka commit one record, or what a checkpoint covers
 Commit = Callable[[int], Awaitable[Any]]  # lets Kafka commit one input partition up to an offset
 log = logging.getLogger(__name__)
@@ -84,22 +85,23 @@ class Worker:
         """Take a partition's fetched records of one input topic, in offset order. `commit(offset)` is
         called once a durable checkpoint holds the effect of every record up to that offset.
 
-        Checkpoints fall every `CHECKPOINT_RECORDS` records, within a batch as between batches. If
-        the partition is revoked while a checkpoint is awaited, the rest of the batch is left to the
-        next owner, which reads it again from the committed offset."""
+        Checkpoints fall every `CHECKPOINT_RECORDS` records, within a batch as between batches, and
+        the event loop gets a turn every `SLICE_RECORDS`. If the partition is revoked meanwhile, the
+        rest of the batch is left to the next owner, which reads it again from the committed offset."""
         start = 0
         while start < len(batch):
             now = self.clock()
             part = self.join.partition(partition, now)
             backlog = part.unsaved
             room = (CHECKPOINT_RECORDS if backlog < CHECKPOINT_RECORDS else BACKLOG_RECORDS) - backlog
-            chunk = batch[start:start + max(1, room)]
+            chunk = batch[start:start + max(1, min(room, SLICE_RECORDS))]
             start += len(chunk)
             letters = self.join.take(topic, partition, chunk, now)
             if letters:
                 self.letters.setdefault(partition, []).extend(self.sender.dead_letter(x) for x in letters)
             self.unsaved.setdefault(partition, []).append(functools.partial(commit, chunk[-1].offset))
             await self.checkpoint(partition, now)
+            await asyncio.sleep(0)  # scrapes, ticks and parts get their turn between slices of a batch
             if self.join.partitions.get(partition) is not part:
                 return
 
