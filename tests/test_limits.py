@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.apps.replay import run
 from monitor.contract.spec import Limits, Spec
+from monitor.debug.records import FileRecords
 from monitor.engine.intake import DeadLetter
 from monitor.engine.monitor import Monitor
 from monitor.testing import Stream, encode
@@ -103,6 +106,16 @@ def test_a_record_over_max_record_bytes_is_dead_lettered_with_its_head(spec: Spe
     assert list(m.source.reasons) == [
         "record of … bytes is over limits.max_record_bytes (…); the dead letter keeps its first bytes"]
     assert letters[0].value == encode(big)[:1000] and "5" in letters[0].reason
+
+
+def test_a_replay_line_over_max_record_bytes_is_dead_lettered_too(spec: Spec, tmp_path: Path) -> None:
+    # A replay file's value reaches the engine undecoded (a msgspec.Raw, which cannot be sliced).
+    big = {"decision_id": "big", "ts": 1.0, "model": "m", "score": 0.5, "features": {"blob": "x" * 5000}}
+    path = Stream().raw("predictions", big, key="big", ts=1.0).predict("ok", 2.0, 0.9).write(tmp_path / "big.jsonl")
+    m, _ = run(limited(spec, max_record_bytes=1000), FileRecords(path), "--input big.jsonl")
+    assert (m.joiner.counts().invalid, m.joiner.counts().predictions) == (1, 1)
+    assert list(m.source.reasons) == [
+        "record of … bytes is over limits.max_record_bytes (…); the dead letter keeps its first bytes"]
 
 
 def test_a_wrong_limit_fails_at_start_naming_the_key(spec_text: str) -> None:

@@ -9,10 +9,22 @@ from __future__ import annotations
 import base64
 import math
 from datetime import datetime
+from typing import Protocol
 
 import msgspec
 
 from monitor.contract.errors import RecordError
+
+
+class Payload(Protocol):
+    """A record's value as the engine takes it: bytes, or the `msgspec.Raw` of a replay file's line.
+
+    Not `bytes`: msgspec's stub makes `Raw` a subclass of bytes, but at run time it is not one (it
+    cannot be sliced, for one), and the compiled engine checks the types it is given."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+    def __len__(self) -> int: ...
 
 
 class Prediction(msgspec.Struct, frozen=True):
@@ -54,7 +66,7 @@ class Record(msgspec.Struct, frozen=True):
     offset: int | None = None
     value_base64: str | None = None
 
-    def payload(self) -> bytes | msgspec.Raw:
+    def payload(self) -> Payload:
         """The value as the engine takes it."""
         if self.value_base64 is None:
             return self.value
@@ -84,7 +96,7 @@ def event_time(ts: float | str) -> float:
     return float(ts)
 
 
-def decode_prediction(raw: bytes | memoryview) -> Prediction:
+def decode_prediction(raw: Payload) -> Prediction:
     try:
         return _predictions.decode(raw)
     except msgspec.DecodeError as exc:
@@ -93,7 +105,7 @@ def decode_prediction(raw: bytes | memoryview) -> Prediction:
         raise RecordError("prediction: JSON nested too deeply") from None
 
 
-def decode_outcome(raw: bytes | memoryview) -> Outcome:
+def decode_outcome(raw: Payload) -> Outcome:
     try:
         return _outcomes.decode(raw)
     except msgspec.DecodeError as exc:

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert, Detector, iso
 from monitor.engine.monitor import Monitor
@@ -72,7 +73,7 @@ class Collector:
 
         source.joiner.on_final = final
 
-    def observe(self, topic: str, value: bytes | msgspec.Raw) -> None:
+    def observe(self, topic: str, value: Payload) -> None:
         """See a record before the engine does: keep a prediction's features until it is final."""
         if topic != self.spec.topics.predictions:
             return

@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol
 import msgspec
 
 from monitor.contract.errors import MonitorError, RecordError
-from monitor.contract.events import decode_record
+from monitor.contract.events import Payload, decode_record
 from monitor.contract.spec import Spec
 from monitor.engine.segments import UNKNOWN
 
@@ -24,7 +24,7 @@ class Raw(NamedTuple):
     """One Kafka record: its value stays bytes until the engine routes it."""
 
     topic: str
-    value: bytes | msgspec.Raw
+    value: Payload
     key: str | None = None
     timestamp: int | None = None  # ms
     partition: int | None = None
@@ -38,7 +38,7 @@ class Incoming(Protocol):
     def topic(self) -> str: ...
 
     @property
-    def value(self) -> bytes | msgspec.Raw: ...
+    def value(self) -> Payload: ...
 
     @property
     def key(self) -> str | None: ...
@@ -211,7 +211,7 @@ class Narrowed:
                     continue
             yield record
 
-    def _matches(self, value: bytes | msgspec.Raw) -> bool:
+    def _matches(self, value: Payload) -> bool:
         try:
             tags = _tags.decode(value)
         except msgspec.DecodeError:
@@ -223,7 +223,7 @@ class Narrowed:
                 return False
         return True
 
-    def _dropped(self, value: bytes | msgspec.Raw) -> bool:
+    def _dropped(self, value: Payload) -> bool:
         try:
             return _ids.decode(value).decision_id in self.dropped
         except msgspec.DecodeError:

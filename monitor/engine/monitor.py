@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
@@ -36,7 +37,7 @@ class Monitor:
         self.on_dead_letter = on_dead_letter
         self._undrained = 0
 
-    def process(self, topic: str, value: bytes, partition: int | None = None,
+    def process(self, topic: str, value: Payload, partition: int | None = None,
                 offset: int | None = None) -> None:
         """Handle one raw record from `predictions` or `outcomes`; a bad one is dead-lettered."""
         letter = self.source.handle(topic, value, partition, offset)
@@ -46,7 +47,7 @@ class Monitor:
         if self._undrained >= DRAIN_RECORDS:
             self.drain()
 
-    def reject(self, topic: str, reason: str, value: bytes) -> None:
+    def reject(self, topic: str, reason: str, value: Payload) -> None:
         """Count an unusable input line (not a record at all) and dead-letter it."""
         letter = self.source.reject(topic, reason, value)
         if self.on_dead_letter is not None:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from monitor.contract.errors import RecordError
-from monitor.contract.events import decode_outcome, decode_prediction
+from monitor.contract.events import Payload, decode_outcome, decode_prediction
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter, check_outcome, check_prediction, reason_group
 from monitor.engine.join import NO_OFFSET, Joiner, Journal
@@ -142,7 +142,7 @@ class Source:
         self._predictions, self._outcomes = spec.topics.predictions, spec.topics.outcomes
         self._limit = spec.limits.max_record_bytes
 
-    def handle(self, topic: str, value: bytes, partition: int | None = None,
+    def handle(self, topic: str, value: Payload, partition: int | None = None,
                offset: int | None = None) -> DeadLetter | None:
         """Take one raw record of `predictions` or `outcomes`; returns it as a dead letter if unusable."""
         tracked = NO_OFFSET
@@ -155,7 +155,7 @@ class Source:
         limit = self._limit
         if len(value) > limit:  # decoding it could hold the partition up; the dead letter keeps its head
             return self.reject(topic, f"record of {len(value)} bytes is over limits.max_record_bytes ({limit});"
-                               " the dead letter keeps its first bytes", value[:limit], partition, offset)
+                               " the dead letter keeps its first bytes", memoryview(value)[:limit], partition, offset)
         letter = None
         try:
             if topic == self._predictions:
@@ -180,7 +180,7 @@ class Source:
             self.parts.advance(watermark)
         return letter
 
-    def reject(self, topic: str, reason: str, value: bytes, partition: int | None = None,
+    def reject(self, topic: str, reason: str, value: Payload, partition: int | None = None,
                offset: int | None = None) -> DeadLetter:
         """Count a bad record; returns it as a dead letter with its reason."""
         self.joiner.tally.invalid += 1

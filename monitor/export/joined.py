@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from monitor.contract.errors import MonitorError
-from monitor.contract.events import Prediction, decode_prediction
+from monitor.contract.events import Payload, Prediction, decode_prediction
 from monitor.contract.spec import Spec
 from monitor.engine.intake import check_prediction
 from monitor.engine.join import DONE, HeldOutcome
@@ -54,7 +54,7 @@ class JoinedTable:
         self._finals: dict[str, Decision] = {}
         self._status: dict[str, int] = {}
 
-    def see(self, topic: str, value: bytes | memoryview) -> None:
+    def see(self, topic: str, value: Payload) -> None:
         """Note a record before the engine handles it (only predictions carry fields the join drops)."""
         self._current = None
         if topic == self.spec.topics.predictions:
