@@ -1,12 +1,14 @@
 """Replay throughput, process start included, against what a user would run instead; pending-state size.
 
-    python benchmarks/replay.py [--decisions 300000] [--seed 1] [--runs 3] [--profile 15]
+    python benchmarks/replay.py [--decisions 300000] [--seed 1] [--runs 3] [--profile 15] [--compiled .compiled]
 
 Prints, for one file of the `healthy` scenario:
   1. `monitor replay --spec monitor/checkout.toml --input F --report R` as a command: wall time with
-     process start, and decisions/s against the 100,000 target;
+     process start, and decisions/s against the 100,000 target; for the pure-Python engine and, when
+     a compiled build is at `--compiled` (`MONITOR_COMPILE=1 pip install --no-deps --target .compiled .`),
+     for the compiled one;
   2. process start alone (`monitor --help`, and importing what replay imports);
-  3. `replay()` in process (no start-up, no report);
+  3. `replay()` in process (no start-up, no report), on the engine this interpreter imports;
   4. a plain `json.loads` of every line (the floor any JSON pipeline pays), and the ratio to it;
   5. the pandas script a user would write instead (read the lines, join predictions and outcomes on
      the decision id, group by segment; no event time, windows or alerts), as a command, and the ratio;
@@ -21,6 +23,7 @@ import cProfile
 import gc
 import io
 import json
+import os
 import pstats
 import subprocess
 import sys
@@ -33,11 +36,14 @@ from pathlib import Path
 from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract import spec as specs
+from monitor.engine import join
 from monitor.engine.join import Joiner
 
-SPEC = Path(__file__).resolve().parent.parent / "monitor" / "checkout.toml"
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "monitor" / "checkout.toml"
 TARGET = 100_000  # decisions/s, process start included
-MONITOR = [sys.executable, "-m", "monitor.cli"]  # the `monitor` command, on this interpreter
+# The `monitor` command, on this interpreter; -P: the working folder does not shadow the build measured.
+MONITOR = [sys.executable, "-P", "-m", "monitor.cli"]
 
 # What a user would write instead of the monitor: join on the decision id, group by segment.
 PANDAS = """
@@ -72,8 +78,12 @@ def best_of(runs: int, fn: Callable[[], object]) -> float:
     return min(times)
 
 
-def command(*args: str) -> Callable[[], object]:
-    return lambda: subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+def command(*args: str, tree: Path | None = None) -> Callable[[], object]:
+    """Run a command on the pure-Python build, or on the compiled one in `tree`."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    return lambda: subprocess.run(args, check=True, stdout=subprocess.DEVNULL, env=env)
 
 
 def pending_bytes(spec: specs.Spec, n: int) -> float:
@@ -104,7 +114,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
+    parser.add_argument("--compiled", type=Path, default=ROOT / ".compiled", metavar="DIR",
+                        help="a compiled build's tree (default .compiled); skipped when absent")
     args = parser.parse_args()
+    builds: dict[str, Path | None] = {"pure Python": None}
+    if (args.compiled / "monitor").is_dir():
+        builds["compiled"] = args.compiled.resolve()
     spec = specs.load(SPEC)
     with tempfile.TemporaryDirectory() as tmp:
         path, report = Path(tmp) / "stream.jsonl", Path(tmp) / "report.json"
@@ -120,8 +135,10 @@ def main() -> None:
                 for line in stream:
                     json.loads(line)
 
-        cli_s = best_of(args.runs, command(*MONITOR, "replay", "--spec", str(SPEC), "--input", str(path),
-                                           "--report", str(report)))
+        cli = {build: best_of(args.runs, command(*MONITOR, "replay", "--spec", str(SPEC), "--input", str(path),
+                                                 "--report", str(report), tree=tree))
+               for build, tree in builds.items()}
+        cli_s = min(cli.values())
         help_s = best_of(args.runs, command(*MONITOR, "--help"))
         import_s = best_of(args.runs, command(sys.executable, "-c", "import monitor.cli, monitor.apps.ranges"))
         replay_s = best_of(args.runs, in_process)
@@ -129,17 +146,21 @@ def main() -> None:
         pandas_s = best_of(args.runs, command(sys.executable, "-c", PANDAS, str(path)))
         found = profile(spec, path, args.profile) if args.profile else ""
     decisions = result["monitor"].joiner.counts().predictions  # type: ignore[attr-defined]
-    cli_rate = decisions / cli_s
     print(f"file: {records:,} records, {decisions:,} decisions, {size / 1e6:.1f} MB (scenario healthy)")
-    print(f"monitor replay (command, process start included): {cli_s:.2f} s, {cli_rate:,.0f} decisions/s"
-          f"  target >= {TARGET:,} decisions/s: {'met' if cli_rate >= TARGET else 'NOT met'}")
+    for build, seconds in cli.items():
+        rate = decisions / seconds
+        print(f"monitor replay, {build} (command, process start included): {seconds:.2f} s, {rate:,.0f} decisions/s"
+              f"  target >= {TARGET:,} decisions/s: {'met' if rate >= TARGET else 'NOT met'}")
+    if len(cli) == 1:
+        print(f"no compiled build at {args.compiled}: MONITOR_COMPILE=1 pip install --no-deps --target .compiled .")
     print(f"process start: `monitor --help` {help_s:.2f} s; importing what replay imports {import_s:.2f} s")
-    print(f"replay() in process: {replay_s:.2f} s, {decisions / replay_s:,.0f} decisions/s"
+    engine = "pure Python" if (join.__file__ or "").endswith(".py") else "compiled"
+    print(f"replay() in process ({engine}): {replay_s:.2f} s, {decisions / replay_s:,.0f} decisions/s"
           f" ({records / replay_s:,.0f} records/s)")
     print(f"json.loads of every line: {json_s:.2f} s, {decisions / json_s:,.0f} decisions/s;"
-          f" the command takes {cli_s / json_s:.2f}x as long, replay() {replay_s / json_s:.2f}x")
+          f" the fastest command takes {cli_s / json_s:.2f}x as long, replay() {replay_s / json_s:.2f}x")
     print(f"pandas script (command: read, join on decision id, group by segment): {pandas_s:.2f} s,"
-          f" {decisions / pandas_s:,.0f} decisions/s; the command takes {cli_s / pandas_s:.2f}x as long")
+          f" {decisions / pandas_s:,.0f} decisions/s; the fastest command takes {cli_s / pandas_s:.2f}x as long")
     per_pending = pending_bytes(spec, 200_000)
     print(f"pending state: {per_pending:.0f} bytes per pending decision"
           f"  target <= 200: {'met' if per_pending <= 200 else 'NOT met'}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The full test run, from a fresh machine: install into .venv, lint, type-check, install promtool,
-# amtool and chromium when missing (as root, from Debian's packages), start a private Kafka broker,
-# run every test, stop the broker.
+# The full test run, from a fresh machine: install into .venv, lint, type-check, build the compiled
+# engine into .compiled (tests/test_compiled.py compares it with the pure-Python one), install
+# promtool, amtool and chromium when missing (as root, from Debian's packages), start a private
+# Kafka broker, run every test, stop the broker.
 #
 #   scripts/test.sh [pytest args]
 #
@@ -11,12 +12,19 @@ cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
 PYTHON="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+MONITOR_COMPILE=0 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 export PATH="$PWD/.venv/bin:$PATH"
 
-ruff check monitor agents tests benchmarks grafana
+ruff check monitor agents tests benchmarks grafana setup.py build_backend.py
 lint-imports
 mypy
+
+# The compiled engine (mypyc), built as a user builds it, into a tree of its own: the editable
+# install above stays the pure-Python reference.
+rm -rf .compiled build
+MONITOR_COMPILE=1 python -m pip install --quiet --disable-pip-version-check --no-deps --target .compiled .
+rm -rf build
+export MONITOR_COMPILED="$PWD/.compiled"
 
 # promtool and amtool check the Prometheus and Alertmanager configs and run the alert-rule unit tests
 # (tests/test_ops_rules.py); chromium opens the HTML reports (Playwright drives it, it downloads no

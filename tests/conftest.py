@@ -18,6 +18,14 @@ import pytest
 from monitor.contract import spec as specs
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("MONITOR_EXPECT_COMPILED") == "1":  # tests/test_compiled.py runs tests on the compiled engine
+        from monitor.engine import join
+
+        if not join.__file__ or join.__file__.endswith(".py"):
+            raise pytest.UsageError(f"the compiled engine was expected, yet {join.__file__} was imported")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("soak", "the soak test (tests/test_kafka.py, marked `soak`)")
     group.addoption("--soak-seconds", type=float, default=60.0, help="how long to produce (default 60)")
