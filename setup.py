@@ -2,8 +2,8 @@
 
 Without it the package is pure Python, which is also the reference: the tests compare the compiled
 build's results with it (tests/test_compiled.py). Modules that define msgspec structs stay
-interpreted (the state shapes of `monitor.engine.alerts`, `rollup` and `windows`, and the event
-contract): a compiled module gives msgspec annotations it cannot read.
+interpreted (`monitor.engine.state`, the event contract): a compiled module gives msgspec
+annotations it cannot read.
 """
 
 from __future__ import annotations
@@ -14,18 +14,22 @@ from setuptools import setup
 
 COMPILED = [
     "monitor/engine/__init__.py",
+    "monitor/engine/alerts.py",
     "monitor/engine/early.py",
     "monitor/engine/early_alerts.py",
     "monitor/engine/intake.py",
     "monitor/engine/join.py",
     "monitor/engine/monitor.py",
+    "monitor/engine/rollup.py",
     "monitor/engine/segments.py",
     "monitor/engine/source.py",
+    "monitor/engine/windows.py",
     "monitor/stats/decision.py",
     "monitor/stats/early.py",
     "monitor/stats/histogram.py",
     "monitor/stats/metrics.py",
     "monitor/stats/moments.py",
+    "monitor/stats/sketch.py",
     "monitor/stats/summary.py",
 ]
 

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import KINDS, Comparison, alert_id, compare, iso
+from monitor.engine.alerts import KINDS, Comparison, alert_id, below, compare, iso
 from monitor.engine.early import EarlyWindow, age_text, estimates, filling, spec_metrics, window_estimates
 from monitor.stats.early import EarlyMetric, Reading
 from monitor.stats.metrics import Estimate
@@ -226,7 +226,7 @@ def _pace(current: Reading, reference: Reading, age: float) -> Comparison | None
         return None
     share, ref_share = current.matched / current.n, reference.matched / reference.n
     change = (ref_share - share) / ref_share if ref_share else 0.0
-    return Comparison(OUTCOMES_BY_AGE, ref_share, share, z, _below(z), change)
+    return Comparison(OUTCOMES_BY_AGE, ref_share, share, z, below(z), change)
 
 
 def _later(current: Reading, reference: Reading) -> Comparison | None:
@@ -238,18 +238,13 @@ def _later(current: Reading, reference: Reading) -> Comparison | None:
     if math.isnan(z):
         return None
     mean, ref_mean = float(cur.mean()), float(ref.mean())
-    return Comparison(MEAN_DELAY, ref_mean, mean, z, _below(z), (mean - ref_mean) / ref_mean if ref_mean else 0.0)
+    return Comparison(MEAN_DELAY, ref_mean, mean, z, below(z), (mean - ref_mean) / ref_mean if ref_mean else 0.0)
 
 
 def _censored(r: Reading, age: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     waiting = r.n - r.matched
     times = np.concatenate((np.frombuffer(r.delays), np.full(max(waiting, 0), age)))
     return times, np.arange(times.size) < r.matched
-
-
-def _below(z: float) -> float:
-    """One-sided p-value of a z this low or lower."""
-    return 0.5 * math.erfc(-z / math.sqrt(2))
 
 
 def _kinds(worse: list[Comparison]) -> dict[str, list[Comparison]]:

@@ -12,28 +12,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import KINDS, Alert, Detector, DetectorState, iso
+from monitor.engine.alerts import KINDS, Alert, Detector, iso
 from monitor.engine.early import EarlyReport, EarlyWindow, EarlyWindows, filling, report, spec_metrics
 from monitor.engine.early_alerts import EARLY_KINDS, STATUSES, EarlyAlert, EarlyDetector
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.source import EarlyPart, Part
-from monitor.engine.windows import SegmentKey, SegmentState, Window, Windows
+from monitor.engine.state import SegmentBase, WindowReport
+from monitor.engine.windows import SegmentKey, Window, Windows
 from monitor.stats.early import Reading
 from monitor.stats.metrics import KpiMetric, Metric, values
 from monitor.stats.summary import Summary
-
-WindowReport = dict[str, Any]  # {"start", "end", "decisions", "model", "kpi"}, NaN as None
-
-
-class SegmentBase(msgspec.Struct, array_like=True):
-    """One segment of a rollup, as of its last closed slice."""
-
-    windows: SegmentState
-    detector: DetectorState | None
-    latest: WindowReport | None  # the latest complete window
 
 
 class Rollup:

@@ -14,11 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import msgspec
-
 from monitor.contract.spec import Spec
+from monitor.engine.state import SegmentState
 from monitor.stats.metrics import Estimate, Metric, values
-from monitor.stats.summary import Summary, SummaryState
+from monitor.stats.summary import Summary
 
 SegmentKey = tuple[str, ...]  # the `by` values of a segment; () for the overall segment
 NEVER = -(2**62)
@@ -44,13 +43,6 @@ class Window:
         """Model metric values and KPI values (sums for `agg = "sum"`)."""
         model = {m.name: self.estimates[m.name].value for m in self.metrics if m.side == "model"}
         return model, values(tuple(m for m in self.metrics if m.side == "kpi"), self.summary)
-
-
-class SegmentState(msgspec.Struct, array_like=True):
-    """What one segment keeps of its closed slices: their total and the window they are building."""
-
-    closed: SummaryState
-    building: tuple[float, float, SummaryState] | None
 
 
 class Windows:

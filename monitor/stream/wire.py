@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from monitor.engine.rollup import SegmentBase
+from monitor.engine.state import SegmentBase
 from monitor.stats.early import ReadingState
 from monitor.stats.summary import SummaryState
 
