@@ -64,8 +64,15 @@ def make_spec(tmp: Path, tag: str) -> Path:
     return path
 
 
+def engine() -> str:
+    """Which engine this interpreter imports, as the workers it starts do (they inherit its environment)."""
+    from monitor.engine import join
+
+    return "pure Python" if (join.__file__ or "").endswith(".py") else "compiled"
+
+
 def start_worker(spec: Path, servers: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(spec), "--bootstrap",
+    return subprocess.Popen([sys.executable, "-P", "-m", "monitor.cli", "worker", "--spec", str(spec), "--bootstrap",
                              servers, "--web-port", str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
@@ -282,6 +289,7 @@ def main() -> None:
         one, sends, one_cores = workers(topics, 1)
         two, _, two_cores = workers(topics, 2)
         alone = replayed(topics)
+        print(f"engine: {engine()} (the workers and replay alike; PYTHONPATH=.compiled runs the compiled build)")
         print(f"records: {topics.records:,} for {args.decisions:,} decisions ({args.per_day:,} a day of event time),"
               f" {args.partitions} partitions")
         print(f"{'':44} {'decisions/s':>12} {'÷ worker':>9}")
