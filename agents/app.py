@@ -232,7 +232,14 @@ def _acker(stream: Any, event: faust.EventT[bytes]) -> Any:
 
 def run(app: faust.App, loglevel: str = "warning") -> None:
     """Run the worker until SIGTERM or Ctrl-C; shutdown commits offsets and flushes the producer."""
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    worker(app, loglevel).execute_from_commandline()
+
+
+def worker(app: faust.App, loglevel: str = "warning") -> faust.Worker:
+    found = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # No start-up spinner: to turn it on every log line, Faust puts the root logger at DEBUG, so every debug
+    # call of aiokafka and Faust (several per message sent) builds a record that the handler then drops.
+    found.spinner = None
+    return found
 
 
