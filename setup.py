@@ -13,6 +13,8 @@ import os
 from setuptools import setup
 
 COMPILED = [
+    "monitor/apps/replay.py",
+    "monitor/debug/records.py",
     "monitor/engine/__init__.py",
     "monitor/engine/alerts.py",
     "monitor/engine/early.py",

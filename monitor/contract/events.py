@@ -123,6 +123,41 @@ def decode_record(line: bytes) -> Record:
         raise RecordError("replay line: JSON nested too deeply") from None
 
 
+class Tags(msgspec.Struct):
+    """What `--segment` reads of a prediction."""
+
+    decision_id: str
+    model: str | None = None
+    model_version: str | None = None
+    variant: str | None = None
+    action: str | None = None
+    segment: dict[str, str] | None = None
+
+
+class _Id(msgspec.Struct):
+    decision_id: str
+
+
+_tags = msgspec.json.Decoder(Tags)
+_ids = msgspec.json.Decoder(_Id)
+
+
+def decode_tags(raw: Payload) -> Tags | None:
+    """A prediction's tags, or None if it cannot be read as one (the engine then counts it as invalid)."""
+    try:
+        return _tags.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
+def decode_id(raw: Payload) -> str | None:
+    """A record's decision id, or None if it has none."""
+    try:
+        return _ids.decode(raw).decision_id
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
 def _plain(exc: msgspec.DecodeError) -> str:
     text = str(exc)
     if isinstance(exc, msgspec.ValidationError):

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-import msgspec
-
 from monitor.contract.errors import MonitorError, RecordError
-from monitor.contract.events import Payload, decode_record
+from monitor.contract.events import Payload, decode_id, decode_record, decode_tags
 from monitor.contract.spec import Spec
 from monitor.engine.segments import UNKNOWN
 
@@ -147,23 +145,6 @@ class FileRecords:
 FIELDS = ("model", "model_version", "variant", "action")
 
 
-class _Tags(msgspec.Struct):
-    decision_id: str
-    model: str | None = None
-    model_version: str | None = None
-    variant: str | None = None
-    action: str | None = None
-    segment: dict[str, str] | None = None
-
-
-class _Id(msgspec.Struct):
-    decision_id: str
-
-
-_tags = msgspec.json.Decoder(_Tags)
-_ids = msgspec.json.Decoder(_Id)
-
-
 def parse_segments(options: Iterable[str]) -> dict[str, str]:
     """`--segment FIELD=VALUE` options as {field: value}; fails naming the bad option."""
     wanted: dict[str, str] = {}
@@ -212,9 +193,8 @@ class Narrowed:
             yield record
 
     def _matches(self, value: Payload) -> bool:
-        try:
-            tags = _tags.decode(value)
-        except msgspec.DecodeError:
+        tags = decode_tags(value)
+        if tags is None:
             return True
         for field, want in self.wanted.items():
             got = (tags.segment or {}).get(field[8:]) if field.startswith("segment.") else getattr(tags, field)
@@ -224,7 +204,5 @@ class Narrowed:
         return True
 
     def _dropped(self, value: Payload) -> bool:
-        try:
-            return _ids.decode(value).decision_id in self.dropped
-        except msgspec.DecodeError:
-            return False
+        decision_id = decode_id(value)
+        return decision_id is not None and decision_id in self.dropped

@@ -133,7 +133,6 @@ class Source:
         self.segments = Segments(spec)
         self.parts = Parts(spec)
         self.joiner = Joiner(spec, self.parts.add if on_final is None else _both(self.parts.add, on_final), journal)
-        self._see = self.parts.early.see
         self.records: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()  # dead-letter reasons, grouped
         self.offsets: dict[str, int] | None = {} if offsets else None
@@ -163,7 +162,7 @@ class Source:
                 ts, score, predicted = check_prediction(spec, p)
                 segment = self.segments.of(p)
                 if joiner.prediction(p.decision_id, ts, score, segment, predicted, tracked):
-                    self._see(ts, segment, score)  # a new decision: early readings count it
+                    self.parts.early.see(ts, segment, score)  # a new decision: early readings count it
             elif topic == self._outcomes:
                 o = decode_outcome(value)
                 joiner.outcome(o, check_outcome(spec, o), tracked)

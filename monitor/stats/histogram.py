@@ -33,9 +33,8 @@ class ScoreHistogram:
             if not mine:
                 mine.update(theirs)  # a plain copy, at C speed
                 continue
-            get = mine.get
-            for b, count in theirs.items():
-                mine[b] = get(b, 0) + count
+            for b, count in theirs.items():  # mine.get, not a hoisted bound method: compiled, it is a C call
+                mine[b] = mine.get(b, 0) + count
         return self
 
     def auc(self) -> float:

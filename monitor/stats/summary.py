@@ -91,7 +91,6 @@ class Summary:
         pos, neg = self.scores.pos, self.scores.neg
         losses: list[float] = []
         squares: list[float] = []
-        log = math.log
         for d in ds:
             score = d.score
             b = int(score * BINS + 0.5)
@@ -111,7 +110,7 @@ class Summary:
                 neg[b] = neg.get(b, 0) + 1
                 p = 1.0 - score
                 miss = score
-            losses.append(-log(p) if p > EPS else _MAX_LOSS)
+            losses.append(-math.log(p) if p > EPS else _MAX_LOSS)
             squares.append(miss * miss)
         self.tp += tp
         self.fp += fp
