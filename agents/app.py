@@ -41,10 +41,6 @@ from monitor.stream.stages import SNAPSHOT_MIN_BYTES, Write
 from monitor.stream.worker import Worker
 
 TICK_SECONDS = 0.1
-# Bytes fetched per input partition at a time (Faust's default: 1 MiB). Batch intake takes 1 MiB, about 3,500
-# records, in a few tens of milliseconds and then waits for that partition's next fetch: with 4 MiB one worker
-# waits less (README, "Measured figures"), for at most 4 MiB held per assigned partition.
-FETCH_BYTES = 4 * 1024**2
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -135,7 +131,6 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,  # records not yet checkpointed are left uncommitted, not waited for
         broker_commit_interval=1.0,
-        consumer_max_fetch_size=FETCH_BYTES,
         web_port=web_port,
         datadir=datadir,
         web_bind=web_host,
@@ -237,14 +232,7 @@ def _acker(stream: Any, event: faust.EventT[bytes]) -> Any:
 
 def run(app: faust.App, loglevel: str = "warning") -> None:
     """Run the worker until SIGTERM or Ctrl-C; shutdown commits offsets and flushes the producer."""
-    worker(app, loglevel).execute_from_commandline()
-
-
-def worker(app: faust.App, loglevel: str = "warning") -> faust.Worker:
-    found = faust.Worker(app, loglevel=loglevel, quiet=True)
-    # No start-up spinner: to turn it on every log line, Faust puts the root logger at DEBUG, so every debug
-    # call of aiokafka and Faust (several per message sent) builds a record that the handler then drops.
-    found.spinner = None
-    return found
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
 
 

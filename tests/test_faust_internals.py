@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 from importlib.metadata import version
 
 from faust.transport import consumer as faust_consumer
@@ -53,20 +51,3 @@ def test_faust_commits_what_new_offset_returns_for_partitions_with_ack_lists() -
 
 def test_faust_stall_detector_reads_the_inbound_time_the_intake_sets() -> None:
     assert "monitor.stream_inbound_time.get(tp)" in inspect.getsource(driver.AIOKafkaConsumerThread.verify_event_path)
-
-
-def test_the_worker_keeps_debug_logging_off() -> None:
-    # Faust's start-up spinner would put the root logger at DEBUG (faust/worker.py, _setup_spinner_handler):
-    # every debug call of aiokafka and Faust would then build a record. In a subprocess: the worker's logging
-    # setup replaces the root logger's handlers.
-    script = """
-import logging, os, faust
-from agents.app import worker
-w = worker(faust.App("probe", broker="kafka://127.0.0.1:1"), "warning")
-w._setup_logging()
-found = (logging.getLogger("aiokafka.producer.producer").isEnabledFor(logging.DEBUG),
-         logging.getLogger("faust.topics").isEnabledFor(logging.WARNING))
-os.write(1, f"{found[0]} {found[1]}".encode())  # not print: the worker sends stdout to its log
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr
