@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.contract.errors import MonitorError
+from monitor.engine.alerts import below
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,6 @@ class Move:
 
 def diff(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.05) -> list[Move]:
     """Every metric and KPI of every segment that both reports hold, tested."""
-    from scipy.special import ndtr  # deferred: scipy costs a second at import
-
     theirs = {_key(s["segment"]): s for s in _segments(b, "B")}
     found = []
     for mine in _segments(a, "A"):
@@ -64,7 +63,7 @@ def diff(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.05) -> list[Move
                     se = math.hypot(se_x, se_y)
                     if se > 0:
                         z = (y - x) / se
-                        move = Move(mine["segment"], side, name, x, y, se_x, se_y, z, float(2 * ndtr(-abs(z))))
+                        move = Move(mine["segment"], side, name, x, y, se_x, se_y, z, 2 * below(-abs(z)))
                 found.append(move)
     tested = sum(m.p is not None for m in found)
     return [Move(m.segment, m.side, m.name, m.a, m.b, m.se_a, m.se_b, m.z, m.p,
