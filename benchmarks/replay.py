@@ -36,8 +36,8 @@ from pathlib import Path
 from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract import spec as specs
-from monitor.engine import join
 from monitor.engine.join import Joiner
+from monitor.testing import engine_build
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "monitor" / "checkout.toml"
@@ -154,8 +154,7 @@ def main() -> None:
     if len(cli) == 1:
         print(f"no compiled build at {args.compiled}: MONITOR_COMPILE=1 pip install --no-deps --target .compiled .")
     print(f"process start: `monitor --help` {help_s:.2f} s; importing what replay imports {import_s:.2f} s")
-    engine = "pure Python" if (join.__file__ or "").endswith(".py") else "compiled"
-    print(f"replay() in process ({engine}): {replay_s:.2f} s, {decisions / replay_s:,.0f} decisions/s"
+    print(f"replay() in process ({engine_build()}): {replay_s:.2f} s, {decisions / replay_s:,.0f} decisions/s"
           f" ({records / replay_s:,.0f} records/s)")
     print(f"json.loads of every line: {json_s:.2f} s, {decisions / json_s:,.0f} decisions/s;"
           f" the fastest command takes {cli_s / json_s:.2f}x as long, replay() {replay_s / json_s:.2f}x")

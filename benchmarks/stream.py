@@ -34,7 +34,7 @@ from monitor.apps.kafka_config import Connection, connect
 from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.spec import load
-from monitor.testing import edit_spec
+from monitor.testing import edit_spec, engine_build
 
 ROOT = Path(__file__).resolve().parent.parent
 MATCHED = re.compile(r'^monitor_decisions_total\{[^}]*status="matched"[^}]*\} (\S+)$', re.M)
@@ -62,13 +62,6 @@ def make_spec(tmp: Path, tag: str) -> Path:
     path = tmp / f"{tag}.toml"
     path.write_text(text)
     return path
-
-
-def engine() -> str:
-    """Which engine this interpreter imports, as the workers it starts do (they inherit its environment)."""
-    from monitor.engine import join
-
-    return "pure Python" if (join.__file__ or "").endswith(".py") else "compiled"
 
 
 def start_worker(spec: Path, servers: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -289,7 +282,7 @@ def main() -> None:
         one, sends, one_cores = workers(topics, 1)
         two, _, two_cores = workers(topics, 2)
         alone = replayed(topics)
-        print(f"engine: {engine()} (the workers and replay alike; PYTHONPATH=.compiled runs the compiled build)")
+        print(f"engine: {engine_build()} (the workers inherit this environment: PYTHONPATH=.compiled compiles both)")
         print(f"records: {topics.records:,} for {args.decisions:,} decisions ({args.per_day:,} a day of event time),"
               f" {args.partitions} partitions")
         print(f"{'':44} {'decisions/s':>12} {'÷ worker':>9}")

@@ -77,6 +77,13 @@ class Sink:
         self.dead_letters.append(letter)
 
 
+def engine_build() -> str:
+    """Which engine this interpreter imports: "compiled" (MONITOR_COMPILE=1, setup.py) or "pure Python"."""
+    from monitor.engine import join
+
+    return "pure Python" if (join.__file__ or "").endswith(".py") else "compiled"
+
+
 def same(a: object, b: object) -> bool:
     """`a == b`, with NaN equal to NaN. Containers compare NaN by identity first, and a compiled engine
     returns a new NaN object each time where the pure-Python one returns `math.nan` itself."""

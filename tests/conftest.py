@@ -20,10 +20,10 @@ from monitor.contract import spec as specs
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("MONITOR_EXPECT_COMPILED") == "1":  # tests/test_compiled.py runs tests on the compiled engine
-        from monitor.engine import join
+        from monitor.testing import engine_build
 
-        if not join.__file__ or join.__file__.endswith(".py"):
-            raise pytest.UsageError(f"the compiled engine was expected, yet {join.__file__} was imported")
+        if engine_build() != "compiled":
+            raise pytest.UsageError("the compiled engine was expected, yet the pure-Python one was imported")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
