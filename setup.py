@@ -14,6 +14,7 @@ from setuptools import setup
 
 COMPILED = [
     "monitor/apps/replay.py",
+    "monitor/contract/decode.py",
     "monitor/debug/records.py",
     "monitor/engine/__init__.py",
     "monitor/engine/alerts.py",

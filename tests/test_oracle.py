@@ -19,7 +19,7 @@ from monitor.contract.spec import Spec
 from monitor.engine.monitor import Monitor
 from monitor.engine.segments import OVERALL
 from monitor.engine.windows import Window
-from monitor.stats.decision import Decision
+from monitor.stats.decision import FIELDS, Decision
 from monitor.testing import Stream, edit_spec, encode
 
 H = 6 * 3600
@@ -38,7 +38,7 @@ class Recorder:
         windows.on_window = lambda w: (self.windows.append(w), emit(w))  # type: ignore[func-returns-value]
 
     def frame(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.decisions, columns=list(Decision._fields))
+        frame = pd.DataFrame([d.row() for d in self.decisions], columns=list(FIELDS))
         return frame.drop(columns=["kpis"]).join(pd.DataFrame(
             [d.kpis for d in self.decisions], columns=[k.name for k in self.monitor.spec.kpis]))
 

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from monitor.apps.kafka_config import Connection
+from monitor.contract.decode import decode_record
 from monitor.contract.errors import MonitorError, RecordError
-from monitor.contract.events import decode_record
 from monitor.contract.spec import Spec
 
 

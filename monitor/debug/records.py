@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from monitor.contract.decode import decode_id, decode_record, decode_tags
 from monitor.contract.errors import MonitorError, RecordError
-from monitor.contract.events import Payload, decode_id, decode_record, decode_tags
+from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
 from monitor.engine.segments import UNKNOWN
 

@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import KINDS, Comparison, alert_id, below, compare, iso
 from monitor.engine.early import EarlyWindow, age_text, estimates, filling, spec_metrics, window_estimates
 from monitor.stats.early import EarlyMetric, Reading
 from monitor.stats.metrics import Estimate
-from monitor.stats.survival import logrank
+from monitor.stats.survival import Group, logrank, logrank_groups
 
 STATUSES = ("provisional", "confirmed", "withdrawn")
 EARLY_KINDS = (*KINDS, "outcome_delay")
@@ -80,6 +79,14 @@ class _Reference:
     windows: int = 0
     start: float = math.inf  # where its first window starts
     estimates: dict[str, Estimate] = field(default_factory=dict)
+    paced: tuple[float, Group] | None = None  # (age, the reading censored at it): built once, tested often
+
+    def censored(self, age: float) -> Group:
+        """The reference's delays, with its decisions still without an outcome censored at `age`."""
+        if self.paced is None or self.paced[0] != age:
+            assert self.reading is not None
+            self.paced = (age, _censored(self.reading, age))
+        return self.paced[1]
 
 
 @dataclass
@@ -124,7 +131,7 @@ class EarlyDetector:
         if window.index >= self.early:
             return []
         comparisons = compare(self.metrics, ref.estimates, window_estimates(window, self.metrics, self.fill))
-        pace = _pace(reading, ref.reading, window.age) if ref.reading is not None else None
+        pace = _pace(reading, ref, window.age) if ref.reading is not None else None
         # Outcomes coming slower than the reference's pace even nominally: the numbers that depend on
         # when outcomes arrive are held back, and only the values per outcome are tested.
         slower = pace is not None and pace.p < 0.05
@@ -216,15 +223,16 @@ class EarlyDetector:
                           replay, self.spec.name, first)
 
 
-def _pace(current: Reading, reference: Reading, age: float) -> Comparison | None:
+def _pace(current: Reading, reference: _Reference, age: float) -> Comparison | None:
     """Outcomes by `age` against the reference's pace: a log-rank test of the delays, with the
     decisions still without an outcome censored at `age`. Worse (z < 0) when outcomes come slower or fewer."""
-    if not (current.n and reference.n and current.matched + reference.matched):
+    ref = reference.reading
+    if ref is None or not (current.n and ref.n and current.matched + ref.matched):
         return None
-    z, _ = logrank(*_censored(current, age), *_censored(reference, age))
+    z, _ = logrank_groups(_censored(current, age), reference.censored(age))
     if math.isnan(z):
         return None
-    share, ref_share = current.matched / current.n, reference.matched / reference.n
+    share, ref_share = current.matched / current.n, ref.matched / ref.n
     change = (ref_share - share) / ref_share if ref_share else 0.0
     return Comparison(OUTCOMES_BY_AGE, ref_share, share, z, below(z), change)
 
@@ -241,10 +249,10 @@ def _later(current: Reading, reference: Reading) -> Comparison | None:
     return Comparison(MEAN_DELAY, ref_mean, mean, z, below(z), (mean - ref_mean) / ref_mean if ref_mean else 0.0)
 
 
-def _censored(r: Reading, age: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+def _censored(r: Reading, age: float) -> Group:
     waiting = r.n - r.matched
     times = np.concatenate((np.frombuffer(r.delays), np.full(max(waiting, 0), age)))
-    return times, np.arange(times.size) < r.matched
+    return Group(times, np.arange(times.size) < r.matched)
 
 
 def _kinds(worse: list[Comparison]) -> dict[str, list[Comparison]]:

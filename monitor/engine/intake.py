@@ -11,8 +11,9 @@ import math
 import re
 from dataclasses import dataclass
 
+from monitor.contract.decode import event_time
 from monitor.contract.errors import RecordError
-from monitor.contract.events import Outcome, Prediction, event_time
+from monitor.contract.events import Outcome, Prediction
 from monitor.contract.spec import Spec
 
 _VALUES = re.compile(r"'[^']*'|\"[^\"]*\"|\(byte \d+\)|(?<!\w)-?\d+(?:\.\d+)?(?:e-?\d+)?")

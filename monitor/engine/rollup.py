@@ -88,13 +88,7 @@ class Rollup:
     def totals(self) -> dict[int, dict[str, Any]]:
         """Per segment: finalized decisions, model metrics and KPIs over the whole run, and outcome delays
         (matched decisions per bucket of `DELAY_BUCKETS`, and their sum)."""
-        spec = self.spec
-        found = {}
-        for segment in self.held():
-            summary = self.windows.total(segment)
-            found[segment] = {"decisions": summary.n, "model": values(spec.model_metrics, summary),
-                              "kpi": values(spec.kpi_metrics, summary), "delays": (summary.delays, summary.delay_sum)}
-        return found
+        return {segment: self._total(self.windows.total(segment)) for segment in self.held()}
 
     def latest(self, segment: int) -> WindowReport | None:
         """The segment's latest complete window."""
@@ -103,15 +97,22 @@ class Rollup:
 
     def segment_reports(self) -> list[dict[str, Any]]:
         """Per segment: totals, their standard errors (null where a metric has none) and the timeline."""
-        return [
-            {"segment": self.labels(s), "decisions": t["decisions"], "model": clean(t["model"]),
-             "kpi": clean(t["kpi"]), "se": self._errors(s), "timeline": self.timeline.get(s, []),
-             "early": [w for _, found in sorted(self.early_timeline.get(s, {}).items()) for w in found]}
-            for s, t in self.totals().items()
-        ]
+        found = []
+        for s in self.held():
+            summary = self.windows.total(s)  # built once: values and errors read the same estimates
+            t = self._total(summary)
+            found.append({
+                "segment": self.labels(s), "decisions": t["decisions"], "model": clean(t["model"]),
+                "kpi": clean(t["kpi"]), "se": self._errors(summary), "timeline": self.timeline.get(s, []),
+                "early": [w for _, shown in sorted(self.early_timeline.get(s, {}).items()) for w in shown]})
+        return found
 
-    def _errors(self, segment: int) -> dict[str, dict[str, float | None]]:
-        summary = self.windows.total(segment)
+    def _total(self, summary: Summary) -> dict[str, Any]:
+        spec = self.spec
+        return {"decisions": summary.n, "model": values(spec.model_metrics, summary),
+                "kpi": values(spec.kpi_metrics, summary), "delays": (summary.delays, summary.delay_sum)}
+
+    def _errors(self, summary: Summary) -> dict[str, dict[str, float | None]]:
         return {side: clean({m.name: _se(m, summary) for m in metrics})
                 for side, metrics in (("model", self.spec.model_metrics), ("kpi", self.spec.kpi_metrics))}
 

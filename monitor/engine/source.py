@@ -20,8 +20,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
+from monitor.contract.decode import decode_outcome, decode_prediction
 from monitor.contract.errors import RecordError
-from monitor.contract.events import Payload, decode_outcome, decode_prediction
+from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter, check_outcome, check_prediction, reason_group
 from monitor.engine.join import NO_OFFSET, Joiner, Journal

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from monitor.contract.decode import decode_prediction
 from monitor.contract.errors import MonitorError
-from monitor.contract.events import Payload, Prediction, decode_prediction
+from monitor.contract.events import Payload, Prediction
 from monitor.contract.spec import Spec
 from monitor.engine.intake import check_prediction
 from monitor.engine.join import DONE, HeldOutcome

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 BINS = 100_000  # scores are binned to 1e-5; ties inside a bin count one half, as exact AUC does
 
 
@@ -46,22 +48,25 @@ class ScoreHistogram:
         return self.areas()[1]
 
     def areas(self) -> tuple[float, float]:
-        """ROC AUC and average precision, in one pass over the bins.
+        """ROC AUC and average precision, over the bins from the highest score down, in array operations.
 
         Cached by the class counts: any update or non-empty merge changes them."""
         n_pos, n_neg = sum(self.pos.values()), sum(self.neg.values())
         if self._areas is not None and self._areas[0] == (n_pos, n_neg):
             return self._areas[1]
-        wins = precision = 0.0
-        tp = fp = 0
-        pos, neg = self.pos, self.neg
-        for b in sorted(pos.keys() | neg.keys(), reverse=True):
-            p, n = pos.get(b, 0), neg.get(b, 0)
-            wins += p * (n_neg - fp - 0.5 * n)  # negatives below this bin, and half of those in it
-            tp += p
-            fp += n
-            if p:
-                precision += p * tp / (tp + fp)
+        # The bins in ascending order, with the counts of each class in each (0 where a class has none).
+        pos_bins = np.fromiter(self.pos.keys(), np.int64, len(self.pos))
+        neg_bins = np.fromiter(self.neg.keys(), np.int64, len(self.neg))
+        bins, at = np.unique(np.concatenate((pos_bins, neg_bins)), return_inverse=True)
+        p = np.bincount(at[:pos_bins.size], np.fromiter(self.pos.values(), np.float64, len(self.pos)), bins.size)
+        n = np.bincount(at[pos_bins.size:], np.fromiter(self.neg.values(), np.float64, len(self.neg)), bins.size)
+        negatives_to = np.cumsum(n)  # negatives in this bin and below
+        # Each positive beats the negatives below its bin and ties half of those in it.
+        wins = float(np.sum(p * (negatives_to - 0.5 * n)))
+        # Precision at each bin, the positives and negatives from the highest score down to it.
+        tp = n_pos - np.cumsum(p) + p
+        fp = n_neg - negatives_to + n
+        precision = float(np.sum(p * tp / (tp + fp)))
         auc = wins / (n_pos * n_neg) if n_pos and n_neg else math.nan
         found = (auc, precision / n_pos if n_pos else math.nan)
         self._areas = ((n_pos, n_neg), found)

@@ -31,7 +31,7 @@ from typing import Protocol
 import msgspec
 import orjson
 
-from monitor.contract.events import decode_outcome
+from monitor.contract.decode import decode_outcome
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.early_alerts import EarlyAlert
