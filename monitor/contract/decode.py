@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 
@@ -20,6 +21,7 @@ _outcomes = msgspec.json.Decoder(Outcome)
 _records = msgspec.json.Decoder(Record)
 _tags = msgspec.json.Decoder(Tags)
 _ids = msgspec.json.Decoder(DecisionId)
+T = TypeVar("T")
 
 
 def event_time(ts: float | str) -> float:
@@ -38,30 +40,25 @@ def event_time(ts: float | str) -> float:
 
 
 def decode_prediction(raw: Payload) -> Prediction:
-    try:
-        return _predictions.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise RecordError(f"prediction: {_plain(exc)}") from None
-    except RecursionError:
-        raise RecordError("prediction: JSON nested too deeply") from None
+    return _strict(_predictions, raw, "prediction")
 
 
 def decode_outcome(raw: Payload) -> Outcome:
-    try:
-        return _outcomes.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise RecordError(f"outcome: {_plain(exc)}") from None
-    except RecursionError:
-        raise RecordError("outcome: JSON nested too deeply") from None
+    return _strict(_outcomes, raw, "outcome")
 
 
 def decode_record(line: bytes) -> Record:
+    return _strict(_records, line, "replay line")
+
+
+def _strict(decoder: msgspec.json.Decoder[T], raw: Payload, what: str) -> T:
+    """`raw` decoded, or `RecordError` saying in plain words what is wrong with it as a `what`."""
     try:
-        return _records.decode(line)
+        return decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        raise RecordError(f"replay line: {_plain(exc)}") from None
+        raise RecordError(f"{what}: {_plain(exc)}") from None
     except RecursionError:
-        raise RecordError("replay line: JSON nested too deeply") from None
+        raise RecordError(f"{what}: JSON nested too deeply") from None
 
 
 def decode_tags(raw: Payload) -> Tags | None:
