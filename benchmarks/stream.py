@@ -123,6 +123,9 @@ def workers(topics: Topics, count: int) -> tuple[float, float, Cores]:
                 busy, used = cpu_busy(), sum(cpu_used(proc.pid) for proc in procs)
             arrived, matched = (sum(total(p, text) for text in texts) for p in (ARRIVED, MATCHED))
             if seen >= topics.records and arrived >= matched:
+                if first is None or now <= first[0]:
+                    raise SystemExit(f"{count} workers finished before a scrape after every one of them had"
+                                     " counted records: nothing to time; run with more --decisions")
                 last = (now, seen)
                 sends = sum(total(SENT, text) for text in texts)
                 cores = (cpu_busy() - busy) / (now - first[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from importlib.metadata import version
 
@@ -51,3 +52,28 @@ def test_faust_commits_what_new_offset_returns_for_partitions_with_ack_lists() -
 
 def test_faust_stall_detector_reads_the_inbound_time_the_intake_sets() -> None:
     assert "monitor.stream_inbound_time.get(tp)" in inspect.getsource(driver.AIOKafkaConsumerThread.verify_event_path)
+
+
+def test_the_worker_consumer_asks_the_broker_for_a_short_fetch_wait() -> None:
+    # Faust builds aiokafka's consumer with fetch_max_wait_ms=1500 and no setting; the thread sets
+    # the attribute aiokafka reads when the consumer starts. Building it opens no connection.
+    import faust
+    from aiokafka.consumer.consumer import AIOKafkaConsumer
+
+    from agents.consumer import FETCH_MAX_WAIT_MS, ConsumerThread
+
+    assert "fetch_max_wait_ms=1500" in inspect.getsource(driver.AIOKafkaConsumerThread._create_worker_consumer)
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+
+    async def build() -> AIOKafkaConsumer:  # aiokafka builds its client only inside a running loop
+        app = faust.App("fetch-wait-check", broker="kafka://127.0.0.1:9", autodiscover=False)
+        app.transport = Transport(app.conf.broker_consumer, app)
+        consumer = app.consumer
+        assert isinstance(consumer, Consumer)
+        thread = consumer._new_consumer_thread()
+        assert isinstance(thread, ConsumerThread)
+        made: AIOKafkaConsumer = thread._create_worker_consumer(app.transport)
+        await made._client.close()
+        return made
+
+    assert asyncio.run(build())._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
