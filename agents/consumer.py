@@ -1,4 +1,4 @@
-"""Faust's Kafka consumer, with batch intake for the input topics and one fix to its seeks.
+"""Faust's Kafka consumer, with batch intake for the input topics and two fixes: its seeks, its fetch wait.
 
 **Batch intake.** Faust hands records to agents one event at a time, at a cost of about 200 µs
 each before any work (a wait on the fetcher per message, the sensors, the hand-off to the stream).
@@ -31,8 +31,8 @@ from 1.36 to 1.6 cores busy. An idle worker then polls the broker ten times a se
 
 Relies on faust-streaming 0.15.3's internals (`_wait_next_records`, `_new_offset`, `_acked`,
 `perform_seek` calling `seek_to_committed`, `_new_consumer_thread`, `_create_worker_consumer`) and
-aiokafka's (`_fetch_max_wait_ms`, read when the consumer starts), pinned in pyproject.toml and
-checked by tests/test_faust_internals.py.
+aiokafka's (`_fetch_max_wait_ms`, read when the consumer starts), pinned in pyproject.toml (aiokafka
+to 0.14.x) and checked by tests/test_faust_internals.py.
 """
 
 from __future__ import annotations
