@@ -29,8 +29,7 @@ class Decision:
 
     def row(self) -> tuple[Any, ...]:
         """The fields in `FIELDS` order, for a table."""
-        return (self.ts, self.segment, self.score, self.predicted, self.label, self.value, self.kpis, self.delay,
-                self.decision_id)
+        return tuple(getattr(self, name) for name in FIELDS)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Decision) and self.row() == other.row()
