@@ -3,10 +3,11 @@
     python benchmarks/replay.py [--decisions 300000] [--seed 1] [--runs 3] [--profile 15] [--compiled .compiled]
 
 Prints, for one file of the `healthy` scenario:
-  1. `monitor replay --spec monitor/checkout.toml --input F --report R` as a command: wall time with
-     process start, and decisions/s against the 100,000 target; for the pure-Python engine and, when
-     a compiled build is at `--compiled` (`MONITOR_COMPILE=1 pip install --no-deps --target .compiled .`),
-     for the compiled one;
+  1. `monitor replay --processes P --spec monitor/checkout.toml --input F --report R` as a command:
+     wall time with process start, decisions/s against the 100,000 target, and the CPU time it used;
+     in one process and, on Linux with two cores, in two (the rollup in the second); for the
+     pure-Python engine and, when a compiled build is at `--compiled` (`MONITOR_COMPILE=1 pip install
+     --no-deps --target .compiled .`), for the compiled one;
   2. process start alone (`monitor --help`, and importing what replay imports);
   3. `replay()` in process (no start-up, no report), on the engine this interpreter imports;
   4. a plain `json.loads` of every line (the floor any JSON pipeline pays), and the ratio to it;
@@ -25,6 +26,7 @@ import io
 import json
 import os
 import pstats
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+from monitor.apps import split
 from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract import spec as specs
@@ -69,12 +72,20 @@ print(joined.groupby(["variant", "segment.country"]).agg(
 
 
 def best_of(runs: int, fn: Callable[[], object]) -> float:
+    return timed(runs, fn)[0]
+
+
+def timed(runs: int, fn: Callable[[], object]) -> tuple[float, float]:
+    """The best wall time of `runs`, and the CPU seconds its child processes used in that run."""
     times = []
     for _ in range(runs):
         gc.collect()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append((wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
     return min(times)
 
 
@@ -135,10 +146,11 @@ def main() -> None:
                 for line in stream:
                     json.loads(line)
 
-        cli = {build: best_of(args.runs, command(*MONITOR, "replay", "--spec", str(SPEC), "--input", str(path),
-                                                 "--report", str(report), tree=tree))
-               for build, tree in builds.items()}
-        cli_s = min(cli.values())
+        ways = ["1", "2"] if split.available() else ["1"]
+        cli = {(build, processes): timed(args.runs, command(
+            *MONITOR, "replay", "--processes", processes, "--spec", str(SPEC), "--input", str(path),
+            "--report", str(report), tree=tree)) for build, tree in builds.items() for processes in ways}
+        cli_s = min(wall for wall, _ in cli.values())
         help_s = best_of(args.runs, command(*MONITOR, "--help"))
         import_s = best_of(args.runs, command(sys.executable, "-c", "import monitor.cli, monitor.apps.ranges"))
         replay_s = best_of(args.runs, in_process)
@@ -147,11 +159,12 @@ def main() -> None:
         found = profile(spec, path, args.profile) if args.profile else ""
     decisions = result["monitor"].joiner.counts().predictions  # type: ignore[attr-defined]
     print(f"file: {records:,} records, {decisions:,} decisions, {size / 1e6:.1f} MB (scenario healthy)")
-    for build, seconds in cli.items():
+    for (build, processes), (seconds, cpu) in cli.items():
         rate = decisions / seconds
-        print(f"monitor replay, {build} (command, process start included): {seconds:.2f} s, {rate:,.0f} decisions/s"
+        print(f"monitor replay, {build}, {processes} process{'es' if processes == '2' else ''} (command, process"
+              f" start included): {seconds:.2f} s, {rate:,.0f} decisions/s, {cpu:.2f} s CPU"
               f"  target >= {TARGET:,} decisions/s: {'met' if rate >= TARGET else 'NOT met'}")
-    if len(cli) == 1:
+    if len(builds) == 1:
         print(f"no compiled build at {args.compiled}: MONITOR_COMPILE=1 pip install --no-deps --target .compiled .")
     print(f"process start: `monitor --help` {help_s:.2f} s; importing what replay imports {import_s:.2f} s")
     print(f"replay() in process ({engine_build()}): {replay_s:.2f} s, {decisions / replay_s:,.0f} decisions/s"

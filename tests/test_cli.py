@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.apps import split
 from monitor.testing import edit_spec, free_port
 
 MONITOR = [sys.executable, "-m", "monitor.cli"]
@@ -50,6 +51,23 @@ def test_replay_time_range(tmp_path: Path, bundled_spec_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     predictions = json.loads(report.read_text())["join"]["predictions"]
     assert 1200 < predictions < 2100  # 2 of the 6 simulated hours
+
+
+@pytest.mark.skipif(not split.available(), reason="two processes need Linux and two cores")
+def test_replay_on_two_processes_writes_the_same_report(tmp_path: Path, bundled_spec_path: Path) -> None:
+    stream = tmp_path / "s.jsonl"
+    monitor("simulate", "--scenario", "business_drop", "--decisions", "30000", "--seed", "2", "--out", str(stream))
+    written = []
+    for processes in ("1", "2"):
+        report = tmp_path / f"r{processes}.json"
+        done = monitor("replay", "--processes", processes, "--spec", str(bundled_spec_path), "--input", str(stream),
+                       "--report", str(report))
+        assert done.returncode == 0, done.stderr
+        written.append(report.read_bytes())
+    assert written[0] == written[1] and b'"kind": "misalignment"' in written[0]
+    done = monitor("replay", "--processes", "3", "--spec", str(bundled_spec_path), "--input", str(stream),
+                   "--report", str(tmp_path / "r.json"))
+    assert done.returncode == 2 and "--processes" in done.stderr
 
 
 @pytest.mark.parametrize("args, message", [

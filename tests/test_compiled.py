@@ -72,10 +72,11 @@ def test_replay_reports_are_the_references_byte_for_byte(tree: Path, tmp_path: P
     path = tmp_path / f"{scenario}.jsonl"
     write_jsonl(simulate(scenario, 8_000, seed=5), path)
     reports = {}
-    for build, where in (("reference", None), ("compiled", tree)):
+    # The reference in one process; the compiled build in as many as the machine gives it (two, where it can).
+    for build, where, processes in (("reference", None, ["--processes", "1"]), ("compiled", tree, [])):
         out = tmp_path / f"{build}.json"
         done = run([sys.executable, "-P", "-m", "monitor.cli", "replay", "--spec", str(SPEC), "--input", str(path),
-                    "--report", str(out)], tmp_path, where)
+                    "--report", str(out), *processes], tmp_path, where)
         assert done.returncode == 0, done.stderr
         reports[build] = out.read_bytes()
     assert b'"invalid_reasons": {}' not in reports["reference"]  # bad input went through both

@@ -57,7 +57,7 @@ def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Pa
                     next_drain = time.monotonic() + DRAIN_EVERY
         with lock:
             monitor.finish()
-        summary_table(monitor, console)
+        summary_table(monitor.report(), spec, console)
     finally:
         server.shutdown()
         thread.join(timeout=2)

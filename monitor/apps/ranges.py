@@ -12,7 +12,7 @@ from monitor.contract.spec import Spec
 from monitor.debug.explain import Collector
 from monitor.debug.kafka_range import KafkaRange
 from monitor.debug.records import FileRecords, Narrowed, RecordSource, TimeRange, parse_segments
-from monitor.engine.monitor import Monitor
+from monitor.engine.monitor import Feed
 
 Period = tuple[float, float]
 
@@ -43,7 +43,7 @@ def open_source(spec: Spec, input: Path | None, bootstrap: str | None, since_ms:
     return source, named
 
 
-def report(monitor: Monitor, collector: Collector | None, periods: tuple[Period, Period] | None) -> dict[str, Any]:
+def report(monitor: Feed, collector: Collector | None, periods: tuple[Period, Period] | None) -> dict[str, Any]:
     """The replay report; with a collector, each alert's explanations and the asked-for comparison."""
     found = monitor.report()
     if collector is None:

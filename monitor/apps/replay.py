@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from monitor.apps.gcpause import paused_gc
+from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
 from monitor.debug.explain import Collector
 from monitor.debug.records import Bad, FileRecords, Incoming, RecordSource, TimeRange
-from monitor.engine.monitor import Monitor
+from monitor.engine.monitor import Feed, Monitor
+from monitor.engine.source import Source
 from monitor.export.joined import JoinedTable
 
 
@@ -33,17 +35,39 @@ def run(spec: Spec, source: RecordSource, replay_source: str, progress: bool = F
     collector = Collector(monitor) if explain else None
     observers = [o for o in (None if collector is None else collector.observe,
                              None if joined is None else joined.see) if o is not None]
-    process = monitor.process
+    _feed(monitor, source, progress, observers)
+    return monitor, collector
+
+
+def run_split(spec: Spec, source: RecordSource, replay_source: str, progress: bool = False,
+              joined: JoinedTable | None = None) -> Feed:
+    """`run` on two cores, with the rollup in a second process (`monitor.apps.split`): the same report.
+
+    Without explanations: they need the whole monitor in one process."""
+    from monitor.apps.split import RollupProcess
+
+    rollup = RollupProcess(spec, replay_source)
+    try:
+        feed = Feed(spec, Source(spec, joined, on_final=None if joined is None else joined.final), rollup)
+        _feed(feed, source, progress, [] if joined is None else [joined.see])
+        rollup.sections()  # the child's results, before it goes
+    finally:
+        rollup.close()
+    return feed
+
+
+def _feed(feed: Feed, source: RecordSource, progress: bool,
+          observers: Sequence[Callable[[str, Payload], None]]) -> None:
+    process = feed.process
     with paused_gc():
         for record in tracked(source, progress):
             if isinstance(record, Bad):
-                monitor.reject("<replay>", record.reason, record.line)
+                feed.reject("<replay>", record.reason, record.line)
                 continue
             for observe in observers:
                 observe(record.topic, record.value)
             process(record.topic, record.value, record.partition, record.offset)
-        monitor.finish()
-    return monitor, collector
+        feed.finish()
 
 
 def tracked(source: RecordSource, progress: bool, label: str = "replay") -> Iterable[Incoming | Bad]:

@@ -1,39 +1,45 @@
-"""The whole engine in one process: a `Source` drained into a `Rollup`. No Faust, no I/O of its own.
+"""The whole engine: a `Source` drained into a `Rollup`. No Faust, no I/O of its own.
 
-Replay and the embedded demo run this. A worker runs the same two halves with Kafka between
-them (`monitor.stream`) and gives the same numbers: which window a decision counts in is decided at
-its source, and an alert's time comes from the data, so neither depends on when parts are drained.
-A worker that checkpoints at this cadence gives even the same floating-point sums, bit for bit.
+Replay and the embedded demo run this in one process (`Monitor`). Replay on two cores runs the same
+`Feed` with the rollup in a second process (`monitor.apps.split`), sent the same parts in the same
+order. A worker runs the same two halves with Kafka between them (`monitor.stream`) and gives the
+same numbers: which window a decision counts in is decided at its source, and an alert's time comes
+from the data, so neither depends on when parts are drained. A worker that checkpoints at this
+cadence gives even the same floating-point sums, bit for bit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts, Journal
-from monitor.engine.rollup import Rollup, alert_order, early_order
-from monitor.engine.source import DRAIN_RECORDS, Source
+from monitor.engine.rollup import Rollup, Sections, sections
+from monitor.engine.source import DRAIN_RECORDS, EarlyPart, Part, Source
 from monitor.stats.decision import Decision
 
 
-class Monitor:
-    """Decode, join, roll up and alert, record by record."""
+class Sink(Protocol):
+    """What a source's drains go to: a `Rollup`, in this process or in another one."""
 
-    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl",
-                 on_alert: Callable[[Alert], None] | None = None,
-                 on_dead_letter: Callable[[DeadLetter], None] | None = None,
-                 journal: Journal | None = None, on_final: Callable[[Decision], None] | None = None) -> None:
+    def take(self, parts: list[Part], early: list[EarlyPart], watermark: float) -> None: ...
+
+    def sections(self) -> Sections: ...
+
+
+class Feed:
+    """Decode and join record by record, and hand the parts to a sink every `DRAIN_RECORDS` records."""
+
+    def __init__(self, spec: Spec, source: Source, sink: Sink,
+                 on_dead_letter: Callable[[DeadLetter], None] | None = None) -> None:
         self.spec = spec
-        self.source = Source(spec, journal, on_final=on_final)
-        self.rollup = Rollup(spec, replay_source, on_alert, segments=self.source.segments, overall=True)
+        self.source = source
+        self.sink = sink
         self.joiner, self.segments, self.records = self.source.joiner, self.source.segments, self.source.records
-        self.windows, self.detector = self.rollup.windows, self.rollup.detector
-        self.alerts, self.timeline = self.rollup.alerts, self.rollup.timeline
         self.on_dead_letter = on_dead_letter
         self._undrained = 0
 
@@ -54,18 +60,33 @@ class Monitor:
             self.on_dead_letter(letter)
 
     def drain(self) -> None:
-        """Hand the final decisions so far to the rollup, and close what the watermark has passed."""
-        for part in self.source.drain():
-            self.rollup.merge(part)
-        for early in self.source.drain_early():
-            self.rollup.merge_early(early)
-        self.rollup.advance(self.source.watermark)
+        """Hand the final decisions so far to the sink, then the watermark, which closes what it has passed."""
+        self.sink.take(self.source.drain(), self.source.drain_early(), self.source.watermark)
         self._undrained = 0
 
     def finish(self) -> None:
         """End of input: held outcomes become orphans. Pending decisions stay pending."""
         self.drain()
         self.joiner.finish()
+
+    def report(self) -> dict[str, Any]:
+        """The replay report: join counts, per-segment totals and timelines, alerts."""
+        return {**head(self.spec, self.joiner.counts(), self.source.reasons), **self.sink.sections()}
+
+
+class Monitor(Feed):
+    """Decode, join, roll up and alert, record by record, in one process."""
+
+    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl",
+                 on_alert: Callable[[Alert], None] | None = None,
+                 on_dead_letter: Callable[[DeadLetter], None] | None = None,
+                 journal: Journal | None = None, on_final: Callable[[Decision], None] | None = None) -> None:
+        source = Source(spec, journal, on_final=on_final)
+        rollup = Rollup(spec, replay_source, on_alert, segments=source.segments, overall=True)
+        super().__init__(spec, source, rollup, on_dead_letter)
+        self.rollup = rollup
+        self.windows, self.detector = rollup.windows, rollup.detector
+        self.alerts, self.timeline = rollup.alerts, rollup.timeline
 
     def totals(self) -> dict[int, dict[str, Any]]:
         return self.rollup.totals()
@@ -86,23 +107,13 @@ class Monitor:
     def whole(self) -> bool:
         return True  # one process holds every segment
 
-    def report(self) -> dict[str, Any]:
-        """The replay report: join counts, per-segment totals and timelines, alerts."""
-        return report(self.spec, self.joiner.counts(), self.source.reasons, [self.rollup])
-
 
 def report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], rollups: Iterable[Rollup]) -> dict[str, Any]:
     """The report of a run, from its join counts and the rollups that hold its segments."""
-    held = list(rollups)
-    segments = sorted((r for rollup in held for r in rollup.segment_reports()),
-                      key=lambda r: tuple(r["segment"].values()))
-    alerts = sorted((a for rollup in held for a in rollup.alerts), key=alert_order)
-    early = sorted((a for rollup in held for a in rollup.early_alerts), key=early_order)
-    return {
-        "decision": spec.name,
-        "join": counts.as_dict(),
-        "invalid_reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "segments": segments,
-        "alerts": [a.as_dict() for a in alerts],
-        "early_alerts": [a.as_dict() for a in early],
-    }
+    return {**head(spec, counts, reasons), **sections(rollups)}
+
+
+def head(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int]) -> dict[str, Any]:
+    """What a report says of the join: its counts, and why records were dead-lettered."""
+    return {"decision": spec.name, "join": counts.as_dict(),
+            "invalid_reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))}

@@ -9,7 +9,7 @@ the run grows: open slices and one base per segment.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from monitor.contract.spec import Spec
@@ -23,6 +23,8 @@ from monitor.engine.windows import SegmentKey, Window, Windows
 from monitor.stats.early import Reading
 from monitor.stats.metrics import KpiMetric, Metric, values
 from monitor.stats.summary import Summary
+
+Sections = dict[str, list[dict[str, Any]]]  # a report's "segments", "alerts" and "early_alerts"
 
 
 class Rollup:
@@ -56,6 +58,17 @@ class Rollup:
         """Add one part; returns its segment id and the summary it merged into."""
         segment = self.segments.intern(part.segment)
         return segment, self.windows.merge(segment, part.slice_id, part.summary, part.late)
+
+    def take(self, parts: list[Part], early: list[EarlyPart], watermark: float) -> None:
+        """One drain of a source: its parts, then its early parts, then its watermark."""
+        for part in parts:
+            self.merge(part)
+        for e in early:
+            self.merge_early(e)
+        self.advance(watermark)
+
+    def sections(self) -> Sections:
+        return sections([self])
 
     def merge_early(self, part: EarlyPart) -> None:
         """Add what a source learnt of a slice at each age."""
@@ -164,6 +177,17 @@ class Rollup:
             self.early_alerts.append(alert)
             if self.on_early is not None:
                 self.on_early(alert)
+
+
+def sections(rollups: Iterable[Rollup]) -> Sections:
+    """What a report says of the rollups that hold a run's segments: totals and timelines, then alerts."""
+    held = list(rollups)
+    segments = sorted((r for rollup in held for r in rollup.segment_reports()),
+                      key=lambda r: tuple(r["segment"].values()))
+    alerts = sorted((a for rollup in held for a in rollup.alerts), key=alert_order)
+    early = sorted((a for rollup in held for a in rollup.early_alerts), key=early_order)
+    return {"segments": segments, "alerts": [a.as_dict() for a in alerts],
+            "early_alerts": [a.as_dict() for a in early]}
 
 
 def early_order(alert: EarlyAlert) -> tuple[float, tuple[tuple[str, str], ...], int, int, float, float]:

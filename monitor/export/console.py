@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
+from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert, iso
-from monitor.engine.monitor import Monitor
 
 _STYLE = {"critical": "bold red", "warning": "yellow"}
 
@@ -19,22 +22,21 @@ def print_alert(alert: Alert, console: Console | None = None) -> None:
     console.print(f"  reproduce: [dim]{alert.replay}[/]", highlight=False)
 
 
-def summary_table(monitor: Monitor, console: Console | None = None) -> None:
+def summary_table(report: dict[str, Any], spec: Spec, console: Console | None = None) -> None:
+    """A replay report's join counts, totals per segment (headline metrics) and alerts."""
     console = console or Console()
-    counts = monitor.joiner.counts().as_dict()
-    console.print("join: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-    spec = monitor.spec
+    console.print("join: " + ", ".join(f"{k} {v:,}" for k, v in report["join"].items()))
     table = Table(title=f"{spec.name}: totals per segment", show_lines=False)
     table.add_column("segment")
     table.add_column("decisions", justify="right")
     shown = [m for m in spec.metrics if m.headline]
     for metric in shown:
         table.add_column(metric.name, justify="right")
-    for segment, total in monitor.totals().items():
-        labels = monitor.segments.labels(segment)
-        table.add_row("/".join(labels.values()) or "all", f"{total['decisions']:,}",
-                      *(m.format(total[m.side][m.name]) for m in shown))
+    for segment in report["segments"]:
+        values = [segment[m.side][m.name] for m in shown]
+        table.add_row("/".join(segment["segment"].values()) or "all", f"{segment['decisions']:,}",
+                      *(m.format(math.nan if v is None else v) for m, v in zip(shown, values, strict=True)))
     console.print(table)
-    console.print(f"alerts: {len(monitor.alerts)}" + "".join(
-        f"\n  {a.kind} {a.subject} ({', '.join(a.segment.values()) or 'all'}) at {iso(a.at)}"
-        for a in monitor.alerts))
+    alerts = report["alerts"]
+    console.print(f"alerts: {len(alerts)}" + "".join(
+        f"\n  {a['kind']} {a['subject']} ({', '.join(a['segment'].values()) or 'all'}) at {a['at']}" for a in alerts))

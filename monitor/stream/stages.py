@@ -38,9 +38,8 @@ from monitor.engine.early_alerts import EarlyAlert
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import PENDING, HeldOutcome, JoinCounts
 from monitor.engine.rollup import Rollup
-from monitor.engine.source import DRAIN_RECORDS, EarlyPart, Part, Source
+from monitor.engine.source import DRAIN_RECORDS, Part, Source
 from monitor.engine.windows import NEVER, SegmentKey
-from monitor.stats.early import Ages
 from monitor.stats.summary import Summary
 from monitor.stream import wire
 
@@ -236,12 +235,12 @@ class JoinStage:
         """The parts since the last checkpoint, one Delta per metrics partition (each needs the watermark)."""
         by_reducer: list[list[wire.SlicePart]] = [[] for _ in range(self.reducers)]
         for p in part.source.drain():
-            key = list(p.segment)
-            by_reducer[reducer(key, self.reducers)].append(wire.SlicePart(key, p.slice_id, p.late, p.summary.state()))
+            sliced = wire.SlicePart.of(p)
+            by_reducer[reducer(sliced.segment, self.reducers)].append(sliced)
         early: list[list[wire.EarlySlice]] = [[] for _ in range(self.reducers)]
         for e in part.source.drain_early():
-            key = list(e.segment)
-            early[reducer(key, self.reducers)].append(wire.EarlySlice(key, e.slice_id, e.ages.state()))
+            read = wire.EarlySlice.of(e)
+            early[reducer(read.segment, self.reducers)].append(read)
         watermark = part.source.watermark
         part.sent_watermark = watermark
         return [(q, wire.encode(wire.Delta(part.number, part.seq, watermark, parts, early[q])))
@@ -412,7 +411,7 @@ class ReduceStage:
         if seq > held.early.get(source, -1):  # early parts are kept in memory only: once per (source, seq)
             held.early[source] = seq
             for e in delta.early:
-                rollup.merge_early(EarlyPart(tuple(e.segment), e.slice_id, Ages.from_state(e.ages)))
+                rollup.merge_early(e.part())
         touched: set[int] = set()  # segments whose base changed
         for p, key, closed, applied in fresh:
             applied[source] = seq

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
+from monitor.engine.source import EarlyPart, Part
 from monitor.engine.state import SegmentBase
-from monitor.stats.early import ReadingState
-from monitor.stats.summary import SummaryState
+from monitor.stats.early import Ages, ReadingState
+from monitor.stats.summary import Shape, Summary, SummaryState
 
 
 class SlicePart(msgspec.Struct, array_like=True):
@@ -17,6 +18,13 @@ class SlicePart(msgspec.Struct, array_like=True):
     late: bool  # finalized after the source saw its slice close: totals only
     summary: SummaryState
 
+    @classmethod
+    def of(cls, part: Part) -> SlicePart:
+        return cls(list(part.segment), part.slice_id, part.late, part.summary.state())
+
+    def part(self, shape: Shape) -> Part:
+        return Part(tuple(self.segment), self.slice_id, self.late, Summary.from_state(shape, self.summary))
+
 
 class EarlySlice(msgspec.Struct, array_like=True):
     """What a join partition learnt of one segment's slice at each age (`monitor.stats.early.Ages`)."""
@@ -24,6 +32,13 @@ class EarlySlice(msgspec.Struct, array_like=True):
     segment: list[str]
     slice_id: int
     ages: list[ReadingState | None]
+
+    @classmethod
+    def of(cls, part: EarlyPart) -> EarlySlice:
+        return cls(list(part.segment), part.slice_id, part.ages.state())
+
+    def part(self) -> EarlyPart:
+        return EarlyPart(tuple(self.segment), self.slice_id, Ages.from_state(self.ages))
 
 
 class Delta(msgspec.Struct, array_like=True):
