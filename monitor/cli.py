@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,12 @@ def _options(
 ) -> None:
     global _debug
     _debug = debug
+
+
+def _one_blas_thread() -> None:
+    """Before numpy is imported: the engine makes no BLAS call worth a thread of its own, while OpenBLAS's
+    threads spin on the cores that a two-process replay, or a second worker, needs."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _say_error(text: str) -> None:
@@ -85,6 +92,7 @@ def replay(
         "time. Default: 2 on Linux with two cores or more, else 1; always 1 with explanations.")] = None,
 ) -> None:
     """Replay records from a file or a Kafka time range through the engine and write a report."""
+    _one_blas_thread()
     import orjson
 
     from monitor.apps import ranges, split
@@ -319,6 +327,7 @@ def demo(
     spec: Annotated[Optional[Path], typer.Option(help="Spec; defaults to the bundled checkout example.")] = None,  # noqa: UP045
 ) -> None:
     """Stream a simulated scenario through the engine in-process; no broker needed."""
+    _one_blas_thread()
     from monitor.apps.demo import run
 
     try:
@@ -351,8 +360,7 @@ def worker(
         envvar="MONITOR_WEB_KEYFILE", help="The PEM key of --web-certfile.")] = None,
 ) -> None:
     """Run a streaming worker: join, metrics and alerts on Kafka (Faust)."""
-    import os
-
+    _one_blas_thread()
     from monitor.apps import brokers
     from monitor.apps.web_access import web_access
     from monitor.contract import spec as specs
