@@ -458,6 +458,13 @@ def test_capture_then_replay_equals_replay_from_kafka(setup: Setup) -> None:
     assert {r["partition"] for r in lines} == {0, 1} and all(isinstance(r["offset"], int) for r in lines)
     assert from_kafka["join"]["predictions"] + from_kafka["join"]["outcomes"] + from_kafka["join"]["duplicates"] \
         + from_kafka["join"]["invalid"] == len(lines)
+    # Without explanations the range replays on two processes where the machine has two cores: the same report.
+    plain = setup.tmp / "plain.json"
+    done = monitor_cli("replay", *spec, "--bootstrap", setup.servers, *span, "--report", str(plain))
+    assert done.returncode == 0, done.stderr
+    explained = {**from_kafka, "alerts": [{k: v for k, v in a.items() if k != "explanations"}
+                                          for a in from_kafka["alerts"]]}
+    assert json.loads(plain.read_text()) == explained
 
 
 def test_records_exactly_at_the_range_ends(setup: Setup) -> None:
