@@ -77,3 +77,43 @@ def test_the_worker_consumer_asks_the_broker_for_a_short_fetch_wait() -> None:
         return made
 
     assert asyncio.run(build())._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
+    from aiokafka.consumer import fetcher
+
+    from agents.consumer import IntakeRecords
+    assert fetcher.PartitionRecords is IntakeRecords  # installed by the same thread method
+
+
+def test_aiokafka_makes_each_partitions_records_by_the_name_the_consumer_thread_replaces() -> None:
+    # The thread sets `fetcher.PartitionRecords`; the fetcher must look the name up when it builds one,
+    # and wrap every record through `_consumer_record`, the method `IntakeRecords` overrides.
+    from aiokafka.consumer import fetcher
+
+    assert "partition_records = PartitionRecords(" in inspect.getsource(fetcher.Fetcher._proc_fetch_request)
+    assert "self._consumer_record(tp, record)" in inspect.getsource(fetcher.PartitionRecords._unpack_records)
+
+
+def test_intake_topics_get_the_records_as_parsed_and_every_other_topic_consumer_records() -> None:
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.memory_records import MemoryRecords
+    from aiokafka.structs import ConsumerRecord, TopicPartition
+
+    from agents.consumer import IntakeRecords
+
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for offset in range(3):
+        builder.append(offset, timestamp=1_000 + offset, key=b"k%d" % offset, value=b"v%d" % offset, headers=[])
+    batch = bytes(builder.build())
+    topics = IntakeRecords.raw_topics
+    IntakeRecords.raw_topics = {"intake"}
+    try:
+        # from offset 1, as after a seek into the batch: the records before it are skipped either way
+        made = {topic: list(IntakeRecords(TopicPartition(topic, 0), MemoryRecords(batch), [], 1, None, None, True, 0))
+                for topic in ("intake", "other")}
+    finally:
+        IntakeRecords.raw_topics = topics
+    assert not isinstance(made["intake"][0], ConsumerRecord)
+    assert all(isinstance(record, ConsumerRecord) for record in made["other"])
+    for records in made.values():
+        assert [(r.offset, r.key, r.value, r.timestamp) for r in records] == [(1, b"k1", b"v1", 1_001),
+                                                                            (2, b"k2", b"v2", 1_002)]
