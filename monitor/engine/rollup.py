@@ -101,7 +101,12 @@ class Rollup:
     def totals(self) -> dict[int, dict[str, Any]]:
         """Per segment: finalized decisions, model metrics and KPIs over the whole run, and outcome delays
         (matched decisions per bucket of `DELAY_BUCKETS`, and their sum)."""
-        return {segment: self._total(self.windows.total(segment)) for segment in self.held()}
+        return {segment: self.total(summary) for segment, summary in self.summaries().items()}
+
+    def summaries(self) -> dict[int, Summary]:
+        """Per segment, the summary of every finalized decision so far: built anew at each call, from the
+        closed windows and the open ones, so it is the caller's to keep or change."""
+        return {segment: self.windows.total(segment) for segment in self.held()}
 
     def latest(self, segment: int) -> WindowReport | None:
         """The segment's latest complete window."""
@@ -113,14 +118,15 @@ class Rollup:
         found = []
         for s in self.held():
             summary = self.windows.total(s)  # built once: values and errors read the same estimates
-            t = self._total(summary)
+            t = self.total(summary)
             found.append({
                 "segment": self.labels(s), "decisions": t["decisions"], "model": clean(t["model"]),
                 "kpi": clean(t["kpi"]), "se": self._errors(summary), "timeline": self.timeline.get(s, []),
                 "early": [w for _, shown in sorted(self.early_timeline.get(s, {}).items()) for w in shown]})
         return found
 
-    def _total(self, summary: Summary) -> dict[str, Any]:
+    def total(self, summary: Summary) -> dict[str, Any]:
+        """A segment's `totals` entry, from its summary."""
         spec = self.spec
         return {"decisions": summary.n, "model": values(spec.model_metrics, summary),
                 "kpi": values(spec.kpi_metrics, summary), "delays": (summary.delays, summary.delay_sum)}

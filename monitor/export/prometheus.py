@@ -75,6 +75,20 @@ class _Families(NamedTuple):
     srm: GaugeMetricFamily
 
 
+class _Arm:
+    """An experiment arm over its segments: decisions and KPI moments, merged as `Summary.merge` merges
+    them (so the same floats), without the score histograms and sketches the gauges do not read."""
+
+    def __init__(self, summary: Summary) -> None:
+        self.n = summary.n
+        self.kpis = [moments.copy() for moments in summary.kpis]
+
+    def merge(self, summary: Summary) -> None:
+        self.n += summary.n
+        for mine, theirs in zip(self.kpis, summary.kpis, strict=True):
+            mine.merge(theirs)
+
+
 class MonitorCollector(Collector):
     """Builds the metrics contract from `readings` at each scrape.
 
@@ -150,10 +164,14 @@ class MonitorCollector(Collector):
         evicted.add_metric([name, "held"], counts.evicted_held)
         evicted.add_metric([name, "finals"], counts.evicted_finals)
         fired = dict.fromkeys(KINDS, 0)
-        for rollup in readings.rollups():
+        # Each segment's whole run, built once per scrape: a copy of its closed windows' summary, score
+        # histogram included, and the open slices merged in. The gauges and the experiment read it.
+        wholes = [(rollup, rollup.summaries()) for rollup in readings.rollups()]
+        for rollup, summaries in wholes:
             for alert in rollup.alerts:
                 fired[alert.kind] += 1
-            for segment, total in rollup.totals().items():
+            for segment, summary in summaries.items():
+                total = rollup.total(summary)
                 key = rollup.key(segment)
                 labels = [name, *(key if key else ("",) * len(self.by))]
                 for side, family in (("model", model), ("kpi", kpi)):
@@ -179,9 +197,9 @@ class MonitorCollector(Collector):
         for kind, n in fired.items():
             alerts.add_metric([name, kind], n)
         if self.spec.experiment is not None and readings.whole():  # arms split over workers would mislead
-            self._experiment(families)
+            self._experiment(families, wholes)
 
-    def _experiment(self, families: _Families) -> None:
+    def _experiment(self, families: _Families, wholes: list[tuple[Rollup, dict[int, Summary]]]) -> None:
         """Per variant against the control: each KPI's lift and always-valid p-value, and the SRM p-value.
 
         The arms are the segments' whole-run summaries merged by the experiment's `by` value, so the
@@ -191,17 +209,16 @@ class MonitorCollector(Collector):
         experiment = spec.experiment
         assert experiment is not None
         at = spec.segment_by.index(experiment.field)
-        arms: dict[str, Summary] = {}
-        for rollup in self.readings.rollups():
-            for segment in rollup.held():
+        arms: dict[str, _Arm] = {}
+        for rollup, summaries in wholes:
+            for segment, summary in summaries.items():
                 key = rollup.key(segment)
                 if segment == OVERALL or not key or key[at] in (OTHER, UNKNOWN):
                     continue
-                total = rollup.windows.total(segment)
                 if key[at] in arms:
-                    arms[key[at]].merge(total)
+                    arms[key[at]].merge(summary)
                 else:
-                    arms[key[at]] = total
+                    arms[key[at]] = _Arm(summary)
         control = arms.get(experiment.control)
         if control is None or len(arms) < 2:
             return

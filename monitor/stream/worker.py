@@ -211,8 +211,8 @@ class Worker:
         return {"status": "ok", "join_partitions": sorted(self.join.partitions),
                 "metric_partitions": sorted(self.reduce.held),
                 "held_outcomes": self.join.held_outcomes(),
-                "segments": {"/".join(r.key(s)) or "(all)": t["decisions"]
-                             for r in self.rollups() for s, t in r.totals().items()}}
+                "segments": {"/".join(r.key(s)) or "(all)": summary.n  # no metrics: a probe may poll often
+                             for r in self.rollups() for s, summary in r.summaries().items()}}
 
     def _background(self, work: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(work)
