@@ -242,6 +242,32 @@ def test_experiment_gauges_of_a_worker_equal_replays_and_need_every_segment(spec
     assert registry.get_sample_value("monitor_experiment_srm_p_value", {"decision": "checkout_offer"}) is None
 
 
+def test_health_counts_what_the_scrape_counts(spec: Spec) -> None:
+    """/healthz gives the join stage's record and decision counters and each segment's decisions, as a
+    scrape does, without computing a metric (so a probe may poll it often)."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.export.prometheus import STATUSES, MonitorCollector
+
+    worker = InMemoryWorker(spec, fresh(), sources=4)
+    worker.finish(worker.feed(records("healthy", 6_000, partitions=4, tail=True)))
+    registry = CollectorRegistry()
+    registry.register(MonitorCollector(spec, worker.worker))
+    health = orjson.loads(orjson.dumps(worker.worker.health()))  # as the page sends it
+    name = spec.name
+    assert health["records"] and all(
+        registry.get_sample_value("monitor_records_total", {"decision": name, "topic": topic}) == n
+        for topic, n in health["records"].items())
+    for status, field in STATUSES.items():
+        assert registry.get_sample_value("monitor_decisions_total", {"decision": name, "status": status}) == \
+            health["decisions"][field]
+    assert health["decisions"]["pending"] == registry.get_sample_value("monitor_pending_decisions", {"decision": name})
+    finalized = health["decisions"]["matched"] + health["decisions"]["expired"]
+    assert finalized > 0 and health["segments"]["(all)"] == finalized  # every finalized decision, merged
+    assert health["segments"] == {"/".join(r.key(s)) or "(all)": t["decisions"]  # counted, not built
+                                  for r in worker.worker.rollups() for s, t in r.totals().items()}
+
+
 def test_an_alert_cut_by_a_crash_is_sent_after_the_restart(spec: Spec) -> None:
     stream = records("business_drop", 30_000, tail=True)
     report = replayed(spec, stream).report()

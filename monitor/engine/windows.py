@@ -92,6 +92,12 @@ class Windows:
                 summary.merge(part)
         return summary
 
+    def decisions(self, segment: int) -> int:
+        """How many decisions `total(segment)` holds, without building it."""
+        building = self._building.get(segment)
+        return (self._closed(segment).n + (0 if building is None else building.summary.n)
+                + sum(part.n for (seg, _), part in self.open.items() if seg == segment))
+
     def segments(self) -> set[int]:
         return set(self.closed) | {segment for segment, _ in self.open} | set(self._building)
 

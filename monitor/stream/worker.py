@@ -211,8 +211,10 @@ class Worker:
         return {"status": "ok", "join_partitions": sorted(self.join.partitions),
                 "metric_partitions": sorted(self.reduce.held),
                 "held_outcomes": self.join.held_outcomes(),
-                "segments": {"/".join(r.key(s)) or "(all)": summary.n  # no metrics: a probe may poll often
-                             for r in self.rollups() for s, summary in r.summaries().items()}}
+                "records": dict(self.join.record_counts()),  # taken by the join stage, per topic
+                "decisions": self.join.counts().as_dict(),  # how the join stage ended them
+                "segments": {"/".join(r.key(s)) or "(all)": r.windows.decisions(s)  # nothing built: polled often
+                             for r in self.rollups() for s in r.held()}}
 
     def _background(self, work: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(work)
