@@ -15,40 +15,11 @@ import argparse
 import asyncio
 import statistics
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.consumer import fetcher
-from stream import Topics
+from stream import Topics, raw_consume
 
-from agents.consumer import IntakeRecords
 from monitor.apps.kafka_config import connect
-
-
-async def consume(topics: list[str], servers: str, expected: int, parsed: bool) -> tuple[float, float]:
-    """Records/s and CPU µs per record of one read of every record."""
-    made = fetcher.PartitionRecords
-    fetcher.PartitionRecords = IntakeRecords if parsed else made
-    IntakeRecords.raw_topics = set(topics) if parsed else set()
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=servers, auto_offset_reset="earliest",
-                                group_id=f"fetch-{uuid.uuid4().hex[:6]}", enable_auto_commit=False)
-    await consumer.start()
-    count, started, cpu = 0, 0.0, 0.0
-    try:
-        while count < expected:
-            batch = await consumer.getmany(timeout_ms=1000)
-            if batch and not count:
-                started, cpu = time.monotonic(), time.process_time()
-            for records in batch.values():
-                count += len(records)
-                records[-1].offset, records[-1].value  # what the intake reads of every record
-        elapsed, used = time.monotonic() - started, time.process_time() - cpu
-    finally:
-        await consumer.stop()
-        fetcher.PartitionRecords = made
-    return count / elapsed, used / count * 1e6
 
 
 def main() -> None:
@@ -63,7 +34,7 @@ def main() -> None:
         runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
         for _ in range(args.rounds):
             for parsed in (False, True):
-                runs[parsed].append(asyncio.run(consume(topics.names, servers, topics.records, parsed)))
+                runs[parsed].append(asyncio.run(raw_consume(topics.names, servers, topics.records, parsed)))
     print(f"{topics.records:,} records ({args.decisions:,} decisions), {args.rounds} rounds, medians:")
     for parsed, name in ((False, "ConsumerRecord per record (aiokafka)"), (True, "records as parsed (batch intake)")):
         rates, cpus = zip(*runs[parsed], strict=True)

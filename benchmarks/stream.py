@@ -194,24 +194,35 @@ def faust_floor(topics: list[str], servers: str, expected: int) -> float:
     return float(found.group(1).replace(",", ""))
 
 
-async def raw_consume(topics: list[str], servers: str, expected: int) -> float:
-    """Records/s of a bare aiokafka consumer reading the same topics from the start."""
+async def raw_consume(topics: list[str], servers: str, expected: int, parsed: bool = False) -> tuple[float, float]:
+    """Records/s and CPU µs per record (this process, every thread) of a bare aiokafka consumer reading the
+    same topics from the start; `parsed`: the records as aiokafka parsed them, as the worker's intake takes
+    them, instead of a `ConsumerRecord` each."""
     from aiokafka import AIOKafkaConsumer
+    from aiokafka.consumer import fetcher
 
+    from agents.consumer import IntakeRecords
+
+    made = fetcher.PartitionRecords
+    fetcher.PartitionRecords = IntakeRecords if parsed else made
+    IntakeRecords.raw_topics = set(topics) if parsed else set()
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=servers, auto_offset_reset="earliest",
                                 group_id=f"raw-{uuid.uuid4().hex[:6]}", enable_auto_commit=False)
     await consumer.start()
-    count, started = 0, None
+    count, started, cpu = 0, 0.0, 0.0
     try:
         while count < expected:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
-            for messages in batch.values():
-                if started is None:
-                    started = time.monotonic()
-                count += len(messages)
+            batch = await consumer.getmany(timeout_ms=1000)
+            if batch and not count:
+                started, cpu = time.monotonic(), time.process_time()
+            for records in batch.values():
+                count += len(records)
+                records[-1].offset, records[-1].value  # what the intake reads of every record
+        elapsed, used = time.monotonic() - started, time.process_time() - cpu
     finally:
         await consumer.stop()
-    return count / (time.monotonic() - (started or time.monotonic()))
+        fetcher.PartitionRecords = made
+    return count / elapsed, used / count * 1e6
 
 
 def latency(servers: str, rate: float, partitions: int, tmp: Path, probes: int = 60,
@@ -300,7 +311,7 @@ def main() -> None:
     servers = connect(args.bootstrap).bootstrap
     with tempfile.TemporaryDirectory() as tmp:
         topics = Topics(servers, args.decisions, args.partitions, Path(tmp), args.per_day)
-        raw = topics.per_decision(asyncio.run(raw_consume(topics.names, servers, topics.records)))
+        raw = topics.per_decision(asyncio.run(raw_consume(topics.names, servers, topics.records))[0])
         floor = topics.per_decision(faust_floor(topics.names, servers, topics.records))
         pairs = []
         for run in range(args.pairs):

@@ -116,8 +116,7 @@ class Rollup:
     def segment_reports(self) -> list[dict[str, Any]]:
         """Per segment: totals, their standard errors (null where a metric has none) and the timeline."""
         found = []
-        for s in self.held():
-            summary = self.windows.total(s)  # built once: values and errors read the same estimates
+        for s, summary in self.summaries().items():  # each built once: values and errors read the same estimates
             t = self.total(summary)
             found.append({
                 "segment": self.labels(s), "decisions": t["decisions"], "model": clean(t["model"]),
