@@ -203,9 +203,9 @@ async def raw_consume(topics: list[str], servers: str, expected: int, parsed: bo
 
     from agents.consumer import IntakeRecords
 
-    made = fetcher.PartitionRecords
-    fetcher.PartitionRecords = IntakeRecords if parsed else made
-    IntakeRecords.raw_topics = set(topics) if parsed else set()
+    made, raw = fetcher.PartitionRecords, IntakeRecords.raw_topics  # put back afterwards
+    if parsed:
+        fetcher.PartitionRecords, IntakeRecords.raw_topics = IntakeRecords, set(topics)
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=servers, auto_offset_reset="earliest",
                                 group_id=f"raw-{uuid.uuid4().hex[:6]}", enable_auto_commit=False)
     await consumer.start()
@@ -221,7 +221,7 @@ async def raw_consume(topics: list[str], servers: str, expected: int, parsed: bo
         elapsed, used = time.monotonic() - started, time.process_time() - cpu
     finally:
         await consumer.stop()
-        fetcher.PartitionRecords = made
+        fetcher.PartitionRecords, IntakeRecords.raw_topics = made, raw
     return count / elapsed, used / count * 1e6
 
 
