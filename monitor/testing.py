@@ -250,6 +250,7 @@ class InMemoryWorker:
         async def again() -> None:
             self.topics.queue.extend(deltas)
             await self.deliver()
+            await self.worker.save_all()
         self.loop.run_until_complete(again())
 
     def finish(self, clock: float) -> None:
@@ -257,6 +258,7 @@ class InMemoryWorker:
             self.clock = clock
             await self.worker.settle()
             await self.deliver()
+            await self.worker.save_all()  # the merges of the deltas delivered last
         self.loop.run_until_complete(settle())
 
     def crash_after_checkpoint(self) -> None:

@@ -197,14 +197,21 @@ def test_metrics_stage_restores_from_bases_after_a_crash_mid_write(spec: Spec, c
     cut = int(len(deltas) * crash_at)
     store = Memory()
     first = ReduceStage(spec, 2, store)
-    for q, raw in deltas[:cut]:
-        apply(store, first.handle(q, raw))
-    q, raw = deltas[cut]
-    writes = first.handle(q, raw)
+    for i, (q, raw) in enumerate(deltas[:cut]):
+        first.handle(q, raw)
+        if i % 3 == 2:  # a save holds the merges of several deltas
+            apply(store, first.save(0) + first.save(1))
+    apply(store, first.save(0) + first.save(1))
+    for q, raw in deltas[cut:cut + 4]:
+        first.handle(q, raw)
+    writes = first.save(0) + first.save(1)
     apply(store, writes[: len(writes) // 2])  # the crash
     second = ReduceStage(spec, 2, store)
-    for q, raw in deltas[cut - 5:]:  # uncommitted deltas come again, and some committed ones too
-        apply(store, second.handle(q, raw))
+    for i, (q, raw) in enumerate(deltas[cut - 5:]):  # unsaved deltas come again, and some saved ones too
+        second.handle(q, raw)
+        if i % 2:
+            apply(store, second.save(q))
+    apply(store, second.save(0) + second.save(1))
     got = {r.key(s): t for r in second.rollups.values() for s, t in r.totals().items() if t["decisions"]}
     assert_same_totals(got, whole.totals())
     bases = [key for key in store if key[1:3] == b"|b"]

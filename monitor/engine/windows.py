@@ -70,6 +70,10 @@ class Windows:
             return summary
         return summary.merge(part)
 
+    def open_slice(self, segment: int, slice_id: int) -> Summary | None:
+        """What an open slice has merged so far; None once it has closed."""
+        return self.open.get((segment, slice_id))
+
     def close(self, frontier: float) -> list[tuple[int, int]]:
         """Close every slice that ends at or before `frontier`, oldest first; returns their (segment, slice)."""
         through = int(frontier // self.width)

@@ -64,6 +64,7 @@ Write = tuple[bytes, bytes | None]  # a key and its new value; None deletes it
 OVERALL_KEY = b"\x00all"
 CHECKPOINT_RECORDS = DRAIN_RECORDS  # records per checkpoint at most: the in-process monitor drains alike
 CHECKPOINT_SECONDS = 0.2  # and the age of unsent results, so gauges stay fresh
+SAVE_SECONDS = 0.5  # the age of a metrics partition's unsaved merges: acks and alerts wait for a save, gauges do not
 CHUNK_BYTES = 512 * 1024  # below Kafka's default message limit of 1 MB
 SNAPSHOT_MIN_BYTES = 1 << 20
 log = logging.getLogger(__name__)
@@ -350,8 +351,22 @@ def _joined(chunks: dict[int, bytes]) -> bytes:
     return b"".join(wire.chunk(chunks[i])[1] for i in range(len(chunks)))
 
 
+class _Dirty:
+    """What merges changed on a metrics partition since its last save: written once per save, not per delta."""
+
+    def __init__(self) -> None:
+        self.alerts: list[Write] = []  # outbox entries of alerts raised
+        self.slices: dict[tuple[int, int], None] = {}  # (slice, segment) merged into while open, in order
+        self.bases: set[int] = set()  # segments whose base changed
+        self.folded: list[tuple[int, SegmentKey]] = []  # slices folded into their base, whose entries go
+        self.watermarks = False
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.slices or self.bases or self.folded or self.watermarks)
+
+
 class _Held:
-    """One metrics partition: its rollup and what each stored entry took in."""
+    """One metrics partition: its rollup, what each stored entry took in, and what is not saved yet."""
 
     def __init__(self, rollup: Rollup) -> None:
         self.rollup = rollup
@@ -359,21 +374,23 @@ class _Held:
         self.slices: dict[tuple[int, SegmentKey], dict[int, int]] = {}  # open slice -> applied per source
         self.bases: dict[SegmentKey, dict[int, int]] = {}  # segment base -> applied per source
         self.outbox: dict[str, bytes] = {}  # alert id -> the alert, until the alerts topic has it
-        self.pending: list[Write] = []  # writes a restore found necessary
+        self.dirty = _Dirty()
         self.early: dict[int, int] = {}  # per source, the last checkpoint whose early parts were merged
 
 
 class ReduceStage:
     """The metrics stage of a worker: one engine Rollup per partition of the internal topic.
 
-    `handle` returns the writes that make a merge durable; the store is read only to restore a
-    partition, so the caller decides when a write is safe and when a message may be committed.
+    `handle` merges a delta in memory and `save` returns the writes that make every merge since the
+    last save durable: an open slice that many deltas touched is written once per save, not once per
+    delta. The store is read only to restore a partition, so the caller decides when to save, when
+    a write is safe and when a delta may be committed (once a save after its merge is durable).
     Open slices are stored one entry each; once a slice closes it is folded into its segment's
     base, so a restore reads one base per segment and the slices still open.
 
-    An alert is part of the merge that raises it: its outbox entry is the first of the merge's
-    writes (a changelog partition keeps their order, so a restore that sees the merge sees the
-    alert too), and it stays until `sent` says the alerts topic has it. A restore sends it again."""
+    An alert is part of the merge that raises it: its outbox entry comes first in the save's writes
+    (a changelog partition keeps their order, so a restore that sees the merge sees the alert
+    too), and it stays until `sent` says the alerts topic has it. A restore sends it again."""
 
     def __init__(self, spec: Spec, sources: int, store: Store, replay_source: str = "--input CAPTURE.jsonl") -> None:
         self.spec = spec
@@ -388,16 +405,15 @@ class ReduceStage:
     def rollups(self) -> dict[int, Rollup]:
         return {q: held.rollup for q, held in self.held.items()}
 
-    def handle(self, partition: int, raw: bytes) -> list[Write]:
-        """Merge one Delta; returns what to persist before the message may be committed."""
+    def handle(self, partition: int, raw: bytes) -> None:
+        """Merge one Delta in memory; `save` returns what makes it durable."""
         try:
             delta = wire.delta(raw)
         except msgspec.DecodeError:  # not ours: something else wrote to the internal topic
             log.warning("ignored a message the metrics stage cannot read on partition %d", partition)
-            return []
+            return
         held = self.partition(partition)
-        rollup, source, seq = held.rollup, delta.source, delta.seq
-        writes, held.pending = held.pending, []
+        rollup, source, seq, dirty = held.rollup, delta.source, delta.seq, held.dirty
         # Decide what is new before merging anything: two parts of one delta may land in one entry
         # (keys that fold into `other` here), and the first must not hide the second.
         fresh = []
@@ -412,23 +428,48 @@ class ReduceStage:
             held.early[source] = seq
             for e in delta.early:
                 rollup.merge_early(e.part())
-        touched: set[int] = set()  # segments whose base changed
         for p, key, closed, applied in fresh:
             applied[source] = seq
-            segment, merged = rollup.merge(Part(key, p.slice_id, p.late, Summary.from_state(self.spec.shape,
-                                                                                            p.summary)))
+            segment, _ = rollup.merge(Part(key, p.slice_id, p.late, Summary.from_state(self.spec.shape, p.summary)))
             if closed:
-                touched.add(segment)
+                dirty.bases.add(segment)
             else:
-                entry = wire.SliceEntry(merged.state(), applied)
-                writes.append((_slice_key(partition, p.slice_id, key), wire.encode(entry)))
+                dirty.slices[(p.slice_id, segment)] = None
         if delta.watermark > held.watermarks.get(source, -math.inf):
             held.watermarks[source] = delta.watermark
-            writes += self._advance(partition, held, touched, self.frontier(held))
-            writes.append((f"{partition}|watermarks".encode(), wire.encode(held.watermarks)))  # after the slices
-        else:
-            writes += self._bases(partition, held, touched)
-        return self._outbox(partition, held) + writes
+            dirty.watermarks = True
+            self._advance(held, self.frontier(held))
+        self._outbox(partition, held)
+
+    def save(self, partition: int) -> list[Write]:
+        """The writes that make every merge since the last save durable, in an order whose every prefix
+        restores to a state that redelivering the unsaved deltas completes: alerts before the merges
+        that raise them, a base before the slices it folds go, the watermarks last."""
+        held = self.held.get(partition)
+        if held is None or not held.dirty:
+            return []
+        dirty, held.dirty = held.dirty, _Dirty()
+        rollup = held.rollup
+        writes = dirty.alerts
+        for slice_id, segment in dirty.slices:
+            merged = rollup.windows.open_slice(segment, slice_id)
+            if merged is not None:  # else folded since: its base holds it
+                key = rollup.key(segment)
+                opened = wire.SliceEntry(merged.state(), held.slices[(slice_id, key)])
+                writes.append((_slice_key(partition, slice_id, key), wire.encode(opened)))
+        through = rollup.windows.closed_before
+        for segment in sorted(dirty.bases):
+            key = rollup.key(segment)
+            base = wire.BaseEntry(rollup.base(segment), held.bases.get(key, {}), through)
+            writes.append((_base_key(partition, key), wire.encode(base)))
+        writes += [(_slice_key(partition, slice_id, key), None) for slice_id, key in dirty.folded]
+        if dirty.watermarks:
+            writes.append((f"{partition}|watermarks".encode(), wire.encode(held.watermarks)))
+        return writes
+
+    def unsaved(self, partition: int) -> bool:
+        held = self.held.get(partition)
+        return held is not None and bool(held.dirty)
 
     def sent(self, partition: int, alert_id: str) -> list[Write]:
         """The alerts topic has the alert: its outbox entry may go."""
@@ -437,13 +478,11 @@ class ReduceStage:
             return []
         return [(_alert_key(partition, alert_id), None)]
 
-    def _outbox(self, partition: int, held: _Held) -> list[Write]:
-        writes: list[Write] = []
+    def _outbox(self, partition: int, held: _Held) -> None:
         for alert in self._fired:
             raw = held.outbox[alert.id] = orjson.dumps(alert.as_dict())
-            writes.append((_alert_key(partition, alert.id), raw))
+            held.dirty.alerts.append((_alert_key(partition, alert.id), raw))
         self._fired = []
-        return writes
 
     def partition(self, partition: int) -> _Held:
         """The partition's rollup, restored from the store the first time it is needed."""
@@ -462,26 +501,17 @@ class ReduceStage:
         seen = held.watermarks
         return min(seen.values()) if len(seen) >= self.sources else -math.inf
 
-    def _advance(self, partition: int, held: _Held, touched: set[int], watermark: float) -> list[Write]:
+    def _advance(self, held: _Held, watermark: float) -> None:
         """Close what `watermark` has passed, and fold the closed slices into their segments' bases."""
-        rollup = held.rollup
-        writes: list[Write] = []
+        rollup, dirty = held.rollup, held.dirty
         for segment, slice_id in rollup.advance(watermark):
             key = rollup.key(segment)
             applied = held.slices.pop((slice_id, key), {})
             base = held.bases.setdefault(key, {})
             for source, seq in applied.items():
                 base[source] = max(base.get(source, -1), seq)
-            writes.append((_slice_key(partition, slice_id, key), None))
-            touched.add(segment)
-        return self._bases(partition, held, touched) + writes  # a base before the slices it folds go
-
-    def _bases(self, partition: int, held: _Held, touched: set[int]) -> list[Write]:
-        rollup = held.rollup
-        through = rollup.windows.closed_before
-        return [(_base_key(partition, rollup.key(segment)),
-                 wire.encode(wire.BaseEntry(rollup.base(segment), held.bases.get(rollup.key(segment), {}), through)))
-                for segment in sorted(touched)]
+            dirty.folded.append((slice_id, key))
+            dirty.bases.add(segment)
 
     def _alert(self, alert: Alert | EarlyAlert) -> None:
         if not self._quiet:  # a restore finds again the alerts its outbox already holds
@@ -512,14 +542,14 @@ class ReduceStage:
         try:
             for slice_id, stored, segment_key, entry in sorted(slices, key=lambda item: item[0]):
                 if slice_id < throughs.get(segment_key, NEVER):  # folded before a crash cut the delete
-                    held.pending.append((_slice_key(partition, slice_id, stored), None))
+                    held.dirty.folded.append((slice_id, stored))
                     continue
                 held.slices[(slice_id, segment_key)] = dict(entry.applied)
                 rollup.merge(Part(segment_key, slice_id, False, Summary.from_state(self.spec.shape, entry.summary)))
             # Close at least as far as any base has: a crash may have cut the watermarks' write.
             through = max(throughs.values(), default=NEVER)
             watermark = max(self.frontier(held), through * rollup.windows.width + self.spec.horizon)
-            held.pending += self._advance(partition, held, set(), watermark)
+            self._advance(held, watermark)
         finally:
             self._quiet = False
 

@@ -6,7 +6,8 @@ The rules that keep a worker exact across crashes and rebalances live here, once
 - a checkpoint's dead letters are durable before its records are acked;
 - its deltas are sent only once its log is durable, and never by an owner that lost the partition;
 - a compaction (snapshot) is written only once the deltas it makes the only copy of are durable;
-- the metrics stage acks a delta only once its merge is durable and while it still owns the partition;
+- the metrics stage acks a delta only once a save after its merge is durable and while it still owns the
+  partition (it saves its merges every `SAVE_SECONDS`, so a busy slice is written once per save);
 - an alert is stored with the merge that raises it, and its entry goes only once the alerts topic has
   it: sent at least once, with an id that is the same for every copy.
 
@@ -32,6 +33,7 @@ from monitor.engine.rollup import Rollup
 from monitor.stream.stages import (
     CHECKPOINT_RECORDS,
     CHECKPOINT_SECONDS,
+    SAVE_SECONDS,
     SNAPSHOT_MIN_BYTES,
     Checkpoint,
     JoinStage,
@@ -69,8 +71,10 @@ class Worker:
 
     def __init__(self, spec: Spec, join_table: Table, metrics_table: Table, sender: Sender, partitions: int,
                  snapshot_bytes: int = SNAPSHOT_MIN_BYTES, clock: Callable[[], float] = time.time,
-                 checkpoint_seconds: float = CHECKPOINT_SECONDS, replay_source: str = "--input CAPTURE.jsonl") -> None:
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS, replay_source: str = "--input CAPTURE.jsonl",
+                 save_seconds: float = SAVE_SECONDS) -> None:
         self.spec = spec
+        self.save_seconds = save_seconds
         self.join_table, self.metrics_table, self.sender, self.clock = join_table, metrics_table, sender, clock
         self.join = JoinStage(spec, join_table, partitions, snapshot_bytes, checkpoint_seconds)
         self.reduce = ReduceStage(spec, partitions, metrics_table, replay_source=replay_source)
@@ -78,6 +82,8 @@ class Worker:
         self.unsaved: dict[int, list[Ack]] = {}  # per input partition, the commits its next checkpoint allows
         self.letters: dict[int, list[Awaitable[Any]]] = {}  # per input partition, dead letters since its checkpoint
         self.saving: dict[int, asyncio.Future[None]] = {}  # per input partition, the checkpoint in flight
+        self.merged: dict[int, list[Ack]] = {}  # per metrics partition, the deltas its next save lets Kafka commit
+        self.merged_since: dict[int, float] = {}  # per metrics partition, when the first of them was merged
         self.tasks: set[asyncio.Future[None]] = set()  # everything running in the background
 
     # -- the join stage ----------------------------------------------------------------------------
@@ -112,6 +118,7 @@ class Worker:
         restored now rather than by its next part: after a rebalance or restart, its gauges come
         back even if the input has gone quiet."""
         self.reduce.partition(partition)
+        self.save(partition)
         now = self.clock()
         self.join.tick(partition, now)
         await self.checkpoint(partition, now)
@@ -147,17 +154,34 @@ class Worker:
 
     # -- the metrics stage -------------------------------------------------------------------------
     async def delta(self, partition: int, raw: bytes, ack: Ack) -> None:
-        """Merge one delta; it is acked once its merge is durable, without holding up the next one."""
-        merged = self.metrics_table.write(partition, self.reduce.handle(partition, raw))
-        self._background(self._ack_merged(merged, partition, self.reduce.held.get(partition), ack))
+        """Merge one delta; it is acked once a save after its merge is durable, without holding up the next one."""
+        self.reduce.handle(partition, raw)
+        acks = self.merged.setdefault(partition, [])
+        if not acks:
+            self.merged_since[partition] = self.clock()
+        acks.append(ack)
+        self.save(partition)
 
-    async def _ack_merged(self, merged: list[Awaitable[Any]], partition: int, owner: Any, ack: Ack) -> None:
-        await asyncio.gather(*merged)
-        # Revoked meanwhile: leave it uncommitted. A restore may have read the changelog before
-        # these writes reached it, and then only a redelivery brings this delta back.
+    def save(self, partition: int, force: bool = False) -> None:
+        """Save the partition's merges if due (a restore's repairs are due at once), in the background."""
+        since = self.merged_since.get(partition)
+        if not force and since is not None and self.clock() - since < self.save_seconds:
+            return
+        acks = self.merged.pop(partition, [])
+        self.merged_since.pop(partition, None)
+        if not acks and not self.reduce.unsaved(partition):
+            return
+        saved = self.metrics_table.write(partition, self.reduce.save(partition))
+        self._background(self._ack_merged(saved, partition, self.reduce.held.get(partition), acks))
+
+    async def _ack_merged(self, saved: list[Awaitable[Any]], partition: int, owner: Any, acks: list[Ack]) -> None:
+        await asyncio.gather(*saved)
+        # Revoked meanwhile: leave them uncommitted. A restore may have read the changelog before
+        # these writes reached it, and then only a redelivery brings these deltas back.
         if self.reduce.held.get(partition) is owner:
             await self._send_alerts(partition, owner)
-            await ack()
+            for ack in acks:
+                await ack()
 
     async def _send_alerts(self, partition: int, owner: Any) -> None:
         """Send the partition's outbox; an entry goes once the alerts topic has its alert."""
@@ -181,14 +205,23 @@ class Worker:
             self.unsaved.pop(partition, None)
             self.letters.pop(partition, None)
             self.saving.pop(partition, None)  # a checkpoint in flight belongs to the old owner: never wait for it
+        for partition in metrics:  # unsaved merges go with the partition: the new owner gets their deltas again
+            self.merged.pop(partition, None)
+            self.merged_since.pop(partition, None)
         return self.reduce.revoke(metrics)
 
     async def settle(self) -> None:
-        """Checkpoint every partition now and wait for everything in flight (tests, shutdown)."""
+        """Checkpoint every partition and save every merge now, and wait for everything in flight (tests, shutdown)."""
         for partition in list(self.join.partitions):
             await self.checkpoint(partition, self.clock(), force=True)
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks))
+        await self.save_all()
+
+    async def save_all(self) -> None:
+        """Save every metrics partition's merges now, and wait for everything in flight."""
+        for partition in list(self.reduce.held):
+            self.save(partition, force=True)
+        while self.tasks:  # one that failed is logged (`_done`) and leaves its deltas unacked
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
     # -- what a scrape reads -----------------------------------------------------------------------
     def join_counts(self) -> JoinCounts:
