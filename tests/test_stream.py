@@ -19,6 +19,7 @@ from monitor.apps.simulate import simulate
 from monitor.contract import spec as specs
 from monitor.contract.spec import Spec
 from monitor.engine.monitor import Monitor
+from monitor.stream import wire
 from monitor.stream.stages import ReduceStage, Write
 from monitor.stream.worker import BACKLOG_RECORDS
 from monitor.testing import Fetched, InMemoryWorker, Memory, Record, Stream, edit_spec, encode
@@ -154,6 +155,33 @@ def test_restart_with_redelivery_counts_nothing_twice(spec: Spec, partitions: in
     if snapshot_min_bytes < 1 << 20:
         assert any(key.endswith(b"/head") for key in stores[0])  # compaction ran
         assert sum(b"/log/" in key for key in stores[0]) < 40
+
+
+def test_join_state_that_older_workers_wrote_uncompressed_restores(spec: Spec) -> None:
+    """Join checkpoints and snapshots are written LZ4-compressed; those an older worker wrote plainly
+    still restore, to the same totals."""
+    stream = records("model_rot", 12_000, 2)
+    whole = InMemoryWorker(spec, fresh(), sources=2)
+    whole.finish(whole.feed(stream))
+    stores = fresh()
+    first = InMemoryWorker(spec, stores, sources=2, snapshot_min_bytes=20_000)
+    cut = len(stream) // 2
+    clock = first.feed(stream[:cut])
+    first.crash_after_checkpoint()
+    blobs: dict[tuple[str, str, str], dict[int, bytes]] = {}
+    for key in [key for key in stores[0] if b"/log/" in key or b"/snap/" in key]:
+        p, kind, number, i = key.decode().split("/")
+        blobs.setdefault((p, kind, number), {})[int(i)] = stores[0].pop(key)
+    assert any(kind == "snap" for _, kind, _ in blobs) and any(kind == "log" for _, kind, _ in blobs)
+    for (p, kind, number), chunks in blobs.items():
+        packed = b"".join(wire.chunk(chunks[i])[1] for i in range(len(chunks)))
+        assert packed[:1] == wire.LZ4
+        stores[0][f"{p}/{kind}/{number}/0".encode()] = wire.encode((1, wire.unpack(packed)))  # as older workers did
+    second = InMemoryWorker(spec, stores, sources=2)
+    second.finish(second.feed(stream[cut - 700:], clock))
+    second.redeliver(first.topics.sent[-20:])
+    assert second.worker.join.counts() == whole.worker.join.counts()
+    assert_same_totals(second.totals(), whole.totals())
 
 
 def test_quiet_partition_expires_by_wall_clock(spec_text: str) -> None:

@@ -343,12 +343,13 @@ def _blob_key(partition: int, kind: str, number: int, chunk: int) -> bytes:
 
 
 def _chunks(partition: int, kind: str, number: int, blob: bytes) -> list[Write]:
+    blob = wire.pack(blob)
     parts = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
     return [(_blob_key(partition, kind, number, i), wire.encode((len(parts), part))) for i, part in enumerate(parts)]
 
 
 def _joined(chunks: dict[int, bytes]) -> bytes:
-    return b"".join(wire.chunk(chunks[i])[1] for i in range(len(chunks)))
+    return wire.unpack(b"".join(wire.chunk(chunks[i])[1] for i in range(len(chunks))))
 
 
 class _Dirty:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cramjam
 import msgspec
 
 from monitor.engine.source import EarlyPart, Part
@@ -107,3 +108,16 @@ slice_entry = msgspec.msgpack.Decoder(SliceEntry).decode
 base_entry = msgspec.msgpack.Decoder(BaseEntry).decode
 chunk = msgspec.msgpack.Decoder(tuple[int, bytes]).decode  # (chunks in all, bytes)
 watermarks = msgspec.msgpack.Decoder(dict[int, float]).decode
+
+
+LZ4 = b"Z"  # marks a compressed blob: a msgpack array (every JoinState) never starts with it
+
+
+def pack(blob: bytes) -> bytes:
+    """A join checkpoint or snapshot as written: LZ4 halves the changelog's bytes for about 1 ms a megabyte."""
+    return LZ4 + bytes(cramjam.lz4.compress_block(blob))
+
+
+def unpack(data: bytes) -> bytes:
+    """What `pack` took; a blob that older workers wrote uncompressed is returned as it is."""
+    return bytes(cramjam.lz4.decompress_block(data[1:])) if data[:1] == LZ4 else data
