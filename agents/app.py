@@ -13,6 +13,7 @@ Processing is at-least-once with idempotent state.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import functools
 import logging
@@ -143,7 +144,13 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
         value_serializer="raw",
     )
     intakes: dict[str, Intake] = {}  # the input topics, filled below once the worker exists
-    app.transport = Transport(app.conf.broker_consumer, app, intakes=intakes)
+
+    async def fence(assigned: set[TP], generation: int) -> None:
+        inputs = {tp.partition for tp in assigned if tp.topic == spec.topics.predictions}
+        merged = {tp.partition for tp in assigned if tp.topic == decisions.get_topic_name()}
+        await asyncio.gather(*worker.assign(inputs, merged, generation))
+
+    app.transport = Transport(app.conf.broker_consumer, app, intakes=intakes, fence=fence)
     app.producer.buffer.max_messages = PRODUCER_BUFFER  # a checkpoint's burst is no reason to pause input
     quiet_faust()
     if access is not None and access.user:

@@ -54,6 +54,7 @@ from faust.transport.drivers import aiokafka
 from faust.types import TP
 
 Intake = Callable[[TP, list[Any]], Awaitable[None]]  # a partition's fetched records (aiokafka ConsumerRecords)
+Fence = Callable[[set[TP], int], Awaitable[None]]  # an assignment and its generation, before Faust acts on it
 FETCH_MAX_WAIT_MS = 100  # the longest the broker holds a fetch for partitions without records (Faust: 1,500)
 
 
@@ -93,6 +94,13 @@ class Consumer(aiokafka.Consumer):
     @property
     def intakes(self) -> Mapping[str, Intake]:
         return self.transport.intakes  # type: ignore[attr-defined, no-any-return]
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """Fence the assignment before Faust starts the recovery of its tables (see `Worker.assign`)."""
+        fence: Fence | None = self.transport.fence  # type: ignore[attr-defined]
+        if fence is not None:
+            await fence(assigned, generation_id)
+        await super().on_partitions_assigned(assigned, generation_id)
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         records, active = await super()._wait_next_records(timeout)
@@ -149,10 +157,13 @@ class Consumer(aiokafka.Consumer):
 
 
 class Transport(aiokafka.Transport):
-    """Faust's aiokafka transport with this module's consumer; `intakes` maps topics to their batch intake."""
+    """Faust's aiokafka transport with this module's consumer; `intakes` maps topics to their batch intake,
+    `fence` is awaited on each assignment before Faust acts on it."""
 
     Consumer = Consumer
 
-    def __init__(self, *args: Any, intakes: Mapping[str, Intake] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, intakes: Mapping[str, Intake] | None = None, fence: Fence | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.intakes: Mapping[str, Intake] = {} if intakes is None else intakes
+        self.fence = fence

@@ -7,15 +7,29 @@ the segments it owns into one engine `Rollup` per partition and closes windows o
 has passed them. Shipping a few mergeable parts a second instead of every decision is what makes a
 worker fast; merging each (source, checkpoint) once is what makes redelivery after a restart harmless.
 
-State is persisted into key-value stores (the Faust tables):
+State is persisted into key-value stores (the Faust tables), each key under the epoch of the
+owner that wrote it (`<e>/` and `<e>|`; absent for epoch 0, as older workers wrote them):
 
-    join     "<p>/log/<seq>/<i>"   the changes of checkpoint <seq> (chunk <i>)
-             "<p>/snap/<gen>/<i>"  a snapshot of the whole partition
-             "<p>/head"            which snapshot is current, and as of which checkpoint
-    metrics  "<q>|s<slice, segment>"  an open slice: merged summary, and what it took in
-             "<q>|b<segment>"         a segment's closed slices, folded into one base
-             "<q>|a<alert id>"        an alert not yet confirmed on the alerts topic
-             "<q>|watermarks"         the newest watermark of each source
+    join     "<p>/<e>/log/<seq>/<i>"   the changes of checkpoint <seq> (chunk <i>)
+             "<p>/<e>/snap/<gen>/<i>"  a snapshot of the whole partition
+             "<p>/<e>/head"            which snapshot is current, and as of which checkpoint
+    metrics  "<q>|<e>|s<slice, segment>"  an open slice: merged summary, and what it took in
+             "<q>|<e>|b<segment>"         a segment's closed slices, folded into one base
+             "<q>|<e>|a<alert id>"        an alert not yet confirmed on the alerts topic
+             "<q>|<e>|watermarks"         the newest watermark of each source
+             "<q>|<e>|fences"             the newest owner of each source, and where it took over
+             "<q>|<e>|complete"           everything of the partition is written under <e>
+
+**Epochs fence a zombie owner.** A worker frozen past its session timeout wakes up still thinking it
+owns its partitions; until it hears of the rebalance, its writes land after the new owner's. An
+owner's epoch is the group generation that gave it the partition, so a newer owner's is always larger.
+A restore reads only the newest epoch's state (a join partition's newest head and the checkpoints of
+that epoch after it; a metrics partition's newest complete epoch), and an owner's first write is its
+whole state under its own epoch, so nothing a zombie writes later is ever read. A join partition's new
+owner sends a fence to every metrics partition before it restores; from then on, a metrics partition
+holds back the deltas of older owners until the new owner's first delta says which checkpoint it
+restored (its seq - 1): those up to it are the history it continues, those after it a zombie's fork,
+dropped. See `Worker.assign`.
 """
 
 from __future__ import annotations
@@ -115,8 +129,9 @@ class _Changes:
 class _Partition:
     """One input partition: its source and its checkpoint bookkeeping."""
 
-    def __init__(self, number: int, spec: Spec, now: float) -> None:
+    def __init__(self, number: int, spec: Spec, now: float, epoch: int) -> None:
         self.number = number
+        self.epoch = epoch  # of this owner: the keys it writes, the deltas it sends
         self.changes = _Changes()
         self.source = Source(spec, self.changes, offsets=True)
         self.last_seen = now  # wall clock of the last record
@@ -125,13 +140,14 @@ class _Partition:
         self.seq = 0  # the last checkpoint
         self.sent_watermark = -math.inf
         self.resend: list[tuple[int, bytes]] = []  # deltas of restored checkpoints, maybe never sent
-        self.logs: dict[int, int] = {}  # checkpoints since the snapshot: seq -> chunks
+        self.logs: dict[int, list[bytes]] = {}  # checkpoints since the snapshot: seq -> keys of its chunks
         self.log_bytes = 0
-        self.generation, self.snapshot_chunks, self.snapshot_bytes = 0, 0, 0
-        self.stale: list[bytes] = []  # keys a crash left behind
-        # Restored: the first checkpoint writes a snapshot, so the state no longer depends on
-        # checkpoints a previous owner may still have had in flight.
-        self.restored = False
+        self.generation, self.snapshot_bytes = 0, 0
+        self.snapshot_keys: list[bytes] = []  # of the current snapshot (and of its head, if of an older epoch)
+        self.stale: list[bytes] = []  # keys a crash, or another epoch, left behind
+        # The first checkpoint of an owner is a snapshot under its epoch: its state no longer depends
+        # on what a previous owner wrote, or may still write while it does not know it lost the partition.
+        self.fresh = True
 
 
 class JoinStage:
@@ -145,6 +161,12 @@ class JoinStage:
         self.snapshot_min_bytes = snapshot_min_bytes
         self.checkpoint_seconds = checkpoint_seconds
         self.partitions: dict[int, _Partition] = {}
+        self.epochs: dict[int, int] = {}  # per partition, the epoch this worker was given it in
+
+    def assign(self, partitions: set[int], epoch: int) -> None:
+        """This worker owns `partitions` from `epoch` on (the group generation that gave them)."""
+        for partition in partitions:
+            self.epochs[partition] = epoch
 
     def take(self, topic: str, partition: int, records: Sequence[Record], now: float) -> list[DeadLetter]:
         """Handle a partition's records of `predictions` or `outcomes`, in offset order; returns the
@@ -194,21 +216,25 @@ class JoinStage:
         part.seq += 1
         deltas = self._deltas(part)
         pending, held, done = part.changes.take()
-        blob = wire.encode(self._state(part, pending, held, done, deltas))
-        log_writes = _chunks(partition, "log", part.seq, blob)
-        part.logs[part.seq] = len(log_writes)
-        part.log_bytes += len(blob)
-        checkpoint = Checkpoint(log_writes, part.resend + deltas)
+        outbox = part.resend + deltas
         part.resend, part.unsaved, part.saved_at = [], 0, now
-        if part.restored or part.log_bytes >= max(self.snapshot_min_bytes, part.snapshot_bytes):
-            checkpoint.compaction = self._snapshot(part)
+        if part.fresh:  # the outbox rides in the snapshot: a restore from it sends what this never did
+            return Checkpoint(self._snapshot(part, outbox), outbox)
+        blob = wire.encode(self._state(part, pending, held, done, deltas))
+        log_writes = _chunks(partition, part.epoch, "log", part.seq, blob)
+        part.logs[part.seq] = [key for key, _ in log_writes]
+        part.log_bytes += len(blob)
+        checkpoint = Checkpoint(log_writes, outbox)
+        if part.log_bytes >= max(self.snapshot_min_bytes, part.snapshot_bytes):
+            checkpoint.compaction = self._snapshot(part, [])
         return checkpoint
 
     def partition(self, partition: int, now: float = 0.0) -> _Partition:
         """The partition's source, restored from the store the first time it is needed."""
         part = self.partitions.get(partition)
         if part is None:
-            part = self.partitions[partition] = _Partition(partition, self.spec, now)
+            part = _Partition(partition, self.spec, now, self.epochs.get(partition, 0))
+            self.partitions[partition] = part
             self._restore(part)
         return part
 
@@ -244,7 +270,7 @@ class JoinStage:
             early[reducer(read.segment, self.reducers)].append(read)
         watermark = part.source.watermark
         part.sent_watermark = watermark
-        return [(q, wire.encode(wire.Delta(part.number, part.seq, watermark, parts, early[q])))
+        return [(q, wire.encode(wire.Delta(part.number, part.seq, watermark, parts, early[q], part.epoch)))
                 for q, parts in enumerate(by_reducer)]
 
     def _state(self, part: _Partition, pending: dict[str, bytes | None], held: dict[str, wire.HeldEntry | None],
@@ -256,51 +282,64 @@ class JoinStage:
                               source.segments.folded, dict(source.offsets or {}),
                               [list(key) for key in source.segments.known()], pending, held, done, outbox)
 
-    def _snapshot(self, part: _Partition) -> list[Write]:
-        """Everything as of the checkpoint just cut; then the head, then what it makes obsolete."""
+    def _snapshot(self, part: _Partition, outbox: list[tuple[int, bytes]]) -> list[Write]:
+        """Everything as of the checkpoint just cut, with the deltas not yet durable; then the head,
+        then what it makes obsolete."""
         joiner = part.source.joiner
         held: dict[str, wire.HeldEntry | None] = {
             key: (ts, msgspec.json.encode(outcome), offset) for key, (ts, outcome, offset) in joiner.held.items()}
-        blob = wire.encode(self._state(part, dict(joiner.pending), held, dict(joiner.finals()), []))
-        p, old = part.number, part.generation
+        blob = wire.encode(self._state(part, dict(joiner.pending), held, dict(joiner.finals()), outbox))
+        p = part.number
         part.generation += 1
-        writes = _chunks(p, "snap", part.generation, blob)
-        chunks = len(writes)
-        writes.append((f"{p}/head".encode(), wire.encode(wire.Head(part.generation, part.seq, chunks))))
-        writes += [(_blob_key(p, "log", seq, i), None) for seq, n in part.logs.items() for i in range(n)]
-        writes += [(_blob_key(p, "snap", old, i), None) for i in range(part.snapshot_chunks)]
-        writes += [(key, None) for key in part.stale]
-        part.logs, part.log_bytes, part.stale, part.restored = {}, 0, [], False
-        part.snapshot_chunks, part.snapshot_bytes = chunks, len(blob)
+        writes = _chunks(p, part.epoch, "snap", part.generation, blob)
+        keys = [key for key, _ in writes]
+        head = _head_key(p, part.epoch)
+        writes.append((head, wire.encode(wire.Head(part.generation, part.seq, len(keys)))))
+        obsolete = [key for chunks in part.logs.values() for key in chunks] + part.snapshot_keys + part.stale
+        writes += [(key, None) for key in obsolete if key != head]
+        part.logs, part.log_bytes, part.stale, part.fresh = {}, 0, [], False
+        part.snapshot_keys, part.snapshot_bytes = keys, len(blob)
         return writes
 
     def _restore(self, part: _Partition) -> None:
-        """Rebuild a partition from its snapshot and the complete checkpoints after it."""
+        """Rebuild a partition from the newest epoch's snapshot and the complete checkpoints after it."""
         p = part.number
         prefix = f"{p}/".encode()
-        saved = {key.decode(): value for key, value in list(self.store.items()) if key.startswith(prefix)}
-        head = wire.head(saved.pop(f"{p}/head")) if f"{p}/head" in saved else None
-        blobs: dict[tuple[str, int], dict[int, bytes]] = {}
-        for key in saved:
-            _, kind, number, i = key.split("/")
-            blobs.setdefault((kind, int(number)), {})[int(i)] = saved[key]
+        heads: dict[int, tuple[bytes, bytes]] = {}  # epoch -> (key, head)
+        blobs: dict[tuple[int, str, int], dict[int, tuple[bytes, bytes]]] = {}  # (epoch, kind, n) -> chunks
+        for stored, value in list(self.store.items()):
+            if stored.startswith(prefix):
+                epoch, rest = _epoch_of(stored.decode().split("/")[1:])
+                if rest == ["head"]:
+                    heads[epoch] = (stored, value)
+                else:
+                    kind, number, i = rest
+                    blobs.setdefault((epoch, kind, int(number)), {})[int(i)] = (stored, value)
+        newest = max(heads, default=0)  # a zombie's heads and checkpoints are of older epochs: never read
+        part.epoch = max(part.epoch, newest)  # never below what is stored (a group made anew starts at 1)
         states = []
-        if head is not None:
-            states.append(wire.join_state(_joined(blobs.pop(("snap", head.generation)))))
-            part.generation, part.snapshot_chunks, part.seq = head.generation, head.chunks, head.seq
-        for seq in sorted(n for kind, n in blobs if kind == "log"):
-            chunks = blobs.pop(("log", seq))
-            if seq != part.seq + 1 or len(chunks) != wire.chunk(chunks[0])[0]:
-                part.stale += [_blob_key(p, "log", seq, i) for i in chunks]  # obsolete, or cut by a crash
-                continue
+        if newest in heads:
+            head_key, value = heads.pop(newest)
+            head = wire.head(value)
+            chunks = blobs.pop((newest, "snap", head.generation))
+            snapshot = wire.join_state(_joined(chunks))
+            states.append(snapshot)
+            part.resend += snapshot.outbox  # its owner's first checkpoint: perhaps never sent
+            part.generation, part.seq = head.generation, head.seq
+            part.snapshot_keys = [k for k, _ in chunks.values()] + ([head_key] if newest != part.epoch else [])
+        for seq in sorted(n for epoch, kind, n in blobs if (epoch, kind) == (newest, "log")):
+            chunks = blobs[(newest, "log", seq)]
+            if seq != part.seq + 1 or len(chunks) != wire.chunk(chunks[0][1])[0]:
+                continue  # obsolete, or cut by a crash: stale
+            del blobs[(newest, "log", seq)]
             state = wire.join_state(_joined(chunks))
             states.append(state)
             part.seq = seq
-            part.logs[seq] = len(chunks)
+            part.logs[seq] = [k for k, _ in chunks.values()]
             part.resend += state.outbox  # durable, but perhaps never sent: the metrics stage tells
-        part.stale += [_blob_key(p, kind, n, i) for (kind, n), chunks in blobs.items() for i in chunks]
-        log.info("restoring join partition %d: %d checkpoints after snapshot %s", p, len(states) - (head is not None),
-                 head.generation if head else "none")
+        part.stale += [k for k, _ in heads.values()] + [k for chunks in blobs.values() for k, _ in chunks.values()]
+        log.info("restoring join partition %d in epoch %d from epoch %d: %d checkpoints after its snapshot", p,
+                 part.epoch, newest, len(states) - (part.generation > 0))
         if not states:
             return
         source = part.source
@@ -326,7 +365,6 @@ class JoinStage:
                 else:
                     done[key] = status
         last = states[-1]
-        part.restored = True
         source.joiner.restore(pending.items(), held.items(), done.items(),
                               (last.newest_prediction, last.newest_outcome), JoinCounts(*last.counts))
         source.advance(source.joiner.watermark)  # the parts learn which slices have closed
@@ -338,18 +376,28 @@ class JoinStage:
         part.sent_watermark = source.watermark
 
 
-def _blob_key(partition: int, kind: str, number: int, chunk: int) -> bytes:
-    return f"{partition}/{kind}/{number}/{chunk}".encode()
+def _epoch_of(path: list[str]) -> tuple[int, list[str]]:
+    """A join key's epoch and the rest of its path after the partition; epoch-0 keys have none."""
+    return (0, path) if len(path) in (1, 3) else (int(path[0]), path[1:])
 
 
-def _chunks(partition: int, kind: str, number: int, blob: bytes) -> list[Write]:
+def _join_prefix(partition: int, epoch: int) -> str:
+    return f"{partition}/{epoch}/" if epoch else f"{partition}/"
+
+
+def _head_key(partition: int, epoch: int) -> bytes:
+    return f"{_join_prefix(partition, epoch)}head".encode()
+
+
+def _chunks(partition: int, epoch: int, kind: str, number: int, blob: bytes) -> list[Write]:
     blob = wire.pack(blob)
     parts = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
-    return [(_blob_key(partition, kind, number, i), wire.encode((len(parts), part))) for i, part in enumerate(parts)]
+    prefix = f"{_join_prefix(partition, epoch)}{kind}/{number}/"
+    return [(f"{prefix}{i}".encode(), wire.encode((len(parts), part))) for i, part in enumerate(parts)]
 
 
-def _joined(chunks: dict[int, bytes]) -> bytes:
-    return wire.unpack(b"".join(wire.chunk(chunks[i])[1] for i in range(len(chunks))))
+def _joined(chunks: dict[int, tuple[bytes, bytes]]) -> bytes:
+    return wire.unpack(b"".join(wire.chunk(chunks[i][1])[1] for i in range(len(chunks))))
 
 
 class _Dirty:
@@ -361,16 +409,23 @@ class _Dirty:
         self.bases: set[int] = set()  # segments whose base changed
         self.folded: list[tuple[int, SegmentKey]] = []  # slices folded into their base, whose entries go
         self.watermarks = False
+        self.fences = False
+        self.stale: list[bytes] = []  # keys of other epochs, deleted once this epoch's state is complete
+        self.complete = False  # this owner's first save: its whole state under its epoch, then the marker
 
     def __bool__(self) -> bool:
-        return bool(self.alerts or self.slices or self.bases or self.folded or self.watermarks)
+        return bool(self.alerts or self.slices or self.bases or self.folded or self.watermarks or self.fences
+                    or self.stale or self.complete)
 
 
 class _Held:
     """One metrics partition: its rollup, what each stored entry took in, and what is not saved yet."""
 
-    def __init__(self, rollup: Rollup) -> None:
+    def __init__(self, rollup: Rollup, epoch: int) -> None:
         self.rollup = rollup
+        self.epoch = epoch  # of this owner: the keys it writes
+        self.fences: dict[int, wire.Fence] = {}  # per source, its newest owner
+        self.waiting: dict[int, list[bytes]] = {}  # per source, older owners' deltas held until its fence lifts
         self.watermarks: dict[int, float] = {}  # the newest of each source
         self.slices: dict[tuple[int, SegmentKey], dict[int, int]] = {}  # open slice -> applied per source
         self.bases: dict[SegmentKey, dict[int, int]] = {}  # segment base -> applied per source
@@ -399,12 +454,19 @@ class ReduceStage:
         self.sources = sources  # input partitions: windows close once all of them have passed
         self.store = store
         self.held: dict[int, _Held] = {}
+        self.epochs: dict[int, int] = {}  # per partition, the epoch this worker was given it in
+        self.fenced = 0  # deltas of a zombie owner's checkpoints, dropped
         self._fired: list[Alert | EarlyAlert] = []
         self._quiet = False
 
     @property
     def rollups(self) -> dict[int, Rollup]:
         return {q: held.rollup for q, held in self.held.items()}
+
+    def assign(self, partitions: set[int], epoch: int) -> None:
+        """This worker owns `partitions` from `epoch` on (the group generation that gave them)."""
+        for partition in partitions:
+            self.epochs[partition] = epoch
 
     def handle(self, partition: int, raw: bytes) -> None:
         """Merge one Delta in memory; `save` returns what makes it durable."""
@@ -414,6 +476,51 @@ class ReduceStage:
             log.warning("ignored a message the metrics stage cannot read on partition %d", partition)
             return
         held = self.partition(partition)
+        if self._admit(held, delta, raw):
+            self._merge(partition, held, delta)
+        for raw in held.waiting.pop(delta.source, []) if self._lifted(held, delta.source) else []:
+            self.handle(partition, raw)  # the older owners' deltas a fence held, in the order they came
+
+    def waiting(self, partition: int) -> bool:
+        """Whether a fence holds deltas back on the partition: none may be acked until it lifts."""
+        held = self.held.get(partition)
+        return held is not None and any(held.waiting.values())
+
+    def _admit(self, held: _Held, delta: wire.Delta, raw: bytes) -> bool:
+        """Whether to merge a delta, given what the partition knows of its source's owners (see the
+        module's notes on epochs); a delta of an older owner waits while the newest has not yet said
+        which checkpoint it restored."""
+        fence = held.fences.get(delta.source)
+        if delta.seq == wire.FENCE:
+            if fence is None or delta.epoch > fence.epoch:
+                held.fences[delta.source] = wire.Fence(delta.epoch, None)
+                held.dirty.fences = True
+            return False
+        if fence is None or delta.epoch > fence.epoch:  # an owner whose fence never came (older workers: 0)
+            held.fences[delta.source] = wire.Fence(delta.epoch, delta.seq - 1)
+            held.dirty.fences = True
+        elif delta.epoch == fence.epoch:
+            if fence.through is None:  # the owner's first checkpoint: it restored the one before
+                fence.through = delta.seq - 1
+                held.dirty.fences = True
+                held.waiting.setdefault(delta.source, []).append(raw)
+                return False  # merged after the deltas it held back, in the order they came
+        elif fence.through is None:
+            held.waiting.setdefault(delta.source, []).append(raw)
+            return False
+        elif delta.seq > fence.through:
+            self.fenced += 1
+            log.warning("dropped checkpoint %d of join partition %d from an owner of epoch %d: the owner of epoch"
+                        " %d restored through checkpoint %d", delta.seq, delta.source, delta.epoch, fence.epoch,
+                        fence.through)
+            return False
+        return True
+
+    def _lifted(self, held: _Held, source: int) -> bool:
+        fence = held.fences.get(source)
+        return fence is not None and fence.through is not None and source in held.waiting
+
+    def _merge(self, partition: int, held: _Held, delta: wire.Delta) -> None:
         rollup, source, seq, dirty = held.rollup, delta.source, delta.seq, held.dirty
         # Decide what is new before merging anything: two parts of one delta may land in one entry
         # (keys that fold into `other` here), and the first must not hide the second.
@@ -450,23 +557,27 @@ class ReduceStage:
         if held is None or not held.dirty:
             return []
         dirty, held.dirty = held.dirty, _Dirty()
-        rollup = held.rollup
+        rollup, prefix = held.rollup, _metrics_prefix(partition, held.epoch)
         writes = dirty.alerts
         for slice_id, segment in dirty.slices:
             merged = rollup.windows.open_slice(segment, slice_id)
             if merged is not None:  # else folded since: its base holds it
                 key = rollup.key(segment)
                 opened = wire.SliceEntry(merged.state(), held.slices[(slice_id, key)])
-                writes.append((_slice_key(partition, slice_id, key), wire.encode(opened)))
+                writes.append((_slice_key(prefix, slice_id, key), wire.encode(opened)))
         through = rollup.windows.closed_before
         for segment in sorted(dirty.bases):
             key = rollup.key(segment)
             base = wire.BaseEntry(rollup.base(segment), held.bases.get(key, {}), through)
-            writes.append((_base_key(partition, key), wire.encode(base)))
-        writes += [(_slice_key(partition, slice_id, key), None) for slice_id, key in dirty.folded]
+            writes.append((_base_key(prefix, key), wire.encode(base)))
+        writes += [(_slice_key(prefix, slice_id, key), None) for slice_id, key in dirty.folded]
+        if dirty.fences:
+            writes.append((prefix + b"fences", wire.encode(held.fences)))
         if dirty.watermarks:
-            writes.append((f"{partition}|watermarks".encode(), wire.encode(held.watermarks)))
-        return writes
+            writes.append((prefix + b"watermarks", wire.encode(held.watermarks)))
+        if dirty.complete:
+            writes.append((prefix + COMPLETE, b""))
+        return writes + [(key, None) for key in dirty.stale]
 
     def unsaved(self, partition: int) -> bool:
         held = self.held.get(partition)
@@ -477,20 +588,20 @@ class ReduceStage:
         held = self.held.get(partition)
         if held is None or held.outbox.pop(alert_id, None) is None:
             return []
-        return [(_alert_key(partition, alert_id), None)]
+        return [(_alert_key(_metrics_prefix(partition, held.epoch), alert_id), None)]
 
     def _outbox(self, partition: int, held: _Held) -> None:
         for alert in self._fired:
             raw = held.outbox[alert.id] = orjson.dumps(alert.as_dict())
-            held.dirty.alerts.append((_alert_key(partition, alert.id), raw))
+            held.dirty.alerts.append((_alert_key(_metrics_prefix(partition, held.epoch), alert.id), raw))
         self._fired = []
 
     def partition(self, partition: int) -> _Held:
         """The partition's rollup, restored from the store the first time it is needed."""
         held = self.held.get(partition)
         if held is None:
-            held = self.held[partition] = _Held(Rollup(self.spec, self.replay_source, on_alert=self._alert,
-                                                       on_early=self._alert))
+            rollup = Rollup(self.spec, self.replay_source, on_alert=self._alert, on_early=self._alert)
+            held = self.held[partition] = _Held(rollup, self.epochs.get(partition, 0))
             self._restore(partition, held)
         return held
 
@@ -519,16 +630,33 @@ class ReduceStage:
             self._fired.append(alert)
 
     def _restore(self, partition: int, held: _Held) -> None:
-        """Rebuild from the stored bases and open slices; windows closed since are found again, quietly."""
+        """Rebuild from the newest complete epoch's bases and open slices; windows closed since are found
+        again, quietly. If that epoch is not this owner's, its first save writes everything anew under its own."""
         prefix = f"{partition}|".encode()
-        saved = [(key[len(prefix):], value) for key, value in list(self.store.items()) if key.startswith(prefix)]
-        log.info("restoring metrics partition %d from %d stored entries", partition, len(saved))
+        epochs: dict[int, list[tuple[bytes, bytes, bytes]]] = {}  # epoch -> (stored key, entry key, value)
+        for physical, value in list(self.store.items()):
+            if physical.startswith(prefix):
+                rest = physical[len(prefix):]
+                epoch, _, key = rest.partition(b"|") if rest[:1].isdigit() else (b"0", b"", rest)
+                epochs.setdefault(int(epoch), []).append((physical, key, value))
+        complete = [e for e, entries in epochs.items() if e == 0 or any(k == COMPLETE for _, k, _ in entries)]
+        newest = max(complete, default=0)
+        held.epoch = max(held.epoch, newest)  # never below what is stored (a group made anew starts at 1)
+        entries = epochs.pop(newest, [])
+        saved = [(key, value) for _, key, value in entries]
+        held.dirty.stale = [physical for entries in epochs.values() for physical, _, _ in entries]
+        log.info("restoring metrics partition %d in epoch %d from %d stored entries of epoch %d", partition,
+                 held.epoch, len(saved), newest)
         rollup = held.rollup
         throughs: dict[SegmentKey, int] = {}  # per segment, the slices its base has folded in
         slices: list[tuple[int, SegmentKey, SegmentKey, wire.SliceEntry]] = []  # slice, stored key, key here
         for key, value in saved:
             if key == b"watermarks":
                 held.watermarks = dict(wire.watermarks(value))
+            elif key == b"fences":
+                held.fences = dict(wire.fences(value))
+            elif key == COMPLETE:
+                continue
             elif key.startswith(b"a"):
                 held.outbox[key[1:].decode()] = value
             elif key.startswith(b"b"):
@@ -553,18 +681,41 @@ class ReduceStage:
             self._advance(held, watermark)
         finally:
             self._quiet = False
+        if held.epoch != newest:
+            self._rewrite(partition, held, [physical for physical, _, _ in entries])
+
+    def _rewrite(self, partition: int, held: _Held, old: list[bytes]) -> None:
+        """Mark everything restored for the first save, under this owner's epoch, with the marker that
+        makes it the partition's state; then the old epoch's keys go."""
+        dirty, rollup = held.dirty, held.rollup
+        dirty.complete = True
+        dirty.stale += old
+        dirty.folded = []  # the old epoch's keys, stale already
+        dirty.alerts = [(_alert_key(_metrics_prefix(partition, held.epoch), alert_id), raw)
+                        for alert_id, raw in held.outbox.items()]
+        for slice_id, key in held.slices:
+            dirty.slices[(slice_id, rollup.segments.intern(key))] = None
+        dirty.bases = {rollup.segments.intern(key) for key in held.bases}
+        dirty.watermarks = dirty.fences = True
 
 
-def _slice_key(partition: int, slice_id: int, segment: SegmentKey) -> bytes:
-    return f"{partition}|s".encode() + wire.encode((slice_id, segment))
+COMPLETE = b"complete"
 
 
-def _alert_key(partition: int, alert_id: str) -> bytes:
-    return f"{partition}|a{alert_id}".encode()
+def _metrics_prefix(partition: int, epoch: int) -> bytes:
+    return (f"{partition}|{epoch}|" if epoch else f"{partition}|").encode()
 
 
-def _base_key(partition: int, segment: SegmentKey) -> bytes:
-    return f"{partition}|b".encode() + wire.encode(segment)
+def _slice_key(prefix: bytes, slice_id: int, segment: SegmentKey) -> bytes:
+    return prefix + b"s" + wire.encode((slice_id, segment))
+
+
+def _alert_key(prefix: bytes, alert_id: str) -> bytes:
+    return prefix + f"a{alert_id}".encode()
+
+
+def _base_key(prefix: bytes, segment: SegmentKey) -> bytes:
+    return prefix + b"b" + wire.encode(segment)
 
 
 _slice = msgspec.msgpack.Decoder(tuple[int, tuple[str, ...]]).decode

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cramjam
 import msgspec
 
@@ -47,10 +49,20 @@ class Delta(msgspec.Struct, array_like=True):
     know that every decision of this source with `ts + horizon <= watermark` has been sent."""
 
     source: int  # the join partition
-    seq: int  # its checkpoint number: a metrics partition merges each (source, seq) once
+    seq: int  # its checkpoint number: a metrics partition merges each (source, seq) once; FENCE: a fence
     watermark: float
     parts: list[SlicePart]
     early: list[EarlySlice] = []  # early readings' parts (absent from deltas of older workers)
+    epoch: int = 0  # the owner's epoch when the checkpoint was cut (0 from older workers)
+
+    @classmethod
+    def fence(cls, source: int, epoch: int) -> Delta:
+        """An owner of `epoch` is restoring `source`: its checkpoints after what it restores replace any
+        older owner's (see `monitor.stream.epochs`)."""
+        return cls(source, FENCE, -math.inf, [], [], epoch)
+
+
+FENCE = -1  # the seq of a fence
 
 
 HeldEntry = tuple[float, bytes, int]  # event time, outcome as JSON, offset of its record
@@ -85,6 +97,14 @@ class Head(msgspec.Struct, array_like=True):
     chunks: int
 
 
+class Fence(msgspec.Struct, array_like=True):
+    """What a metrics partition knows of one source's owners: the newest epoch, and the last checkpoint
+    that owner restored (None until its first checkpoint says)."""
+
+    epoch: int
+    through: int | None
+
+
 class SliceEntry(msgspec.Struct, array_like=True):
     """A metrics partition's merged summary of one open slice of one segment, and what it took in."""
 
@@ -108,6 +128,7 @@ slice_entry = msgspec.msgpack.Decoder(SliceEntry).decode
 base_entry = msgspec.msgpack.Decoder(BaseEntry).decode
 chunk = msgspec.msgpack.Decoder(tuple[int, bytes]).decode  # (chunks in all, bytes)
 watermarks = msgspec.msgpack.Decoder(dict[int, float]).decode
+fences = msgspec.msgpack.Decoder(dict[int, Fence]).decode
 
 
 LZ4 = b"Z"  # marks a compressed blob: a msgpack array (every JoinState) never starts with it

@@ -9,7 +9,10 @@ The rules that keep a worker exact across crashes and rebalances live here, once
 - the metrics stage acks a delta only once a save after its merge is durable and while it still owns the
   partition (it saves its merges every `SAVE_SECONDS`, so a busy slice is written once per save);
 - an alert is stored with the merge that raises it, and its entry goes only once the alerts topic has
-  it: sent at least once, with an id that is the same for every copy.
+  it: sent at least once, with an id that is the same for every copy;
+- a worker given partitions fences them before it restores any (`assign`): a worker that was frozen
+  past its session timeout and still writes as their owner can then never be read or merged (the
+  epochs of `monitor.stream.stages`), and the metrics stage acks nothing while a fence holds deltas.
 
 `Table` and `Sender` are the I/O edges: Faust's changelog-backed tables and topics in a worker,
 dicts and lists in the tests. Records come in batches (all a fetch brought of one partition); saving
@@ -30,6 +33,7 @@ from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup
+from monitor.stream import wire
 from monitor.stream.stages import (
     CHECKPOINT_RECORDS,
     CHECKPOINT_SECONDS,
@@ -85,6 +89,17 @@ class Worker:
         self.merged: dict[int, list[Ack]] = {}  # per metrics partition, the deltas its next save lets Kafka commit
         self.merged_since: dict[int, float] = {}  # per metrics partition, when the first of them was merged
         self.tasks: set[asyncio.Future[None]] = set()  # everything running in the background
+
+    # -- partitions --------------------------------------------------------------------------------
+    def assign(self, inputs: set[int], metrics: set[int], epoch: int) -> list[Awaitable[Any]]:
+        """Take partitions in `epoch` (the group generation that gave them, larger than any earlier
+        owner's). Returns the fences sent for the input partitions, one to every metrics partition:
+        they must be durable before the join changelog is read for the restore, so that a delta of
+        an older owner either reached the metrics stage before the fence or is judged by it."""
+        self.join.assign(inputs, epoch)
+        self.reduce.assign(metrics, epoch)
+        return [self.sender.delta(q, wire.encode(wire.Delta.fence(p, epoch)))
+                for p in sorted(inputs) for q in range(self.join.reducers)]
 
     # -- the join stage ----------------------------------------------------------------------------
     async def records(self, topic: str, partition: int, batch: Sequence[Record], commit: Commit) -> None:
@@ -167,8 +182,12 @@ class Worker:
         since = self.merged_since.get(partition)
         if not force and since is not None and self.clock() - since < self.save_seconds:
             return
-        acks = self.merged.pop(partition, [])
-        self.merged_since.pop(partition, None)
+        if self.reduce.waiting(partition):  # acks wait for the fence to lift; merges are saved meanwhile
+            acks: list[Ack] = []
+            self.merged_since[partition] = self.clock()
+        else:
+            acks = self.merged.pop(partition, [])
+            self.merged_since.pop(partition, None)
         if not acks and not self.reduce.unsaved(partition):
             return
         saved = self.metrics_table.write(partition, self.reduce.save(partition))
@@ -197,7 +216,6 @@ class Worker:
             if self.reduce.held.get(partition) is owner:
                 await asyncio.gather(*self.metrics_table.write(partition, self.reduce.sent(partition, alert_id)))
 
-    # -- partitions --------------------------------------------------------------------------------
     def revoke(self, inputs: set[int], metrics: set[int]) -> list[Rollup]:
         """Forget revoked partitions; their unacked records are committed by whoever checkpoints them next."""
         self.join.revoke(inputs)
@@ -244,6 +262,7 @@ class Worker:
         return {"status": "ok", "join_partitions": sorted(self.join.partitions),
                 "metric_partitions": sorted(self.reduce.held),
                 "held_outcomes": self.join.held_outcomes(),
+                "fenced_deltas": self.reduce.fenced,  # a zombie owner's checkpoints, dropped
                 "records": dict(self.join.record_counts()),  # taken by the join stage, per topic
                 "decisions": self.join.counts().as_dict(),  # how the join stage ended them
                 "segments": {"/".join(r.key(s)) or "(all)": r.windows.decisions(s)  # nothing built: polled often

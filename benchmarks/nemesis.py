@@ -1,0 +1,358 @@
+"""A seeded nemesis against a group of workers on a real broker, checked against replay of the same topics.
+
+A stream of decisions (with the usual mess) is produced at a steady rate into the input topics while
+a group of workers consumes it. A seeded schedule freezes one worker (SIGSTOP past the session
+timeout, then SIGCONT) again and again, and SIGKILLs and restarts the others between the freezes.
+Each freeze is checked to have outlived the session: the other workers took over every input
+partition while it slept. At the end, far-future decisions on every partition push each watermark
+past every horizon, so every decision must be final. The model is `monitor replay --bootstrap` of
+the same topics: the join counts, every segment's totals and the complete alerts' ids on the alerts
+topic must equal it exactly.
+
+    python benchmarks/nemesis.py --bootstrap 127.0.0.1:9092 [--seeds 1,2,3,4,5] [--decisions 40000]
+                                 [--rate 500] [--freezes 3] [--kills 2] [--session 10] [--json out.json]
+
+Prints one line per run, and exits 1 if any run differs from replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka.partitioner.default import murmur2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from monitor.apps.simulate import simulate, write_jsonl  # noqa: E402
+from monitor.contract.spec import Spec, load  # noqa: E402
+from monitor.testing import edit_spec, free_port  # noqa: E402
+
+TAIL_PER_PARTITION = 16
+FAR_FUTURE = 30 * 86_400  # seconds past the stream's last event: beyond any horizon
+
+
+@dataclass
+class Outcome:
+    """One nemesis run: what was injected and how the workers' numbers compare with replay's."""
+
+    seed: int
+    decisions: int
+    records: int
+    faults: list[str] = field(default_factory=list)
+    workers: dict[str, float] = field(default_factory=dict)  # join counts summed over the workers
+    replay: dict[str, float] = field(default_factory=dict)
+    totals_differ: list[str] = field(default_factory=list)  # "segment metric: got vs want"
+    alerts_missing: list[str] = field(default_factory=list)
+    alerts_extra: list[str] = field(default_factory=list)
+    early_alerts: tuple[int, int] = (0, 0)  # (on the alerts topic, in replay): not compared, see README
+    seconds: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        return self.workers == self.replay and not (self.totals_differ or self.alerts_missing or self.alerts_extra)
+
+
+class Group:
+    """Workers of one consumer group, each a `monitor worker` process with its own web port and log."""
+
+    def __init__(self, spec_path: Path, bootstrap: str, logs: Path) -> None:
+        self.spec_path, self.bootstrap, self.logs = spec_path, bootstrap, logs
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}  # web port -> process
+        self.slots: list[int] = []  # the web port of each worker slot
+
+    def start(self, slot: int | None = None) -> int:
+        port = free_port()
+        log = (self.logs / f"worker-{port}.log").open("wb")
+        self.procs[port] = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "worker", "--spec", str(self.spec_path), "--bootstrap",
+             self.bootstrap, "--web-port", str(port), "--snapshot-bytes", "20000"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if slot is None:
+            self.slots.append(port)
+        else:
+            self.slots[slot] = port
+        return port
+
+    def kill(self, slot: int) -> None:
+        proc = self.procs.pop(self.slots[slot])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        self.start(slot)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+def scrape(port: int) -> list[tuple[str, dict[str, str], float]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return []
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def healthz(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except OSError:
+        return {}
+
+
+def join_counts(scraped: list[list[tuple[str, dict[str, str], float]]]) -> dict[str, float]:
+    counts: Counter[str] = Counter()
+    for samples in scraped:
+        for name, labels, value in samples:
+            if name == "monitor_decisions_total":
+                counts[labels["status"]] += value
+    return dict(counts)
+
+
+def totals(scraped: list[list[tuple[str, dict[str, str], float]]]) -> dict[str, float]:
+    """Every segment's whole-run values, keyed "segment metric"."""
+    found: dict[str, float] = {}
+    for samples in scraped:
+        for name, labels, value in samples:
+            if name in ("monitor_model_metric", "monitor_kpi") and labels.get("window") == "total":
+                segment = ",".join(f"{k}={v}" for k, v in sorted(labels.items())
+                                   if k not in ("window", "metric", "kpi", "decision"))
+                found[f"{segment} {labels.get('metric') or labels['kpi']}"] = value
+    return found
+
+
+def tail(spec: Spec, partitions: int, after: float) -> list[dict[str, Any]]:
+    """Far-future decisions, `TAIL_PER_PARTITION` on each input partition: every watermark passes every horizon."""
+    records: list[dict[str, Any]] = []
+    placed: Counter[int] = Counter()
+    i = 0
+    while min((placed[p] for p in range(partitions)), default=0) < TAIL_PER_PARTITION:
+        key = f"tail-{i:05d}"
+        i += 1
+        p = (murmur2(key.encode()) & 0x7FFFFFFF) % partitions  # kafka-python's default partitioner
+        if placed[p] >= TAIL_PER_PARTITION:
+            continue
+        placed[p] += 1
+        ts = after + FAR_FUTURE + i
+        ms = round(ts * 1000)
+        records.append({"topic": spec.topics.predictions, "key": key, "timestamp": ms, "value": {
+            "decision_id": key, "ts": ts, "model": "checkout-propensity", "score": 0.5, "variant": "control",
+            "segment": {"country": "US"}}})
+        records.append({"topic": spec.topics.outcomes, "key": key, "timestamp": ms + 1, "value": {
+            "decision_id": key, "ts": ts + 1, "label": 0, "value": 0.0}})
+    return records
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"monitor {args[0]} failed: {done.stderr[-2000:]}")
+    return done
+
+
+def alerts_on_topic(spec: Spec, bootstrap: str) -> list[dict[str, Any]]:
+    from kafka.consumer.group import KafkaConsumer
+
+    consumer = KafkaConsumer(spec.topics.alerts, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5_000)
+    try:
+        return [json.loads(m.value) for m in consumer]
+    finally:
+        consumer.close()
+
+
+def wait_rebalanced(group: Group, frozen: int, partitions: int, limit: float) -> bool:
+    """Whether the workers other than `frozen` came to hold every input partition within `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        held: set[int] = set()
+        for slot, port in enumerate(group.slots):
+            if slot != frozen:
+                held.update(healthz(port).get("join_partitions", []))
+        if held == set(range(partitions)):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def settle(group: Group, want: dict[str, float], limit: float) -> list[list[tuple[str, dict[str, str], float]]]:
+    """Scrape every worker until the join counts equal `want`, or until nothing changed for 20 s."""
+    deadline = time.monotonic() + limit
+    last: Any = None
+    stable = time.monotonic()
+    scraped: list[list[tuple[str, dict[str, str], float]]] = []
+    while time.monotonic() < deadline:
+        scraped = [scrape(port) for port in group.slots]
+        if all(scraped):
+            counts = join_counts(scraped)
+            view = (counts, totals(scraped))
+            if counts == want and view == last and time.monotonic() - stable > 3:
+                return scraped
+            if view != last:
+                last, stable = view, time.monotonic()
+            elif time.monotonic() - stable > 20:
+                return scraped
+        time.sleep(0.5)
+    return scraped
+
+
+def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int, workers: int, freezes: int,
+        kills: int, session: float, work: Path) -> Outcome:
+    started = time.monotonic()
+    rng = random.Random(seed)
+    tag = uuid.uuid4().hex[:8]
+    spec_path = work / f"nemesis-{tag}.toml"
+    spec_path.write_text(edit_spec((ROOT / "monitor" / "checkout.toml").read_text(), {
+        "decision.name": f"nemesis_{tag}", "topics.predictions": f"p-{tag}", "topics.outcomes": f"o-{tag}",
+        "topics.alerts": f"a-{tag}", "topics.dead_letters": f"dl-{tag}", "stream.idle_timeout": "1h",
+        "stream.session_timeout": f"{session:g}s", "stream.heartbeat_interval": f"{min(1.0, session / 4):g}s"}))
+    spec = load(spec_path)
+    cli("topics", "create", "--spec", str(spec_path), "--bootstrap", bootstrap, "--partitions", str(partitions),
+        "--retention-ms", "-1")
+    names = {"predictions": spec.topics.predictions, "outcomes": spec.topics.outcomes}
+    records = simulate("business_drop", decisions, seed=seed)
+    for record in records:
+        record["topic"] = names.get(str(record["topic"]), record["topic"])
+    stream_path, tail_path = work / f"stream-{tag}.jsonl", work / f"tail-{tag}.jsonl"
+    write_jsonl(records, stream_path)
+    last = max(float(r["value"]["ts"]) for r in records if isinstance(r.get("value"), dict)
+               and isinstance(r["value"].get("ts"), (int, float)))
+    write_jsonl(tail(spec, partitions, last), tail_path)
+    outcome = Outcome(seed, decisions, len(records) + 2 * TAIL_PER_PARTITION * partitions)
+
+    group = Group(spec_path, bootstrap, work)
+    try:
+        for _ in range(workers):
+            group.start()
+        time.sleep(session)  # the group forms before records flow
+        producer = subprocess.Popen([sys.executable, "-m", "monitor.cli", "produce", "--input", str(stream_path),
+                                     "--bootstrap", bootstrap, "--rate", str(rate)], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The schedule: the victim (slot 0) is frozen `freezes` times; the others are killed between freezes.
+        plan = ["freeze"] + [x for i in range(1, freezes) for x in (["kill"] if i <= kills else []) + ["freeze"]]
+        plan += ["kill"] * max(0, kills - (freezes - 1))
+        for action in plan:
+            time.sleep(rng.uniform(4, 8))
+            if action == "freeze":
+                victim = group.procs[group.slots[0]]
+                victim.send_signal(signal.SIGSTOP)
+                frozen = time.monotonic()
+                took_over = wait_rebalanced(group, 0, partitions, session * 3)
+                time.sleep(max(0.0, frozen + session * 1.5 - time.monotonic()))
+                victim.send_signal(signal.SIGCONT)  # back while records flow, unaware that its partitions moved
+                outcome.faults.append(f"freeze slot 0 ({'rebalanced' if took_over else 'NOT rebalanced'})")
+                if not took_over:
+                    raise RuntimeError("a freeze did not outlive the session: the group never rebalanced")
+            else:
+                slot = rng.randrange(1, workers)
+                group.kill(slot)
+                outcome.faults.append(f"kill slot {slot}")
+        if producer.wait(timeout=decisions / rate * 4 + 300) != 0:
+            raise RuntimeError(f"the producer failed: {producer.stderr.read().decode() if producer.stderr else ''}")
+        cli("produce", "--input", str(tail_path), "--bootstrap", bootstrap)
+
+        report = work / f"replay-{tag}.json"
+        cli("replay", "--spec", str(spec_path), "--bootstrap", bootstrap, "--from", "2000-01-01T00:00:00Z",
+            "--to", "2100-01-01T00:00:00Z", "--report", str(report))
+        replayed = json.loads(report.read_text())
+        join = replayed["join"]
+        want = {"matched": join["matched"], "expired": join["expired"], "late": join["late"],
+                "duplicate": join["duplicates"], "orphan": join["orphans"], "invalid": join["invalid"]}
+        outcome.replay = {k: float(v) for k, v in want.items()}
+        scraped = settle(group, outcome.replay, limit=decisions / rate + 240)
+        got = join_counts(scraped)
+        outcome.workers = {k: got.get(k, 0.0) for k in want}
+        outcome.workers["orphan"] += sum(healthz(port).get("held_outcomes", 0) for port in group.slots)
+        want_totals = replay_totals(spec, replayed)
+        got_totals = totals(scraped)
+        for key, value in sorted(want_totals.items()):
+            other = got_totals.get(key, math.nan)
+            if not (other == value or (math.isnan(other) and math.isnan(value))
+                    or abs(other - value) <= 1e-9 * max(1.0, abs(value))):
+                outcome.totals_differ.append(f"{key}: {other!r} vs {value!r}")
+        sent = alerts_on_topic(spec, bootstrap)
+        final_ids = {a["id"] for a in sent if "status" not in a}
+        want_ids = {a["id"] for a in replayed["alerts"]}
+        outcome.alerts_missing = sorted(want_ids - final_ids)
+        outcome.alerts_extra = sorted(final_ids - want_ids)
+        outcome.early_alerts = (sum(1 for a in sent if "status" in a), len(replayed["early_alerts"]))
+    finally:
+        group.close()
+    outcome.seconds = round(time.monotonic() - started, 1)
+    return outcome
+
+
+def replay_totals(spec: Spec, report: dict[str, Any]) -> dict[str, float]:
+    """The report's whole-run values, keyed as `totals` keys a scrape."""
+    found: dict[str, float] = {}
+    for segment in report["segments"]:
+        if not segment["decisions"]:
+            continue
+        labels = {by.replace(".", "_"): segment["segment"].get(by, "") for by in spec.segment_by}
+        name = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        for metric, value in {**segment["model"], **segment["kpi"]}.items():
+            found[f"{name} {metric}"] = math.nan if value is None else float(value)
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    parser.add_argument("--seeds", default="1", help="comma-separated; one run each")
+    parser.add_argument("--decisions", type=int, default=40_000)
+    parser.add_argument("--rate", type=float, default=500.0, help="records produced per second")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--freezes", type=int, default=3, help="of the same worker, each past the session timeout")
+    parser.add_argument("--kills", type=int, default=2, help="SIGKILLs of the other workers, between the freezes")
+    parser.add_argument("--session", type=float, default=10.0, help="the spec's stream.session_timeout, seconds")
+    parser.add_argument("--json", type=Path, help="write every run's outcome here")
+    args = parser.parse_args()
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="nemesis-") as tmp:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            outcome = run(args.bootstrap, seed, args.decisions, args.rate, args.partitions, args.workers,
+                          args.freezes, args.kills, args.session, Path(tmp))
+            outcomes.append(outcome)
+            diff = {k: outcome.workers.get(k, 0) - v for k, v in outcome.replay.items()
+                    if outcome.workers.get(k, 0) != v}
+            print(f"seed {seed}: {'exact' if outcome.exact else 'DIFFERS'} in {outcome.seconds} s; "
+                  f"{outcome.records} records; faults: {', '.join(outcome.faults)}; join differences {diff}; "
+                  f"totals differing {len(outcome.totals_differ)}; alerts missing {len(outcome.alerts_missing)}, "
+                  f"extra {len(outcome.alerts_extra)}; early alert events {outcome.early_alerts[0]} "
+                  f"(replay {outcome.early_alerts[1]})", flush=True)
+            if not outcome.exact and os.environ.get("NEMESIS_KEEP"):
+                keep = Path(os.environ["NEMESIS_KEEP"])
+                keep.mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("worker-*.log"):
+                    log.rename(keep / f"seed{seed}-{log.name}")
+    if args.json:
+        args.json.write_text(json.dumps([{**asdict(o), "exact": o.exact} for o in outcomes], indent=2))
+    return 0 if all(o.exact for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
