@@ -96,7 +96,17 @@ class Consumer(aiokafka.Consumer):
         return self.transport.intakes  # type: ignore[attr-defined, no-any-return]
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        """Fence the assignment before Faust starts the recovery of its tables (see `Worker.assign`)."""
+        """Forget the previous generation's acks, and fence the assignment before Faust starts the
+        recovery of its tables (see `Worker.assign`).
+
+        Faust drops the acks of revoked partitions first thing in a revocation, then flushes the producer:
+        a checkpoint or save confirmed meanwhile still acks, as its stage has not heard of the revocation
+        yet. Kept, such an ack would be committed in the new generation, even where a zombie owner's state
+        behind it was never restored. Every partition was revoked (aiokafka's rebalances are eager), so
+        every ack held now is of the generation that ended."""
+        self.durable.clear()
+        self._acked.clear()
+        self._acked_index.clear()
         fence: Fence | None = self.transport.fence  # type: ignore[attr-defined]
         if fence is not None:
             await fence(assigned, generation_id)

@@ -199,7 +199,7 @@ def wait_rebalanced(group: Group, frozen: int, partitions: int, limit: float) ->
 
 
 def settle(group: Group, want: dict[str, float], limit: float) -> list[list[tuple[str, dict[str, str], float]]]:
-    """Scrape every worker until the join counts equal `want`, or until nothing changed for 20 s."""
+    """Scrape every worker until the join counts equal `want` and nothing changed for 3 s, or `limit` passes."""
     deadline = time.monotonic() + limit
     last: Any = None
     stable = time.monotonic()
@@ -207,13 +207,10 @@ def settle(group: Group, want: dict[str, float], limit: float) -> list[list[tupl
     while time.monotonic() < deadline:
         scraped = [scrape(port) for port in group.slots]
         if all(scraped):
-            counts = join_counts(scraped)
-            view = (counts, totals(scraped))
-            if counts == want and view == last and time.monotonic() - stable > 3:
-                return scraped
+            view = (join_counts(scraped), totals(scraped))
             if view != last:
                 last, stable = view, time.monotonic()
-            elif time.monotonic() - stable > 20:
+            elif view[0] == want and time.monotonic() - stable > 3:
                 return scraped
         time.sleep(0.5)
     return scraped
@@ -282,7 +279,7 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         want = {"matched": join["matched"], "expired": join["expired"], "late": join["late"],
                 "duplicate": join["duplicates"], "orphan": join["orphans"], "invalid": join["invalid"]}
         outcome.replay = {k: float(v) for k, v in want.items()}
-        scraped = settle(group, outcome.replay, limit=decisions / rate + 240)
+        scraped = settle(group, outcome.replay, limit=180)
         got = join_counts(scraped)
         outcome.workers = {k: got.get(k, 0.0) for k in want}
         outcome.workers["orphan"] += sum(healthz(port).get("held_outcomes", 0) for port in group.slots)

@@ -207,3 +207,21 @@ def test_without_epochs_the_zombie_corrupts_the_numbers(spec: Spec) -> None:
         for survivor in (owner, third):
             assert survivor.worker.join.counts() == want[0]
             assert_same_totals(totals(survivor.worker), want[1])
+
+
+@pytest.mark.xfail(strict=True, reason="early readings live in the metrics stage's memory only: a restore starts "
+                   "them afresh, so a restarted worker raises other early alerts than replay (persisting the early "
+                   "state belongs to the early-warning work)")
+def test_early_alerts_survive_a_restart(spec: Spec) -> None:
+    stream = records("business_drop", 20_000, tail=True)
+    whole = InMemoryWorker(spec, fresh(), batch=500)
+    whole.finish(whole.feed(stream))
+    want = sorted(a["id"] for a in whole.topics.alerts if "status" in a)
+    assert want, "the scenario should raise early alerts"
+    stores = fresh()
+    first = InMemoryWorker(spec, stores, batch=500)
+    first.finish(first.feed(stream[: len(stream) // 2]))
+    second = InMemoryWorker(spec, stores, batch=500)
+    second.finish(second.feed(stream[len(stream) // 2:], clock=first.clock))
+    got = sorted({a["id"] for a in first.topics.alerts + second.topics.alerts if "status" in a})
+    assert got == want
