@@ -18,6 +18,7 @@ import pytest
 
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
+from monitor.stream import wire
 from monitor.stream.stages import Write
 from monitor.stream.worker import Worker
 from monitor.testing import Fetched, InMemoryWorker, Memory, Record
@@ -165,6 +166,11 @@ async def schedule(spec: Spec, stream: list[Record], fenced: bool) -> tuple[Owne
     await asyncio.gather(*third.fences)
     third.read = cluster.committed_deltas
     await third.worker.tick(0)  # restores both stages, as the ticks agent does after an assignment
+    await asyncio.gather(*third.worker.tasks)
+    await third.merge()  # its first checkpoint, cut by the tick before any record: the fence lifts
+    if fenced:
+        restored = third.worker.join.partitions[0].seq - 1
+        assert third.worker.reduce.held[0].fences[0] == wire.Fence(third.epoch, restored)
     await third.take(cluster.unread(stream))
     await third.settle()
     return owner, third

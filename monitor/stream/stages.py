@@ -202,6 +202,8 @@ class JoinStage:
             return False
         if part.unsaved >= CHECKPOINT_RECORDS or part.resend:
             return True
+        if part.fresh and not part.unsaved:  # a quiet partition's new owner: its first delta lifts its fences
+            return True
         return now - part.saved_at >= self.checkpoint_seconds and (
             part.unsaved > 0 or part.source.watermark > part.sent_watermark)
 
