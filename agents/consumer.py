@@ -96,17 +96,11 @@ class Consumer(aiokafka.Consumer):
         return self.transport.intakes  # type: ignore[attr-defined, no-any-return]
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        """Forget the previous generation's acks, and fence the assignment before Faust starts the
-        recovery of its tables (see `Worker.assign`).
+        """Fence the assignment before Faust starts the recovery of its tables (see `Worker.assign`).
 
-        Faust drops the acks of revoked partitions first thing in a revocation, then flushes the producer:
-        a checkpoint or save confirmed meanwhile still acks, as its stage has not heard of the revocation
-        yet. Kept, such an ack would be committed in the new generation, even where a zombie owner's state
-        behind it was never restored. Every partition was revoked (aiokafka's rebalances are eager), so
-        every ack held now is of the generation that ended."""
-        self.durable.clear()
-        self._acked.clear()
-        self._acked_index.clear()
+        Every partition was revoked before (aiokafka's rebalances are eager), so any ack still held is of
+        the generation that ended: forgotten, as at the end of the revocation."""
+        self._forget(set(self._acked) | set(self.durable))
         fence: Fence | None = self.transport.fence  # type: ignore[attr-defined]
         if fence is not None:
             await fence(assigned, generation_id)
@@ -153,9 +147,21 @@ class Consumer(aiokafka.Consumer):
         return super()._new_offset(tp)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        for tp in revoked:
-            self.durable.pop(tp, None)
+        """Faust drops the revoked partitions' acks first thing, then flushes the producer: a checkpoint or
+        a save confirmed meanwhile still acks, as its stage hears of the revocation only at the end. Such an
+        ack must not be committed in the next generation (before this worker's assignment callback, Faust's
+        commit loop already commits with the new generation): the revoked partitions' acks go again once
+        the revocation is done. A commit during the revocation itself carries the old generation, which the
+        broker refuses if this worker was a zombie, and which is safe if not: the checkpoint was durable."""
+        self._forget(revoked)
         await super().on_partitions_revoked(revoked)
+        self._forget(revoked)
+
+    def _forget(self, tps: set[TP]) -> None:
+        for tp in tps:
+            self.durable.pop(tp, None)
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         committed: Mapping[Any, int] = await super().seek_to_committed()

@@ -101,24 +101,30 @@ def test_a_partition_this_worker_no_longer_holds_is_not_committed(wired: Wired) 
     assert c._filter_committable_offsets(c._filter_tps_with_pending_acks()) == {}
 
 
-def test_an_assignment_forgets_the_acks_of_the_generation_that_ended_and_fences_first(
+def test_acks_confirmed_during_a_revocation_are_not_committed_later_and_the_fence_goes_first(
         wired: Wired, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Acks confirmed while Faust flushed the producer in a revocation (after it dropped the revoked
+    """Acks confirmed while Faust flushes the producer in a revocation (after it dropped the revoked
     partitions' acks) belong to the generation that ended; the fence goes out before Faust's own work."""
     c: Consumer = wired.consumer
     calls: list[str] = []
+    decisions = TP("monitor-checkout-decisions", 2)
+
+    async def faust_revokes(self: Any, revoked: set[TP]) -> None:
+        calls.append("faust revokes")
+        c.commit_through(PREDICTIONS, 9)  # a checkpoint confirmed during the revocation's flush
+        c._acked[decisions].append(4)  # and a merge's save
+        assert c._filter_committable_offsets(c._filter_tps_with_pending_acks())  # a commit now is of the old one
 
     async def fence(assigned: set[TP], generation: int) -> None:
         calls.append(f"fence {sorted(tp.partition for tp in assigned)} in {generation}")
 
     async def faust_assigns(self: Any, assigned: set[TP], generation_id: int = 0) -> None:
-        calls.append("faust")
+        calls.append("faust assigns")
 
+    monkeypatch.setattr(aiokafka_driver.Consumer, "on_partitions_revoked", faust_revokes)
     monkeypatch.setattr(aiokafka_driver.Consumer, "on_partitions_assigned", faust_assigns)
     c.transport.fence = fence  # type: ignore[attr-defined]
-    c.commit_through(PREDICTIONS, 9)  # a checkpoint confirmed during the revocation's flush
-    decisions = TP("monitor-checkout-decisions", 2)
-    c._acked[decisions].append(4)  # and a merge's save
+    asyncio.run(c.on_partitions_revoked({PREDICTIONS, OUTCOMES, decisions}))
+    assert c._filter_committable_offsets(c._filter_tps_with_pending_acks()) == {}  # the new generation commits none
     asyncio.run(c.on_partitions_assigned({PREDICTIONS, decisions}, 7))
-    assert calls == ["fence [0, 2] in 7", "faust"]
-    assert c._filter_committable_offsets(c._filter_tps_with_pending_acks()) == {}
+    assert calls == ["faust revokes", "fence [0, 2] in 7", "faust assigns"]

@@ -96,6 +96,8 @@ class Worker:
         owner's). Returns the fences sent for the input partitions, one to every metrics partition:
         they must be durable before the join changelog is read for the restore, so that a delta of
         an older owner either reached the metrics stage before the fence or is judged by it."""
+        self.revoke({p for p in inputs if p in self.join.partitions and self.join.partitions[p].epoch != epoch},
+                    {q for q in metrics if q in self.reduce.held and self.reduce.held[q].epoch != epoch})
         self.join.assign(inputs, epoch)
         self.reduce.assign(metrics, epoch)
         return [self.sender.delta(q, wire.encode(wire.Delta.fence(p, epoch)))
