@@ -61,6 +61,8 @@ class Outcome:
     alerts_missing: list[str] = field(default_factory=list)
     alerts_extra: list[str] = field(default_factory=list)
     early_alerts: tuple[int, int] = (0, 0)  # (on the alerts topic, in replay): not compared, see README
+    held: dict[int, dict[str, Any]] = field(default_factory=dict)  # per worker's web port, from /healthz at the end
+    partitions: dict[int, dict[str, int]] = field(default_factory=dict)  # replay's join counts, per input partition
     seconds: float = 0.0
 
     @property
@@ -81,8 +83,9 @@ class Group:
         log = (self.logs / f"worker-{port}.log").open("wb")
         self.procs[port] = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "worker", "--spec", str(self.spec_path), "--bootstrap",
-             self.bootstrap, "--web-port", str(port), "--snapshot-bytes", "20000"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+             self.bootstrap, "--web-port", str(port), "--snapshot-bytes", "20000",
+             "--loglevel", os.environ.get("NEMESIS_LOGLEVEL", "warning")],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if slot is None:
             self.slots.append(port)
         else:
@@ -249,8 +252,10 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
                                      "--bootstrap", bootstrap, "--rate", str(rate)], cwd=ROOT,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # The schedule: the victim (slot 0) is frozen `freezes` times; the others are killed between freezes.
-        plan = ["freeze"] + [x for i in range(1, freezes) for x in (["kill"] if i <= kills else []) + ["freeze"]]
-        plan += ["kill"] * max(0, kills - (freezes - 1))
+        plan: list[str] = []
+        for i in range(freezes):
+            plan += ["kill", "freeze"] if 0 < i <= kills else ["freeze"]
+        plan += ["kill"] * max(0, kills - max(0, freezes - 1))
         for action in plan:
             time.sleep(rng.uniform(4, 8))
             if action == "freeze":
@@ -283,6 +288,10 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         got = join_counts(scraped)
         outcome.workers = {k: got.get(k, 0.0) for k in want}
         outcome.workers["orphan"] += sum(healthz(port).get("held_outcomes", 0) for port in group.slots)
+        outcome.held = {port: {k: healthz(port).get(k) for k in ("join_partitions", "metric_partitions",
+                                                                 "join", "fenced_deltas")}
+                        for port in group.slots}
+        outcome.partitions = per_partition(spec, [stream_path, tail_path], partitions, work)
         want_totals = replay_totals(spec, replayed)
         got_totals = totals(scraped)
         for key, value in sorted(want_totals.items()):
@@ -300,6 +309,24 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         group.close()
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
+
+
+def per_partition(spec: Spec, paths: list[Path], partitions: int, work: Path) -> dict[int, dict[str, int]]:
+    """Replay's join counts of each input partition alone (a worker joins each partition by itself)."""
+    from monitor.apps.replay import replay
+
+    lines: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            key = json.loads(line).get("key")
+            p = (murmur2(key.encode()) & 0x7FFFFFFF) % partitions if key is not None else 0
+            lines[p].append(line)
+    found = {}
+    for p, kept in lines.items():
+        path = work / f"partition-{p}.jsonl"
+        path.write_text("\n".join(kept) + "\n")
+        found[p] = replay(spec, path).joiner.counts().as_dict()
+    return found
 
 
 def replay_totals(spec: Spec, report: dict[str, Any]) -> dict[str, float]:
