@@ -263,7 +263,7 @@ class Worker:
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "join_partitions": sorted(self.join.partitions),
                 "metric_partitions": sorted(self.reduce.held),
-                "join": {p: part.source.joiner.counts().as_dict() for p, part in self.join.partitions.items()},
+                "join": {str(p): part.source.joiner.counts().as_dict() for p, part in self.join.partitions.items()},
                 "held_outcomes": self.join.held_outcomes(),
                 "fenced_deltas": self.reduce.fenced,  # a zombie owner's checkpoints, dropped
                 "records": dict(self.join.record_counts()),  # taken by the join stage, per topic
