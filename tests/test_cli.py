@@ -136,8 +136,11 @@ def scrape(port: int, until: str, timeout: float = 30) -> str:
 
 def test_interrupt_exits_quietly_with_130() -> None:
     port = free_port()
+    # A shell without job control starts background commands with SIGINT ignored, and the demo would inherit
+    # that from a test run started so: it gets the terminal's default, as under a user's Ctrl-C.
     proc = subprocess.Popen([*MONITOR, "demo", "--port", str(port), "--duration", "60"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert "monitor_decisions_total" in scrape(port, "monitor_decisions_total")  # streaming by now
         proc.send_signal(signal.SIGINT)
