@@ -208,6 +208,16 @@ class Fetched(NamedTuple):
     value: bytes | None
 
 
+def worker_totals(worker: Worker) -> dict[tuple[str, ...], dict[str, Any]]:
+    """A worker's whole-run totals of every segment that has decisions, by segment key."""
+    found = {}
+    for rollup in worker.rollups():
+        for segment, total in rollup.totals().items():
+            if total["decisions"]:
+                found[rollup.key(segment)] = total
+    return found
+
+
 class InMemoryWorker:
     """The shipped streaming `Worker` on in-memory tables and topics, fed record by record on a
     simulated clock: every delta reaches the metrics stage before the next record is taken."""
@@ -275,12 +285,7 @@ class InMemoryWorker:
         self.loop.run_until_complete(cut())
 
     def totals(self) -> dict[tuple[str, ...], dict[str, Any]]:
-        found = {}
-        for rollup in self.worker.rollups():
-            for segment, total in rollup.totals().items():
-                if total["decisions"]:
-                    found[rollup.key(segment)] = total
-        return found
+        return worker_totals(self.worker)
 
     def report(self) -> dict[str, Any]:
         join = self.worker.join

@@ -21,7 +21,7 @@ from monitor.engine.intake import DeadLetter
 from monitor.stream import wire
 from monitor.stream.stages import Write
 from monitor.stream.worker import Worker
-from monitor.testing import Fetched, InMemoryWorker, Memory, Record
+from monitor.testing import Fetched, InMemoryWorker, Memory, Record, worker_totals
 from tests.test_stream import assert_same_totals, fresh, records
 
 
@@ -188,21 +188,12 @@ def run(spec: Spec, fenced: bool) -> tuple[InMemoryWorker, Owner, Owner]:
     return whole, owner, third
 
 
-def totals(worker: Worker) -> dict[tuple[str, ...], dict[str, Any]]:
-    found = {}
-    for rollup in worker.rollups():
-        for segment, total in rollup.totals().items():
-            if total["decisions"]:
-                found[rollup.key(segment)] = total
-    return found
-
-
 def test_a_zombie_owner_is_fenced(spec: Spec) -> None:
     whole, owner, third = run(spec, fenced=True)
     want = whole.worker.join.counts()
     for survivor in (owner, third):
         assert survivor.worker.join.counts() == want
-        assert_same_totals(totals(survivor.worker), whole.totals())
+        assert_same_totals(worker_totals(survivor.worker), whole.totals())
     assert owner.worker.reduce.fenced > 0, "the zombie's fork should have reached the metrics stage, and been dropped"
 
 
@@ -212,7 +203,7 @@ def test_without_epochs_the_zombie_corrupts_the_numbers(spec: Spec) -> None:
     with pytest.raises(AssertionError):
         for survivor in (owner, third):
             assert survivor.worker.join.counts() == want[0]
-            assert_same_totals(totals(survivor.worker), want[1])
+            assert_same_totals(worker_totals(survivor.worker), want[1])
 
 
 @pytest.mark.xfail(strict=True, reason="early readings live in the metrics stage's memory only: a restore starts "

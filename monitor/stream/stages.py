@@ -480,8 +480,9 @@ class ReduceStage:
         held = self.partition(partition)
         if self._admit(held, delta, raw):
             self._merge(partition, held, delta)
-        for raw in held.waiting.pop(delta.source, []) if self._lifted(held, delta.source) else []:
-            self.handle(partition, raw)  # the older owners' deltas a fence held, in the order they came
+        if self._lifted(held, delta.source):
+            for waited in held.waiting.pop(delta.source):
+                self.handle(partition, waited)  # the older owners' deltas a fence held, in the order they came
 
     def waiting(self, partition: int) -> bool:
         """Whether a fence holds deltas back on the partition: none may be acked until it lifts."""
