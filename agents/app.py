@@ -38,7 +38,8 @@ from monitor.apps.web_access import WebAccess
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
 from monitor.export.prometheus import MonitorCollector
-from monitor.stream.stages import SNAPSHOT_MIN_BYTES, Write
+from monitor.stream.join_stage import SNAPSHOT_MIN_BYTES
+from monitor.stream.store import Write
 from monitor.stream.worker import Worker
 
 TICK_SECONDS = 0.1

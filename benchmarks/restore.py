@@ -17,7 +17,8 @@ from pathlib import Path
 
 from monitor.apps.simulate import encode, simulate
 from monitor.contract import spec as specs
-from monitor.stream.stages import JoinStage, ReduceStage
+from monitor.stream.join_stage import JoinStage
+from monitor.stream.metrics_stage import MetricsStage
 from monitor.testing import InMemoryWorker, Memory, Record
 
 SPEC = Path(__file__).resolve().parent.parent / "monitor" / "checkout.toml"
@@ -46,9 +47,9 @@ def measure(spec: specs.Spec, decisions: int, partitions: int) -> dict[str, floa
         join.partition(p)
     join_s = time.perf_counter() - started
     started = time.perf_counter()
-    reduce = ReduceStage(spec, partitions, stores[1])
+    metrics = MetricsStage(spec, partitions, stores[1])
     for q in range(partitions):
-        reduce.partition(q)
+        metrics.partition(q)
     metrics_s = time.perf_counter() - started
     assert join.counts() == worker.worker.join.counts()
     return {"fed": fed, "join_entries": len(stores[0]), "join_mb": sum(map(len, stores[0].values())) / 1e6,

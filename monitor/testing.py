@@ -20,7 +20,8 @@ from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
 from monitor.engine.monitor import Monitor, report
-from monitor.stream.stages import CHECKPOINT_SECONDS, Write
+from monitor.stream.join_stage import CHECKPOINT_SECONDS
+from monitor.stream.store import Write
 from monitor.stream.worker import Worker
 
 Record = tuple[str, int, int, bytes]  # topic, partition, offset, value

@@ -20,7 +20,8 @@ from monitor.contract import spec as specs
 from monitor.contract.spec import Spec
 from monitor.engine.monitor import Monitor
 from monitor.stream import wire
-from monitor.stream.stages import ReduceStage, Write
+from monitor.stream.metrics_stage import MetricsStage
+from monitor.stream.store import Write
 from monitor.stream.worker import BACKLOG_RECORDS
 from monitor.testing import Fetched, InMemoryWorker, Memory, Record, Stream, edit_spec, encode
 
@@ -151,7 +152,7 @@ def test_restart_with_redelivery_counts_nothing_twice(spec: Spec, partitions: in
     second.finish(clock)
     assert second.worker.join.counts() == whole.worker.join.counts()
     assert_same_totals(second.totals(), whole.totals())
-    assert second.worker.reduce.held.keys() == whole.worker.reduce.held.keys()
+    assert second.worker.metrics.partitions.keys() == whole.worker.metrics.partitions.keys()
     if snapshot_min_bytes < 1 << 20:
         assert any(key.endswith(b"/head") for key in stores[0])  # compaction ran
         assert sum(b"/log/" in key for key in stores[0]) < 40
@@ -225,7 +226,7 @@ def test_metrics_stage_restores_from_bases_after_a_crash_mid_save(spec: Spec, cr
     deltas = whole.topics.sent
     cut = int(len(deltas) * crash_at)
     saved = Memory()
-    first = ReduceStage(spec, 2, saved)
+    first = MetricsStage(spec, 2, saved)
     for i, (q, raw) in enumerate(deltas[:cut]):
         first.handle(q, raw)
         if i % 3 == 2:  # a save holds the merges of several deltas
@@ -243,7 +244,7 @@ def test_metrics_stage_restores_from_bases_after_a_crash_mid_save(spec: Spec, cr
     for kept in sorted({0, 1, len(writes) // 3, len(writes) // 2, len(writes) - 1}):
         store = Memory(saved)
         apply(store, writes[:kept])  # the crash
-        second = ReduceStage(spec, 2, store)
+        second = MetricsStage(spec, 2, store)
         for i, (q, raw) in enumerate(deltas[cut - 5:]):  # unsaved deltas come again, and some saved ones too
             second.handle(q, raw)
             if i % 2:

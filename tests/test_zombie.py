@@ -19,7 +19,7 @@ import pytest
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
 from monitor.stream import wire
-from monitor.stream.stages import Write
+from monitor.stream.store import Write
 from monitor.stream.worker import Worker
 from monitor.testing import Fetched, InMemoryWorker, Memory, Record, worker_totals
 from tests.test_stream import assert_same_totals, fresh, records
@@ -170,7 +170,7 @@ async def schedule(spec: Spec, stream: list[Record], fenced: bool) -> tuple[Owne
     await third.merge()  # its first checkpoint, cut by the tick before any record: the fence lifts
     if fenced:
         restored = third.worker.join.partitions[0].seq - 1
-        assert third.worker.reduce.held[0].fences[0] == wire.Fence(third.epoch, restored)
+        assert third.worker.metrics.partitions[0].fences[0] == wire.Fence(third.epoch, restored)
     await third.take(cluster.unread(stream))
     await third.settle()
     return owner, third
@@ -194,7 +194,7 @@ def test_a_zombie_owner_is_fenced(spec: Spec) -> None:
     for survivor in (owner, third):
         assert survivor.worker.join.counts() == want
         assert_same_totals(worker_totals(survivor.worker), whole.totals())
-    assert owner.worker.reduce.fenced > 0, "the zombie's fork should have reached the metrics stage, and been dropped"
+    assert owner.worker.metrics.fenced > 0, "the zombie's fork should have reached the metrics stage, and been dropped"
 
 
 def test_without_epochs_the_zombie_corrupts_the_numbers(spec: Spec) -> None:

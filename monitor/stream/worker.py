@@ -12,7 +12,7 @@ The rules that keep a worker exact across crashes and rebalances live here, once
   it: sent at least once, with an id that is the same for every copy;
 - a worker given partitions fences them before it restores any (`assign`): a worker that was frozen
   past its session timeout and still writes as their owner can then never be read or merged (the
-  epochs of `monitor.stream.stages`), and the metrics stage acks nothing while a fence holds deltas.
+  epochs of `monitor.stream.store`), and the metrics stage acks nothing while a fence holds deltas.
 
 `Table` and `Sender` are the I/O edges: Faust's changelog-backed tables and topics in a worker,
 dicts and lists in the tests. Records come in batches (all a fetch brought of one partition); saving
@@ -34,18 +34,16 @@ from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup
 from monitor.stream import wire
-from monitor.stream.stages import (
+from monitor.stream.join_stage import (
     CHECKPOINT_RECORDS,
     CHECKPOINT_SECONDS,
-    SAVE_SECONDS,
     SNAPSHOT_MIN_BYTES,
     Checkpoint,
     JoinStage,
     Record,
-    ReduceStage,
-    Store,
-    Write,
 )
+from monitor.stream.metrics_stage import SAVE_SECONDS, MetricsStage
+from monitor.stream.store import Store, Write
 
 BACKLOG_RECORDS = 2 * CHECKPOINT_RECORDS  # records one partition may hold unsaved while a checkpoint is in flight
 SLICE_RECORDS = CHECKPOINT_RECORDS // 5  # records taken between turns of the event loop: tens of milliseconds
@@ -81,7 +79,7 @@ class Worker:
         self.save_seconds = save_seconds
         self.join_table, self.metrics_table, self.sender, self.clock = join_table, metrics_table, sender, clock
         self.join = JoinStage(spec, join_table, partitions, snapshot_bytes, checkpoint_seconds)
-        self.reduce = ReduceStage(spec, partitions, metrics_table, replay_source=replay_source)
+        self.metrics = MetricsStage(spec, partitions, metrics_table, replay_source=replay_source)
         self.sending: set[str] = set()  # alert ids on their way to the alerts topic
         self.unsaved: dict[int, list[Ack]] = {}  # per input partition, the commits its next checkpoint allows
         self.letters: dict[int, list[Awaitable[Any]]] = {}  # per input partition, dead letters since its checkpoint
@@ -97,9 +95,9 @@ class Worker:
         they must be durable before the join changelog is read for the restore, so that a delta of
         an older owner either reached the metrics stage before the fence or is judged by it."""
         self.revoke({p for p in inputs if p in self.join.partitions and self.join.partitions[p].epoch != epoch},
-                    {q for q in metrics if q in self.reduce.held and self.reduce.held[q].epoch != epoch})
+                    {q for q in metrics if q in self.metrics.partitions and self.metrics.partitions[q].epoch != epoch})
         self.join.assign(inputs, epoch)
-        self.reduce.assign(metrics, epoch)
+        self.metrics.assign(metrics, epoch)
         return [self.sender.delta(q, wire.encode(wire.Delta.fence(p, epoch)))
                 for p in sorted(inputs) for q in range(self.join.reducers)]
 
@@ -134,7 +132,7 @@ class Worker:
         The metrics partition of the same number (co-partitioned, so held by this worker too) is
         restored now rather than by its next part: after a rebalance or restart, its gauges come
         back even if the input has gone quiet."""
-        self.reduce.partition(partition)
+        self.metrics.partition(partition)
         self.save(partition)
         now = self.clock()
         self.join.tick(partition, now)
@@ -172,7 +170,7 @@ class Worker:
     # -- the metrics stage -------------------------------------------------------------------------
     async def delta(self, partition: int, raw: bytes, ack: Ack) -> None:
         """Merge one delta; it is acked once a save after its merge is durable, without holding up the next one."""
-        self.reduce.handle(partition, raw)
+        self.metrics.handle(partition, raw)
         acks = self.merged.setdefault(partition, [])
         if not acks:
             self.merged_since[partition] = self.clock()
@@ -184,22 +182,22 @@ class Worker:
         since = self.merged_since.get(partition)
         if not force and since is not None and self.clock() - since < self.save_seconds:
             return
-        if self.reduce.waiting(partition):  # acks wait for the fence to lift; merges are saved meanwhile
+        if self.metrics.waiting(partition):  # acks wait for the fence to lift; merges are saved meanwhile
             acks: list[Ack] = []
             self.merged_since[partition] = self.clock()
         else:
             acks = self.merged.pop(partition, [])
             self.merged_since.pop(partition, None)
-        if not acks and not self.reduce.unsaved(partition):
+        if not acks and not self.metrics.unsaved(partition):
             return
-        saved = self.metrics_table.write(partition, self.reduce.save(partition))
-        self._background(self._ack_merged(saved, partition, self.reduce.held.get(partition), acks))
+        saved = self.metrics_table.write(partition, self.metrics.save(partition))
+        self._background(self._ack_merged(saved, partition, self.metrics.partitions.get(partition), acks))
 
     async def _ack_merged(self, saved: list[Awaitable[Any]], partition: int, owner: Any, acks: list[Ack]) -> None:
         await asyncio.gather(*saved)
         # Revoked meanwhile: leave them uncommitted. A restore may have read the changelog before
         # these writes reached it, and then only a redelivery brings these deltas back.
-        if self.reduce.held.get(partition) is owner:
+        if self.metrics.partitions.get(partition) is owner:
             await self._send_alerts(partition, owner)
             for ack in acks:
                 await ack()
@@ -215,8 +213,8 @@ class Worker:
                 await self.sender.alert(alert_id, raw)
             finally:
                 self.sending.discard(alert_id)
-            if self.reduce.held.get(partition) is owner:
-                await asyncio.gather(*self.metrics_table.write(partition, self.reduce.sent(partition, alert_id)))
+            if self.metrics.partitions.get(partition) is owner:
+                await asyncio.gather(*self.metrics_table.write(partition, self.metrics.sent(partition, alert_id)))
 
     def revoke(self, inputs: set[int], metrics: set[int]) -> list[Rollup]:
         """Forget revoked partitions; their unacked records are committed by whoever checkpoints them next."""
@@ -228,7 +226,7 @@ class Worker:
         for partition in metrics:  # unsaved merges go with the partition: the new owner gets their deltas again
             self.merged.pop(partition, None)
             self.merged_since.pop(partition, None)
-        return self.reduce.revoke(metrics)
+        return self.metrics.revoke(metrics)
 
     async def settle(self) -> None:
         """Checkpoint every partition and save every merge now, and wait for everything in flight (tests, shutdown)."""
@@ -238,7 +236,7 @@ class Worker:
 
     async def save_all(self) -> None:
         """Save every metrics partition's merges now, and wait for everything in flight."""
-        for partition in list(self.reduce.held):
+        for partition in list(self.metrics.partitions):
             self.save(partition, force=True)
         while self.tasks:  # one that failed is logged (`_done`) and leaves its deltas unacked
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
@@ -251,21 +249,21 @@ class Worker:
         return self.join.record_counts()
 
     def rollups(self) -> Iterable[Rollup]:
-        return self.reduce.rollups.values()
+        return self.metrics.rollups.values()
 
     def folded(self) -> int:
         return self.join.folded()
 
     def whole(self) -> bool:
         """Whether this worker holds every metrics partition, so every segment (one worker in the group)."""
-        return len(self.reduce.held) == self.join.reducers
+        return len(self.metrics.partitions) == self.join.reducers
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "join_partitions": sorted(self.join.partitions),
-                "metric_partitions": sorted(self.reduce.held),
+                "metric_partitions": sorted(self.metrics.partitions),
                 "join": {str(p): part.source.joiner.counts().as_dict() for p, part in self.join.partitions.items()},
                 "held_outcomes": self.join.held_outcomes(),
-                "fenced_deltas": self.reduce.fenced,  # a zombie owner's checkpoints, dropped
+                "fenced_deltas": self.metrics.fenced,  # a zombie owner's checkpoints, dropped
                 "records": dict(self.join.record_counts()),  # taken by the join stage, per topic
                 "decisions": self.join.counts().as_dict(),  # how the join stage ended them
                 "segments": {"/".join(r.key(s)) or "(all)": r.windows.decisions(s)  # nothing built: polled often

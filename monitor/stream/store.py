@@ -1,0 +1,40 @@
+"""What the stages of a streaming worker persist, and how epochs fence a zombie owner.
+
+State is persisted into key-value stores (the Faust tables), each key under the epoch of the
+owner that wrote it (`<e>/` and `<e>|`; absent for epoch 0, as older workers wrote them):
+
+    join     "<p>/<e>/log/<seq>/<i>"   the changes of checkpoint <seq> (chunk <i>)
+             "<p>/<e>/snap/<gen>/<i>"  a snapshot of the whole partition
+             "<p>/<e>/head"            which snapshot is current, and as of which checkpoint
+    metrics  "<q>|<e>|s<slice, segment>"  an open slice: merged summary, and what it took in
+             "<q>|<e>|b<segment>"         a segment's closed slices, folded into one base
+             "<q>|<e>|a<alert id>"        an alert not yet confirmed on the alerts topic
+             "<q>|<e>|watermarks"         the newest watermark of each source
+             "<q>|<e>|fences"             the newest owner of each source, and where it took over
+             "<q>|<e>|complete"           everything of the partition is written under <e>
+
+**Epochs fence a zombie owner.** A worker frozen past its session timeout wakes up still thinking it
+owns its partitions; until it hears of the rebalance, its writes land after the new owner's. An
+owner's epoch is the group generation that gave it the partition, so a newer owner's is always larger.
+A restore reads only the newest epoch's state (a join partition's newest head and the checkpoints of
+that epoch after it; a metrics partition's newest complete epoch), and an owner's first write is its
+whole state under its own epoch, so nothing a zombie writes later is ever read. A join partition's new
+owner sends a fence to every metrics partition before it restores; from then on, a metrics partition
+holds back the deltas of older owners until the new owner's first delta says which checkpoint it
+restored (its seq - 1): those up to it are the history it continues, those after it a zombie's fork,
+dropped. See `Worker.assign`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView
+from typing import Protocol
+
+
+class Store(Protocol):
+    """Where a stage's state is read back from after a restart (a Faust table's data, or a dict)."""
+
+    def items(self) -> ItemsView[bytes, bytes]: ...
+
+
+Write = tuple[bytes, bytes | None]  # a key and its new value; None deletes it
