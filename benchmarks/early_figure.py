@@ -18,9 +18,9 @@ import numpy as np
 
 from monitor.apps.simulate import simulate
 from monitor.contract import spec as specs
-from monitor.engine.early import EarlyWindow
+from monitor.engine.early_windows import EarlyWindow
 from monitor.engine.monitor import Monitor
-from monitor.stats.early import Reading
+from monitor.stats.readings import Reading
 from monitor.testing import edit_spec, encode
 
 matplotlib.use("Agg")

@@ -15,7 +15,7 @@ from monitor.contract import spec as specs
 from monitor.contract.errors import SpecError
 from monitor.engine.monitor import Monitor
 from monitor.stats.decision import Decision
-from monitor.stats.early import Ages, Reading
+from monitor.stats.readings import Ages, Reading
 from monitor.testing import Stream, edit_spec, encode
 
 START = 1_767_225_600.0

@@ -21,7 +21,7 @@ from monitor.contract.spec import Spec
 from monitor.debug.records import Bad, FileRecords, Incoming, Narrowed, TimeRange
 from monitor.engine.source import EarlyPart, Part
 from monitor.export.joined import JoinedTable
-from monitor.stats.early import Ages
+from monitor.stats.readings import Ages
 from monitor.stats.summary import Summary
 from monitor.testing import edit_spec
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.contract.errors import MonitorError
-from monitor.engine.alerts import below
+from monitor.engine.comparisons import below
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ import numpy as np
 
 from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import Alert, Detector, iso
+from monitor.engine.alerts import Alert, Detector
+from monitor.engine.comparisons import iso
 from monitor.engine.monitor import Monitor
 from monitor.engine.rollup import alert_order
 from monitor.stats import drift

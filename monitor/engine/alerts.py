@@ -14,50 +14,28 @@ metric involved (the most significant one is its `subject`).
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from monitor.contract.spec import Spec
+from monitor.engine.comparisons import (
+    KINDS,
+    Comparison,
+    alert_id,
+    compare,
+    iso,
+    kinds,
+    moved,
+    replay_command,
+    shown,
+    where,
+    worsening,
+)
 from monitor.engine.state import DetectorState
 from monitor.engine.windows import Window
-from monitor.stats.metrics import Estimate, Metric
+from monitor.stats.metrics import Estimate
 from monitor.stats.summary import Summary
-
-KINDS = ("model_degradation", "kpi_degradation", "misalignment")
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One metric of a window against the reference. `z` is positive when it got better."""
-
-    metric: Metric
-    reference: float
-    current: float
-    z: float
-    p: float  # one-sided p-value of worsening
-    change: float  # relative worsening: 0.1 means 10% worse
-
-    @property
-    def name(self) -> str:
-        return self.metric.name
-
-    @property
-    def side(self) -> str:
-        return self.metric.side
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "reference": _round(self.reference), "current": _round(self.current),
-                "change": _round((self.current - self.reference) / max(abs(self.reference), 1e-12)),
-                "p_value": float(f"{self.p:.3g}")}
-
-
-def alert_id(*parts: str) -> str:
-    """A short hash of what makes an alert event itself, the same for each of its copies."""
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=10).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -148,9 +126,9 @@ class Detector:
                 state.estimates = self._estimates(state.reference)
             return []
         comparisons = self.compare(state.estimates, window.estimates)
-        strict = self._kinds(self.worsened(comparisons))
-        relaxed = self._kinds(self.worsened(comparisons, relaxed=True), strict_model=strict["model_degradation"],
-                              strict_kpis=strict["kpi_degradation"])
+        strict = kinds(self.worsened(comparisons))
+        relaxed = kinds(self.worsened(comparisons, relaxed=True), strict_model=strict["model_degradation"],
+                        strict_kpis=strict["kpi_degradation"])
         self._score(window.segment, comparisons)
         fired = []
         for kind in KINDS:
@@ -173,17 +151,6 @@ class Detector:
         least = 0.0 if relaxed else settings.min_change
         worse = [c for c in comparisons if c.p < level and c.change > least - 1e-12]
         return sorted(worse, key=lambda c: c.p)
-
-    @staticmethod
-    def _kinds(worse: list[Comparison], strict_model: list[Comparison] | None = None,
-               strict_kpis: list[Comparison] | None = None) -> dict[str, list[Comparison]]:
-        """What each alert kind sees in a window. A side "held" unless it worsened significantly."""
-        model = [c for c in worse if c.side == "model"]
-        kpis = [c for c in worse if c.side == "kpi"]
-        held_model = not (model if strict_model is None else strict_model)
-        held_kpis = not (kpis if strict_kpis is None else strict_kpis)
-        return {"model_degradation": model, "kpi_degradation": kpis,
-                "misalignment": kpis if held_model else model if held_kpis else []}
 
     def state(self, segment: int) -> DetectorState | None:
         """The segment's detector state; None before its first tested window."""
@@ -218,56 +185,27 @@ class Detector:
     def _alert(self, kind: str, involved: list[Comparison], comparisons: list[Comparison], window: Window,
                segment: dict[str, str], reference_start: float) -> Alert:
         subject = involved[0]
-        held = [c for c in comparisons if c.side != subject.side] if kind == "misalignment" else []
-        model = tuple(c for c in [*involved, *held] if c.side == "model")
-        kpis = tuple(c for c in [*involved, *held] if c.side == "kpi")
+        held, model, kpis = shown(kind, subject.side, involved, comparisons)
         critical = (kind == "misalignment" and subject.side == "kpi") or \
             subject.change >= 4 * self.spec.alerts.min_change
         # The event time at which the window became complete: its last decision's horizon has
         # passed. It depends on the data alone, never on how records were batched or partitioned.
         at = window.end + self.spec.horizon
-        # From the reference's first window to one slice past `at`, so both topics carry the watermark
-        # past the window's end and the replay closes it and raises the alert again.
-        replay = (f"monitor replay --spec {self.spec.source} {self.replay_source} --report report.json "
-                  f"--from {iso(reference_start)} --to {iso(at + self.spec.slice_seconds)}")
+        replay = replay_command(self.spec, self.replay_source, reference_start, at)
         message = _message(kind, involved, held, segment, window, self.spec.name)
         return Alert(kind, at, segment, subject.name, model, kpis, "critical" if critical else "warning",
                      message, window, replay, self.spec.name)
 
 
-def compare(metrics: Iterable[Metric], reference: dict[str, Estimate],
-            current: dict[str, Estimate]) -> list[Comparison]:
-    """Every testable one of `metrics` in `current` against `reference`: a one-sided z-test of worsening."""
-    found = []
-    for metric in metrics:
-        ref, cur = reference[metric.name], current[metric.name]
-        se = math.hypot(ref.se, cur.se)
-        if not (math.isfinite(se) and se > 0 and math.isfinite(ref.value) and math.isfinite(cur.value)):
-            continue
-        sign = -1.0 if metric.better == "lower" else 1.0
-        z = sign * (cur.value - ref.value) / se
-        change = -sign * (cur.value - ref.value) / max(abs(ref.value), 1e-12)
-        found.append(Comparison(metric, ref.value, cur.value, z, below(z), change))
-    return found
-
-
-def below(z: float) -> float:
-    """One-sided p-value of a z this low or lower: the normal CDF, through erfc to keep the far tail exact.
-    Not scipy's `ndtr`: a call of it costs microseconds of dispatch, and the detector makes many."""
-    return 0.5 * math.erfc(-z / math.sqrt(2))
-
-
 def _message(kind: str, involved: list[Comparison], held: list[Comparison], segment: dict[str, str],
              window: Window, decision: str) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in segment.items()) or "all decisions"
     side = "KPI" if involved[0].side == "kpi" else "model metric"
-    changes = "; ".join(f"{c.name} {_fmt(c, c.reference)} → {_fmt(c, c.current)} ({_pct(c)} worse, p={c.p:.1e})"
-                        for c in involved)
-    text = (f"[{decision}] {where}: {side}{'s' if len(involved) > 1 else ''} fell: {changes}; "
+    changes = "; ".join(worsening(c) for c in involved)
+    text = (f"[{decision}] {where(segment)}: {side}{'s' if len(involved) > 1 else ''} fell: {changes}; "
             f"over {window.summary.n:,} decisions from {iso(window.start)} to {iso(window.end)},"
             " against this segment's reference.")
     if kind == "misalignment":
-        others = ", ".join(f"{c.name} {_fmt(c, c.reference)} → {_fmt(c, c.current)}" for c in held)
+        others = ", ".join(moved(c) for c in held)
         if involved[0].side == "kpi":
             text += (f" Model metrics held ({others}): the model looks healthy but the business number"
                      " it should move is falling. Check what changed downstream of the model"
@@ -276,19 +214,3 @@ def _message(kind: str, involved: list[Comparison], held: list[Comparison], segm
             text += (f" Business KPIs held ({others}): the model is getting worse without hurting the"
                      " business yet. Check for feature drift, a bad release or delayed labels.")
     return text
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _fmt(c: Comparison, x: float) -> str:
-    return c.metric.format(x)
-
-
-def _pct(c: Comparison) -> str:
-    return f"{100 * c.change:.0f}%"
-
-
-def _round(x: float) -> float:
-    return float(f"{x:.6g}")

@@ -23,10 +23,23 @@ from typing import Any
 import numpy as np
 
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import KINDS, Comparison, alert_id, below, compare, iso
-from monitor.engine.early import EarlyWindow, age_text, estimates, filling, spec_metrics, window_estimates
-from monitor.stats.early import EarlyMetric, Reading
+from monitor.engine.comparisons import (
+    KINDS,
+    Comparison,
+    alert_id,
+    below,
+    compare,
+    iso,
+    kinds,
+    moved,
+    replay_command,
+    shown,
+    where,
+    worsening,
+)
+from monitor.engine.early_windows import EarlyWindow, age_text, estimates, filling, spec_metrics, window_estimates
 from monitor.stats.metrics import Estimate
+from monitor.stats.readings import EarlyMetric, Reading
 from monitor.stats.survival import Group, logrank, logrank_groups
 
 STATUSES = ("provisional", "confirmed", "withdrawn")
@@ -138,8 +151,8 @@ class EarlyDetector:
         tested = [c for c in comparisons if not (slower and isinstance(c.metric, EarlyMetric) and c.metric.timed)]
         level = settings.early_level / (len(comparisons) + 1) / self.early
         least = settings.min_change - 1e-12
-        strict = _kinds([c for c in tested if c.p < level and c.change > least])
-        nominal = _kinds([c for c in tested if c.p < 0.05])
+        strict = kinds([c for c in tested if c.p < level and c.change > least])
+        nominal = kinds([c for c in tested if c.p < 0.05])
         strict["outcome_delay"] = [pace] if pace is not None and pace.p < level and pace.change > least else []
         nominal["outcome_delay"] = [pace] if slower and pace is not None else []
         fired = []
@@ -194,7 +207,7 @@ class EarlyDetector:
             return self._alert(first.kind, "withdrawn", [], [], window, first.id)
         comparisons = compare(self.metrics, ref.estimates, estimates(self.metrics, pending.reading, self.fill))
         level = settings.alpha / (len(comparisons) + 1)
-        involved = _kinds([c for c in comparisons if c.p < level and c.change > settings.min_change - 1e-12])
+        involved = kinds([c for c in comparisons if c.p < level and c.change > settings.min_change - 1e-12])
         later = _later(pending.reading, ref.reading)  # the delays of the outcomes that came, at the horizon
         involved["outcome_delay"] = [later] if later is not None and later.p < level else []
         kind = first.kind
@@ -207,18 +220,14 @@ class EarlyDetector:
         segment = self.labels(window.segment)
         subject = involved[0].name if involved else ""
         side = involved[0].side if involved else "kpi"
-        held = [c for c in comparisons if c.side != side] if kind == "misalignment" else []
-        model = tuple(c for c in [*involved, *held] if c.side == "model")
-        kpis = tuple(c for c in [*involved, *held] if c.side == "kpi")
+        held, model, kpis = shown(kind, side, involved, comparisons)
         r = window.reading
         known = {"decisions": r.n, "matched": r.matched}
         message = _message(self.spec, kind, status, involved, held, segment, window)
         at = window.end + window.age
         ref = self._references.get((window.segment, window.index))
         start = ref.start if ref is not None and math.isfinite(ref.start) else window.start
-        # From the reference's first window to one slice past `at`, so that the watermark passes it.
-        replay = (f"monitor replay --spec {self.spec.source} {self.replay_source} --report report.json"
-                  f" --from {iso(start)} --to {iso(at + self.spec.slice_seconds)}")
+        replay = replay_command(self.spec, self.replay_source, start, at)
         return EarlyAlert(kind, status, window.age, at, segment, subject, model, kpis, message, window, known,
                           replay, self.spec.name, first)
 
@@ -255,29 +264,19 @@ def _censored(r: Reading, age: float) -> Group:
     return Group(times, np.arange(times.size) < r.matched)
 
 
-def _kinds(worse: list[Comparison]) -> dict[str, list[Comparison]]:
-    worse = sorted(worse, key=lambda c: c.p)
-    model = [c for c in worse if c.side == "model"]
-    kpis = [c for c in worse if c.side == "kpi"]
-    return {"model_degradation": model, "kpi_degradation": kpis,
-            "misalignment": kpis if not model else model if not kpis else []}
-
-
 def _message(spec: Spec, kind: str, status: str, involved: list[Comparison], held: list[Comparison],
              segment: dict[str, str], window: EarlyWindow) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in segment.items()) or "all decisions"
-    changes = "; ".join(f"{c.name} {c.metric.format(c.reference)} → {c.metric.format(c.current)}"
-                        f" ({100 * c.change:.0f}% worse, p={c.p:.1e})" for c in involved) or "no metric worsened"
+    changes = "; ".join(worsening(c) for c in involved) or "no metric worsened"
     r = window.reading
     span = f"decisions from {iso(window.start)} to {iso(window.end)}"
     what = kind.replace("_", " ")
     if status == "provisional":
-        text = (f"[{spec.name}] {where}: early {what}, provisional, read {age_text(window.age)} after the window"
-                f" ended: {changes}; {r.n:,} {span}, {r.matched:,} outcomes matched so far, against this"
+        text = (f"[{spec.name}] {where(segment)}: early {what}, provisional, read {age_text(window.age)} after"
+                f" the window ended: {changes}; {r.n:,} {span}, {r.matched:,} outcomes matched so far, against this"
                 f" segment's reference read at the same age. Final numbers come at the horizon"
                 f" ({age_text(spec.horizon)}), when this alert is confirmed or withdrawn.")
     else:
-        text = (f"[{spec.name}] {where}: early {what} {status} by the final numbers: {changes};"
+        text = (f"[{spec.name}] {where(segment)}: early {what} {status} by the final numbers: {changes};"
                 f" {r.n:,} {span}, {r.matched:,} outcomes matched within the horizon.")
     if kind == "outcome_delay" and status == "provisional":
         text += (" Outcomes come slower (or fewer) than at the reference's pace, so the numbers read at this"
@@ -288,7 +287,7 @@ def _message(spec: Spec, kind: str, status: str, involved: list[Comparison], hel
                  if status == "confirmed" else " At the horizon their delays match the reference's: not slower."
                  " A drop in the final numbers, if any, is alerted as such.")
     if kind == "misalignment" and held:
-        others = ", ".join(f"{c.name} {c.metric.format(c.reference)} → {c.metric.format(c.current)}" for c in held)
+        others = ", ".join(moved(c) for c in held)
         text += f" The other side held ({others})."
     return text
 

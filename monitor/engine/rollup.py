@@ -13,15 +13,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import KINDS, Alert, Detector, iso
-from monitor.engine.early import EarlyReport, EarlyWindow, EarlyWindows, filling, report, spec_metrics
+from monitor.engine.alerts import Alert, Detector
+from monitor.engine.comparisons import KINDS, iso
 from monitor.engine.early_alerts import EARLY_KINDS, STATUSES, EarlyAlert, EarlyDetector
+from monitor.engine.early_windows import EarlyReport, EarlyWindow, EarlyWindows, filling, report, spec_metrics
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.source import EarlyPart, Part
 from monitor.engine.state import SegmentBase, WindowReport
 from monitor.engine.windows import SegmentKey, Window, Windows
-from monitor.stats.early import Reading
 from monitor.stats.metrics import KpiMetric, Metric, values
+from monitor.stats.readings import Reading
 from monitor.stats.summary import Summary
 
 Sections = dict[str, list[dict[str, Any]]]  # a report's "segments", "alerts" and "early_alerts"
@@ -43,7 +44,7 @@ class Rollup:
         self.timeline: dict[int, list[WindowReport]] = {}
         self.watermark = -math.inf
         self._next_close = -math.inf
-        # Early readings (monitor.engine.early): windows read at fixed ages, and their alerts.
+        # Early readings (monitor.engine.early_windows): windows read at fixed ages, and their alerts.
         self.early_detector = EarlyDetector(spec, self.labels, replay_source)
         self.early = EarlyWindows(spec, self._early_window, self._early_wanted, self._early_final,
                                   self.early_detector.waiting)

@@ -29,7 +29,7 @@ from monitor.engine.join import NO_OFFSET, Joiner, Journal
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.windows import NEVER, SegmentKey
 from monitor.stats.decision import Decision
-from monitor.stats.early import Ages, EarlyParts
+from monitor.stats.readings import Ages, EarlyParts
 from monitor.stats.summary import Summary
 
 DRAIN_RECORDS = 10_000  # records between drains in process; a worker checkpoints at least this often
@@ -46,7 +46,7 @@ class Part(NamedTuple):
 
 
 class EarlyPart(NamedTuple):
-    """What a source learnt of one segment's slice at each age since its last drain (`monitor.stats.early`)."""
+    """What a source learnt of one segment's slice at each age since its last drain (`monitor.stats.readings`)."""
 
     segment: SegmentKey
     slice_id: int

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import Alert, iso
+from monitor.engine.alerts import Alert
+from monitor.engine.comparisons import iso
 
 _STYLE = {"critical": "bold red", "warning": "yellow"}
 

@@ -20,11 +20,11 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import KINDS
+from monitor.engine.comparisons import KINDS
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup
 from monitor.engine.segments import OTHER, OVERALL, UNKNOWN
-from monitor.export.early import add_early, early_alerts
+from monitor.export.early_series import add_early, early_alerts
 from monitor.stats.experiment import always_valid_p, srm_p_value
 from monitor.stats.metrics import QUANTILES, KpiMetric
 from monitor.stats.summary import DELAY_BUCKETS, Summary

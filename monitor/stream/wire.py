@@ -9,7 +9,7 @@ import msgspec
 
 from monitor.engine.source import EarlyPart, Part
 from monitor.engine.state import SegmentBase
-from monitor.stats.early import Ages, ReadingState
+from monitor.stats.readings import Ages, ReadingState
 from monitor.stats.summary import Shape, Summary, SummaryState
 
 
@@ -30,7 +30,7 @@ class SlicePart(msgspec.Struct, array_like=True):
 
 
 class EarlySlice(msgspec.Struct, array_like=True):
-    """What a join partition learnt of one segment's slice at each age (`monitor.stats.early.Ages`)."""
+    """What a join partition learnt of one segment's slice at each age (`monitor.stats.readings.Ages`)."""
 
     segment: list[str]
     slice_id: int

@@ -1,6 +1,6 @@
 """Early windows: each segment's slices read at fixed ages, rolled into windows, tested as they come.
 
-A slice is read at age `a` once the watermark has passed its end plus `a` (`monitor.stats.early`
+A slice is read at age `a` once the watermark has passed its end plus `a` (`monitor.stats.readings`
 says what a reading holds). At each age, read slices roll in time order into windows of at least
 `size` decisions, as complete windows do at the horizon. Each window at an early age is tested
 against the segment's reference read at the same age (`monitor.engine.early_alerts`); the last
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.contract.spec import Spec
-from monitor.engine.alerts import iso
-from monitor.stats.early import Ages, EarlyMetric, Filling, Reading, early_metrics
+from monitor.engine.comparisons import iso
 from monitor.stats.metrics import Estimate
+from monitor.stats.readings import Ages, EarlyMetric, Filling, Reading, early_metrics
 
 EarlyReport = dict[str, Any]  # {"age", "start", "end", "decisions", "matched", "model", "kpi"}
 
