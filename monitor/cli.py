@@ -263,7 +263,7 @@ def simulate(
 
 
 def _seconds(text: str, option: str) -> float:
-    from monitor.contract.spec import parse_duration
+    from monitor.contract.toml_values import parse_duration
 
     try:
         return parse_duration(text, option)

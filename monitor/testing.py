@@ -24,6 +24,9 @@ from monitor.stream.join_stage import CHECKPOINT_SECONDS
 from monitor.stream.store import Write
 from monitor.stream.worker import Worker
 
+__all__ = ["Fetched", "InMemoryWorker", "Memory", "Record", "Sink", "Stream", "Topics", "edit_spec", "encode",
+           "engine_build", "free_port", "same", "worker_totals"]
+
 Record = tuple[str, int, int, bytes]  # topic, partition, offset, value
 
 

@@ -15,24 +15,28 @@ from typing import Any, Literal
 
 from monitor.contract.errors import SpecError
 from monitor.contract.kafka import KafkaSettings, parse_table
+from monitor.contract.toml_values import NAME, choice, default, identifier, known, number, parse_duration, table
 from monitor.stats.metrics import CELLS, MODEL_METRIC_NAMES, QUANTILES, KpiMetric, Metric, model_metrics
 from monitor.stats.summary import Shape
+
+__all__ = [
+    "SEGMENT_FIELDS",
+    "Alerts",
+    "Experiment",
+    "Kpi",
+    "Limits",
+    "Missing",
+    "Spec",
+    "Task",
+    "Topics",
+    "load",
+    "parse",
+]
 
 Task = Literal["binary", "regression"]
 
 SEGMENT_FIELDS = ("model", "model_version", "variant", "action")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 EARLY_SHARES = (1 / 48, 1 / 12, 1 / 4)  # default ages of the early readings, as shares of the horizon
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-
-
-def parse_duration(text: object, key: str) -> float:
-    """Seconds in a duration such as "90m", "24h" or "7d"."""
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if match is None or float(match.group(1)) <= 0:
-        raise SpecError(key, text, 'a positive duration such as "90s", "90m", "24h" or "7d"')
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -194,87 +198,43 @@ def parse(text: str, source: str = "<string>") -> Spec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("<toml>", source, f"valid TOML ({exc})") from None
-    _known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
+    known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
                      "alerts", "experiment", "topics", "stream", "kafka", "limits"})
-    decision = _table(doc, "decision", required=True)
-    _known(decision, "decision", {"name"})
-    model = _table(doc, "model", required=True)
-    _known(model, "model", {"task", "threshold"})
-    outcome = _table(doc, "outcome", required=True)
-    _known(outcome, "outcome", {"horizon", "missing", "early"})
-    task = _choice(model, "model.task", ("binary", "regression"), None)
+    decision = table(doc, "decision", required=True)
+    known(decision, "decision", {"name"})
+    model = table(doc, "model", required=True)
+    known(model, "model", {"task", "threshold"})
+    outcome = table(doc, "outcome", required=True)
+    known(outcome, "outcome", {"horizon", "missing", "early"})
+    task = choice(model, "model.task", ("binary", "regression"), None)
     kpis = _kpis(doc.get("kpi", []))
     horizon = parse_duration(outcome.get("horizon"), "outcome.horizon")
     spec = Spec(
-        name=_name(decision.get("name"), "decision.name"),
+        name=identifier(decision.get("name"), "decision.name"),
         task=task,  # type: ignore[arg-type]
-        threshold=_number(model, "model.threshold", 0.5, low=0.0, high=1.0),
+        threshold=number(model, "model.threshold", default(Spec, "threshold"), low=0.0, high=1.0),
         horizon=horizon,
         missing=_missing(outcome.get("missing"), kpis),
         early=_early(outcome.get("early"), horizon),
-        value=_business(_table(doc, "business"), task),
+        value=_business(table(doc, "business"), task),
         kpis=kpis,
-        **_windows(_table(doc, "windows")),
-        **_segments(_table(doc, "segments")),
-        alerts=_alerts(_table(doc, "alerts")),
-        topics=_topics(_table(doc, "topics")),
-        **_stream(_table(doc, "stream")),
-        kafka=parse_table(_table(doc, "kafka")),
-        limits=_limits(_table(doc, "limits")),
+        **_windows(table(doc, "windows")),
+        **_segments(table(doc, "segments")),
+        alerts=_alerts(table(doc, "alerts")),
+        topics=_topics(table(doc, "topics")),
+        **_stream(table(doc, "stream")),
+        kafka=parse_table(table(doc, "kafka")),
+        limits=_limits(table(doc, "limits")),
         source=source,
     )
     for i, kpi in enumerate(spec.kpis):
         if kpi.name in MODEL_METRIC_NAMES:
             raise SpecError(f"kpi[{i}].name", kpi.name, "a name that is not a model metric")
     if "experiment" in doc:
-        spec = replace(spec, experiment=_experiment(_table(doc, "experiment"), spec.segment_by))
+        spec = replace(spec, experiment=_experiment(table(doc, "experiment"), spec.segment_by))
     if task == "regression" and "threshold" in model:
         raise SpecError("model.threshold", model["threshold"], "no threshold for a regression task")
     return spec
-
-
-def _table(doc: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
-    if key not in doc:
-        if required:
-            raise SpecError(key, None, f"a [{key}] table")
-        return {}
-    value = doc[key]
-    if not isinstance(value, dict):
-        raise SpecError(key, value, "a table")
-    return value
-
-
-def _known(table: dict[str, Any], prefix: str, allowed: set[str]) -> None:
-    for key in table:
-        if key not in allowed:
-            where = f"{prefix}.{key}" if prefix else key
-            raise SpecError(where, table[key], f"one of the known keys: {', '.join(sorted(allowed))}")
-
-
-def _name(value: object, key: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise SpecError(key, value, "a name of letters, digits, '_' or '-', starting with a letter")
-    return value
-
-
-def _choice(table: dict[str, Any], key: str, options: tuple[str, ...], default: str | None) -> str:
-    value = table.get(key.rsplit(".", 1)[-1], default)
-    if value not in options:
-        raise SpecError(key, value, "one of " + ", ".join(f'"{o}"' for o in options))
-    return str(value)
-
-
-def _number(table: dict[str, Any], key: str, default: float, low: float | None = None,
-            high: float | None = None, integer: bool = False) -> Any:
-    value = table.get(key.rsplit(".", 1)[-1], default)
-    kind = int if integer else (int, float)
-    bounds = f" in [{low}, {high}]" if high is not None else f" ≥ {low}" if low is not None else ""
-    expected = ("an integer" if integer else "a number") + bounds
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise SpecError(key, value, expected)
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise SpecError(key, value, expected)
-    return value if integer else float(value)
 
 
 def _missing(value: object, kpis: tuple[Kpi, ...]) -> Missing | None:
@@ -282,7 +242,7 @@ def _missing(value: object, kpis: tuple[Kpi, ...]) -> Missing | None:
         return None
     if not isinstance(value, dict):
         raise SpecError("outcome.missing", value, "a table such as { label = 0, value = 0.0 }")
-    _known(value, "outcome.missing", {"label", "value", "kpis"})
+    known(value, "outcome.missing", {"label", "value", "kpis"})
     extra = value.get("kpis", {})
     if not isinstance(extra, dict) or any(
         isinstance(v, bool) or not isinstance(v, (int, float)) for v in extra.values()
@@ -291,8 +251,8 @@ def _missing(value: object, kpis: tuple[Kpi, ...]) -> Missing | None:
     names = {k.field[5:] for k in kpis if k.field.startswith("kpis.")}
     filled = {name: float(extra.get(name, 0.0)) for name in names}
     return Missing(
-        label=_number(value, "outcome.missing.label", 0.0),
-        value=_number(value, "outcome.missing.value", 0.0),
+        label=number(value, "outcome.missing.label", default(Missing, "label")),
+        value=number(value, "outcome.missing.value", default(Missing, "value")),
         kpis=filled,
     )
 
@@ -310,7 +270,7 @@ def _early(value: object, horizon: float) -> tuple[float, ...] | None:
 
 
 def _business(table: dict[str, Any], task: str) -> dict[str, float] | None:
-    _known(table, "business", {"value"})
+    known(table, "business", {"value"})
     if "value" not in table:
         return None
     cells = table["value"]
@@ -318,8 +278,8 @@ def _business(table: dict[str, Any], task: str) -> dict[str, float] | None:
         raise SpecError("business.value", cells, "no confusion-cell values for a regression task")
     if not isinstance(cells, dict):
         raise SpecError("business.value", cells, "a table { tp = …, fp = …, fn = …, tn = … }")
-    _known(cells, "business.value", set(CELLS))
-    return {cell: _number(cells, f"business.value.{cell}", 0.0) for cell in CELLS}
+    known(cells, "business.value", set(CELLS))
+    return {cell: number(cells, f"business.value.{cell}", 0.0) for cell in CELLS}
 
 
 def _kpis(entries: object) -> tuple[Kpi, ...]:
@@ -330,8 +290,8 @@ def _kpis(entries: object) -> tuple[Kpi, ...]:
         key = f"kpi[{i}]"
         if not isinstance(entry, dict):
             raise SpecError(key, entry, "a table with name, field, agg and better")
-        _known(entry, key, {"name", "field", "agg", "better"})
-        name = _name(entry.get("name"), f"{key}.name")
+        known(entry, key, {"name", "field", "agg", "better"})
+        name = identifier(entry.get("name"), f"{key}.name")
         where = entry.get("field")
         if not isinstance(where, str) or not (
             where in ("label", "value") or (where.startswith("kpis.") and len(where) > 5)
@@ -339,55 +299,55 @@ def _kpis(entries: object) -> tuple[Kpi, ...]:
             raise SpecError(f"{key}.field", where, '"label", "value" or "kpis.<name>"')
         if any(k.name == name for k in kpis):
             raise SpecError(f"{key}.name", name, "a name not used by another [[kpi]]")
-        agg = _choice(entry, f"{key}.agg", ("mean", "sum", *QUANTILES), "mean")
-        better = _choice(entry, f"{key}.better", ("higher", "lower"), "higher")
+        agg = choice(entry, f"{key}.agg", ("mean", "sum", *QUANTILES), default(Kpi, "agg"))
+        better = choice(entry, f"{key}.better", ("higher", "lower"), default(Kpi, "better"))
         kpis.append(Kpi(name, where, agg, better))  # type: ignore[arg-type]
     return tuple(kpis)
 
 
 def _windows(table: dict[str, Any]) -> dict[str, Any]:
-    _known(table, "windows", {"size", "period"})
+    known(table, "windows", {"size", "period"})
     period = table.get("period")
     return {
-        "window_size": _number(table, "windows.size", 1000, low=10, integer=True),
+        "window_size": number(table, "windows.size", default(Spec, "window_size"), low=10, integer=True),
         "window_period": None if period is None else parse_duration(period, "windows.period"),
     }
 
 
 def _segments(table: dict[str, Any]) -> dict[str, Any]:
-    _known(table, "segments", {"by", "max", "max_values"})
+    known(table, "segments", {"by", "max", "max_values"})
     by = table.get("by", [])
     expected = f'a list of distinct fields among {", ".join(SEGMENT_FIELDS)} or "segment.<key>"'
     if not isinstance(by, list):
         raise SpecError("segments.by", by, expected)
     for item in by:
         ok = isinstance(item, str) and (
-            item in SEGMENT_FIELDS or (item.startswith("segment.") and _NAME.match(item[8:]))
+            item in SEGMENT_FIELDS or (item.startswith("segment.") and NAME.match(item[8:]))
         )
         if not ok or by.count(item) > 1:
             raise SpecError("segments.by", item, expected)
     return {
         "segment_by": tuple(by),
-        "max_segments": _number(table, "segments.max", 500, low=1, integer=True),
-        "max_values": _number(table, "segments.max_values", 50, low=1, integer=True),
+        "max_segments": number(table, "segments.max", default(Spec, "max_segments"), low=1, integer=True),
+        "max_values": number(table, "segments.max_values", default(Spec, "max_values"), low=1, integer=True),
     }
 
 
 def _alerts(table: dict[str, Any]) -> Alerts:
-    _known(table, "alerts", {"alpha", "patience", "reference", "min_change", "min_decisions", "early_alpha"})
+    known(table, "alerts", {"alpha", "patience", "reference", "min_change", "min_decisions", "early_alpha"})
     return Alerts(
-        alpha=_number(table, "alerts.alpha", 0.001, low=1e-12, high=0.5),
-        patience=_number(table, "alerts.patience", 2, low=1, integer=True),
-        reference=_number(table, "alerts.reference", 4, low=1, integer=True),
-        min_change=_number(table, "alerts.min_change", 0.05, low=0.0),
-        min_decisions=_number(table, "alerts.min_decisions", 200, low=2, integer=True),
-        early_alpha=_number(table, "alerts.early_alpha", 0.0001, low=1e-12, high=0.5) if "early_alpha" in table
-        else None,
+        alpha=number(table, "alerts.alpha", default(Alerts, "alpha"), low=1e-12, high=0.5),
+        patience=number(table, "alerts.patience", default(Alerts, "patience"), low=1, integer=True),
+        reference=number(table, "alerts.reference", default(Alerts, "reference"), low=1, integer=True),
+        min_change=number(table, "alerts.min_change", default(Alerts, "min_change"), low=0.0),
+        min_decisions=number(table, "alerts.min_decisions", default(Alerts, "min_decisions"), low=2, integer=True),
+        early_alpha=number(table, "alerts.early_alpha", None, low=1e-12, high=0.5) if "early_alpha" in table
+        else default(Alerts, "early_alpha"),
     )
 
 
 def _experiment(table: dict[str, Any], by: tuple[str, ...]) -> Experiment:
-    _known(table, "experiment", {"field", "control", "split"})
+    known(table, "experiment", {"field", "control", "split"})
     where = table.get("field")
     if where not in by:
         raise SpecError("experiment.field", where, "one of the segments.by fields (" + (", ".join(by) or "none: add "
@@ -408,10 +368,10 @@ def _experiment(table: dict[str, Any], by: tuple[str, ...]) -> Experiment:
 
 def _topics(table: dict[str, Any]) -> Topics:
     names = ("predictions", "outcomes", "alerts", "dead_letters")
-    _known(table, "topics", set(names))
+    known(table, "topics", set(names))
     chosen = {}
     for name in names:
-        value = table.get(name, getattr(Topics, name))
+        value = table.get(name, default(Topics, name))
         if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9._\-]{1,249}$", value):
             raise SpecError(f"topics.{name}", value, "a Kafka topic name of letters, digits, '.', '_' or '-'")
         chosen[name] = value
@@ -422,20 +382,26 @@ def _topics(table: dict[str, Any]) -> Topics:
 
 def _limits(table: dict[str, Any]) -> Limits:
     keys = ("max_pending", "max_held", "max_finals", "max_record_bytes")
-    _known(table, "limits", set(keys))
-    return Limits(**{key: int(_number(table, f"limits.{key}", getattr(Limits, key), low=1, integer=True))
+    known(table, "limits", set(keys))
+    return Limits(**{key: int(number(table, f"limits.{key}", default(Limits, key), low=1, integer=True))
                      for key in keys})
 
 
+def duration(table: dict[str, Any], key: str) -> float:
+    """A `stream` duration, or the spec's default for it."""
+    name = key.rsplit(".", 1)[-1]
+    return parse_duration(table[name], key) if name in table else float(default(Spec, name))
+
+
 def _stream(table: dict[str, Any]) -> dict[str, Any]:
-    _known(table, "stream", {"idle_timeout", "session_timeout", "heartbeat_interval"})
-    session = parse_duration(table.get("session_timeout", "10s"), "stream.session_timeout")
+    known(table, "stream", {"idle_timeout", "session_timeout", "heartbeat_interval"})
+    session = duration(table, "stream.session_timeout")
     # Brokers accept sessions between group.min.session.timeout.ms (6 s) and ...max... (30 min) by default.
     if not 6 <= session <= 1800:
         raise SpecError("stream.session_timeout", table["session_timeout"], 'a duration from "6s" to "30m"')
-    heartbeat = parse_duration(table.get("heartbeat_interval", "1s"), "stream.heartbeat_interval")
+    heartbeat = duration(table, "stream.heartbeat_interval")
     if heartbeat > session / 3:  # Kafka's rule of thumb: three heartbeats may be missed before the session ends
-        raise SpecError("stream.heartbeat_interval", table.get("heartbeat_interval", "1s"),
+        raise SpecError("stream.heartbeat_interval", table.get("heartbeat_interval", f"{heartbeat:g}s"),
                         f"at most a third of stream.session_timeout ({session / 3:g} s)")
-    return {"idle_timeout": parse_duration(table.get("idle_timeout", "60s"), "stream.idle_timeout"),
+    return {"idle_timeout": duration(table, "stream.idle_timeout"),
             "session_timeout": session, "heartbeat_interval": heartbeat}

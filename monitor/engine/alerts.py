@@ -20,6 +20,7 @@ from typing import Any
 
 from monitor.contract.spec import Spec
 from monitor.engine.comparisons import (
+    CAPTURE,
     KINDS,
     Comparison,
     alert_id,
@@ -105,7 +106,7 @@ class _Episode:
 class Detector:
     """Turns complete windows into alerts, at most one per episode, segment and kind."""
 
-    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl") -> None:
+    def __init__(self, spec: Spec, replay_source: str = CAPTURE) -> None:
         self.spec = spec
         self.replay_source = replay_source  # the replay options that name the input: a file or a broker
         self._state: dict[int, _SegmentState] = {}

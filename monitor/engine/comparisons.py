@@ -18,6 +18,7 @@ from monitor.contract.spec import Spec
 from monitor.stats.metrics import Estimate, Metric
 
 KINDS = ("model_degradation", "kpi_degradation", "misalignment")
+CAPTURE = "--input CAPTURE.jsonl"  # what an alert's replay command reads unless told: a capture of the input
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from monitor.contract.spec import Spec
 from monitor.engine.comparisons import (
+    CAPTURE,
     KINDS,
     Comparison,
     alert_id,
@@ -115,7 +116,7 @@ class EarlyDetector:
     """Tests early windows, raises provisional alerts and settles them at the horizon."""
 
     def __init__(self, spec: Spec, labels: Callable[[int], dict[str, str]],
-                 replay_source: str = "--input CAPTURE.jsonl") -> None:
+                 replay_source: str = CAPTURE) -> None:
         self.spec = spec
         self.replay_source = replay_source  # the replay options that name the input: a file or a broker
         self.labels = labels

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
+from monitor.engine.comparisons import CAPTURE
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts, Journal
 from monitor.engine.rollup import Rollup, Sections, sections
@@ -77,7 +78,7 @@ class Feed:
 class Monitor(Feed):
     """Decode, join, roll up and alert, record by record, in one process."""
 
-    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl",
+    def __init__(self, spec: Spec, replay_source: str = CAPTURE,
                  on_alert: Callable[[Alert], None] | None = None,
                  on_dead_letter: Callable[[DeadLetter], None] | None = None,
                  journal: Journal | None = None, on_final: Callable[[Decision], None] | None = None) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert, Detector
-from monitor.engine.comparisons import KINDS, iso
+from monitor.engine.comparisons import CAPTURE, KINDS, iso
 from monitor.engine.early_alerts import EARLY_KINDS, STATUSES, EarlyAlert, EarlyDetector
 from monitor.engine.early_windows import EarlyReport, EarlyWindow, EarlyWindows, filling, report, spec_metrics
 from monitor.engine.segments import OVERALL, Segments
@@ -31,7 +31,7 @@ Sections = dict[str, list[dict[str, Any]]]  # a report's "segments", "alerts" an
 class Rollup:
     """Merges parts, closes slices as the watermark passes them, tests each complete window."""
 
-    def __init__(self, spec: Spec, replay_source: str = "--input CAPTURE.jsonl",
+    def __init__(self, spec: Spec, replay_source: str = CAPTURE,
                  on_alert: Callable[[Alert], None] | None = None, segments: Segments | None = None,
                  overall: bool = False, on_early: Callable[[EarlyAlert], None] | None = None) -> None:
         self.spec = spec

@@ -17,6 +17,7 @@ import orjson
 
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
+from monitor.engine.comparisons import CAPTURE
 from monitor.engine.early_alerts import EarlyAlert
 from monitor.engine.rollup import Rollup
 from monitor.engine.source import Part
@@ -77,7 +78,7 @@ class MetricsStage:
     (a changelog partition keeps their order, so a restore that sees the merge sees the alert
     too), and it stays until `sent` says the alerts topic has it. A restore sends it again."""
 
-    def __init__(self, spec: Spec, sources: int, store: Store, replay_source: str = "--input CAPTURE.jsonl") -> None:
+    def __init__(self, spec: Spec, sources: int, store: Store, replay_source: str = CAPTURE) -> None:
         self.spec = spec
         self.replay_source = replay_source  # what an alert's replay command reads: this worker's broker
         self.sources = sources  # input partitions: windows close once all of them have passed

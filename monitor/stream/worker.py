@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from monitor.contract.spec import Spec
+from monitor.engine.comparisons import CAPTURE
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup
@@ -73,7 +74,7 @@ class Worker:
 
     def __init__(self, spec: Spec, join_table: Table, metrics_table: Table, sender: Sender, partitions: int,
                  snapshot_bytes: int = SNAPSHOT_MIN_BYTES, clock: Callable[[], float] = time.time,
-                 checkpoint_seconds: float = CHECKPOINT_SECONDS, replay_source: str = "--input CAPTURE.jsonl",
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS, replay_source: str = CAPTURE,
                  save_seconds: float = SAVE_SECONDS) -> None:
         self.spec = spec
         self.save_seconds = save_seconds
