@@ -32,12 +32,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from agents.consumer import Consumer, Intake, Transport
 from agents.logs import PRODUCER_BUFFER, quiet_faust
-from monitor.apps.brokers import group_id
-from monitor.apps.kafka_config import Connection
-from monitor.apps.web_access import WebAccess
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
 from monitor.export.prometheus import MonitorCollector
+from monitor.infra.brokers import group_id
+from monitor.infra.connection import Connection
+from monitor.infra.web_access import WebAccess
 from monitor.stream.join_stage import SNAPSHOT_MIN_BYTES
 from monitor.stream.store import Write
 from monitor.stream.worker import Worker

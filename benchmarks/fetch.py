@@ -19,7 +19,7 @@ from pathlib import Path
 
 from stream import Topics, raw_consume
 
-from monitor.apps.kafka_config import connect
+from monitor.infra.connection import connect
 
 
 def main() -> None:

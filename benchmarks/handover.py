@@ -26,10 +26,10 @@ from pathlib import Path
 
 from stream import RECORDS, make_spec, scrape, start_worker, stop, total
 
-from monitor.apps import brokers
-from monitor.apps.kafka_config import Connection, connect
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.spec import load
+from monitor.infra import brokers
+from monitor.infra.connection import Connection, connect
 from monitor.testing import edit_spec, free_port
 
 POLL = 0.1

@@ -31,11 +31,11 @@ import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from monitor.apps import brokers
-from monitor.apps.kafka_config import Connection, connect
 from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.spec import load
+from monitor.infra import brokers
+from monitor.infra.connection import Connection, connect
 from monitor.testing import edit_spec, engine_build
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -50,7 +50,7 @@ def _fail(exc: Exception) -> None:
 def _connect(bootstrap: str | None, spec: Any = None) -> Any:
     """The Kafka connection of a command, checked once: a wrong password or an untrusted certificate
     fails here, in one line, instead of in clients that retry quietly."""
-    from monitor.apps.kafka_config import connect_checked
+    from monitor.infra.connection import connect_checked
 
     return connect_checked(bootstrap, spec)
 
@@ -361,9 +361,9 @@ def worker(
 ) -> None:
     """Run a streaming worker: join, metrics and alerts on Kafka (Faust)."""
     _one_blas_thread()
-    from monitor.apps import brokers
-    from monitor.apps.web_access import web_access
     from monitor.contract import spec as specs
+    from monitor.infra import brokers
+    from monitor.infra.web_access import web_access
 
     try:
         access = web_access(web_user, web_certfile, web_keyfile, os.environ)
@@ -389,8 +389,8 @@ def produce(
         help="Send `predictions` and `outcomes` records to this spec's topic names.")] = None,
 ) -> None:
     """Publish a replay file's records to their topics, keeping key and timestamp."""
-    from monitor.apps import brokers
     from monitor.contract import spec as specs
+    from monitor.infra import brokers
 
     rename = {}
     try:
@@ -436,8 +436,8 @@ def topics_create(
         help="retention.ms of the topics; -1 keeps replayed records whatever their age.")] = None,
 ) -> None:
     """Create the input topics (co-partitioned) and the alert and dead-letter topics."""
-    from monitor.apps import brokers
     from monitor.contract import spec as specs
+    from monitor.infra import brokers
 
     try:
         loaded = specs.load(spec)

@@ -14,8 +14,8 @@ from faust.types import TP
 
 from agents.app import consumer, create_app
 from agents.consumer import Consumer
-from monitor.apps.kafka_config import Connection
 from monitor.contract.spec import Spec
+from monitor.infra.connection import Connection
 from monitor.testing import free_port
 
 PREDICTIONS, OUTCOMES, TICKS = TP("predictions", 0), TP("outcomes", 1), TP("monitor-checkout-ticks", 0)

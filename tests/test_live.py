@@ -163,9 +163,9 @@ def test_live_simulator_on_kafka(tmp_path: Path, bootstrap: str, bundled_spec_pa
     from kafka.consumer.group import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    from monitor.apps.brokers import create_topics
-    from monitor.apps.kafka_config import Connection
     from monitor.contract.spec import load
+    from monitor.infra.brokers import create_topics
+    from monitor.infra.connection import Connection
 
     tag = uuid.uuid4().hex[:8]
     spec_path = tmp_path / "spec.toml"

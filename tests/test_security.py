@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from monitor.apps.kafka_config import Connection, check, connect, hide_in_logs
 from monitor.apps.replay import replay
 from monitor.contract.errors import ConfigError, SpecError
 from monitor.contract.kafka import KafkaSettings, resolve
 from monitor.contract.secrets import Secret
 from monitor.contract.spec import parse
+from monitor.infra.connection import Connection, check, connect, hide_in_logs
 from monitor.testing import edit_spec, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

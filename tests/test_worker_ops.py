@@ -190,8 +190,8 @@ def prometheus_scrapes(tmp: Path, port: int, certificates: Path, password: str) 
 
 
 def test_web_settings_fail_at_start_naming_the_flag(tmp_path: Path, bundled_spec_path: Path) -> None:
-    from monitor.apps.web_access import web_access
     from monitor.contract.errors import ConfigError
+    from monitor.infra.web_access import web_access
 
     with pytest.raises(ConfigError, match="MONITOR_WEB_PASSWORD"):
         web_access("prometheus", None, None, {})

@@ -6,13 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from monitor.apps.kafka_config import Connection, connect_checked
 from monitor.contract.errors import MonitorError
 from monitor.contract.spec import Spec
 from monitor.debug.explain import Collector
 from monitor.debug.kafka_range import KafkaRange
 from monitor.debug.records import FileRecords, Narrowed, RecordSource, TimeRange, parse_segments
 from monitor.engine.monitor import Feed
+from monitor.infra.connection import Connection, connect_checked
 
 Period = tuple[float, float]
 

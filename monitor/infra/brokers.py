@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from monitor.apps.kafka_config import Connection
 from monitor.contract.decode import decode_record
 from monitor.contract.errors import MonitorError, RecordError
 from monitor.contract.spec import Spec
+from monitor.infra.connection import Connection
 
 
 def partitions(kafka: Connection, topics: list[str]) -> dict[str, int]:
