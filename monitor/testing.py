@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import shutil
 import socket
+import time
 import tomllib
+import urllib.request
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import tomli_w
@@ -24,8 +28,8 @@ from monitor.stream.join_stage import CHECKPOINT_SECONDS
 from monitor.stream.store import Write
 from monitor.stream.worker import Worker
 
-__all__ = ["Fetched", "InMemoryWorker", "Memory", "Record", "Sink", "Stream", "Topics", "edit_spec", "encode",
-           "engine_build", "free_port", "same", "worker_totals"]
+__all__ = ["Fetched", "InMemoryWorker", "Memory", "Record", "Sample", "Sink", "Stream", "Topics", "edit_spec", "encode",
+           "engine_build", "eventually", "free_port", "require", "same", "samples", "scrape", "worker_totals"]
 
 Record = tuple[str, int, int, bytes]  # topic, partition, offset, value
 
@@ -145,6 +149,64 @@ def _key(node: object, part: str, path: str) -> int | str:
     if not part.isdigit() or int(part) >= len(node):
         raise ValueError(f"cannot edit {path!r}: {part!r} is not an index of an array of {len(node)}")
     return int(part)
+
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.2,
+               alive: Callable[[], bool] | None = None, context: Callable[[], str] | None = None) -> T:
+    """`probe()`'s first truthy answer, asked every `every` seconds for up to `timeout` seconds.
+
+    Raises AssertionError naming `what` (and, when given, `context()`: a log tail, the last values)
+    once the time is up, or at once when `alive()` says the thing waited on has stopped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        stopped = alive is not None and not alive()
+        if stopped or time.monotonic() >= deadline:
+            why = "it stopped first" if stopped else f"not within {timeout:g} s"
+            raise AssertionError(f"{what}: {why}" + (f"\n{context()}" if context is not None else ""))
+        time.sleep(every)
+
+
+def require(tool: str, *alternatives: str) -> str:
+    """The path of a command a test needs (`tool`, or the first of `alternatives` found: another name for it).
+
+    When none is installed, the test is skipped; or failed, where the full run requires every tool
+    (`MONITOR_REQUIRE_KAFKA`, set by scripts/test.sh, which installs them)."""
+    import pytest
+
+    for name in (tool, *alternatives):
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    if os.environ.get("MONITOR_REQUIRE_KAFKA"):
+        pytest.fail(f"{tool} is not installed, yet the tests that need it are required (scripts/test.sh installs it)")
+    pytest.skip(f"{tool} is not installed (scripts/test.sh installs it)")
+
+
+Sample = tuple[str, dict[str, str], float]  # a metric sample: name, labels, value
+
+
+def samples(text: str) -> list[Sample]:
+    """The samples of a Prometheus text exposition, read by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def scrape(port: int, path: str = "/metrics", **headers: str) -> list[Sample]:
+    """The samples a web port on 127.0.0.1 serves now; none while it does not answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return []
+    return samples(text)
 
 
 def free_port() -> int:

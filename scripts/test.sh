@@ -5,10 +5,18 @@
 # Kafka broker, run every test, stop the broker.
 #
 #   scripts/test.sh [pytest args]
+#   scripts/test.sh --fast [pytest args]   the inner loop, under 3 minutes: lint, types, the docs, and the
+#                                          tests that need no broker, no compiled build and no Debian tool
 #
 # With KAFKA_BOOTSTRAP set, the tests use that broker and none is started.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
+
+FAST=""
+if [[ "${1:-}" == "--fast" ]]; then
+  FAST=1
+  shift
+fi
 
 PYTHON="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
@@ -18,6 +26,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 ruff check monitor agents tests benchmarks grafana setup.py build_backend.py
 lint-imports
 mypy
+
+if [[ -n "$FAST" ]]; then
+  exec python -m pytest -m "not kafka and not ops and not slow and not nemesis and not soak" "$@"
+fi
 
 # The compiled engine (mypyc), built as a user builds it, into a tree of its own: the editable
 # install above stays the pure-Python reference.

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from monitor.contract import spec as specs
+from monitor.testing import require
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,11 +106,7 @@ def browser() -> Iterator[Any]:
 
     One per test module, not per session: while Playwright's sync API is open its event loop counts as
     running in this thread, so a later test's `asyncio.run` (the in-memory worker) would refuse to start."""
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
-            pytest.fail("chromium is not installed, yet the browser checks are required (scripts/test.sh installs it)")
-        pytest.skip("no chromium: run scripts/test.sh, or apt-get install chromium")
+    executable = require("chromium", "chromium-browser")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -199,18 +194,10 @@ def make_certificates(where: Path) -> Path:
     return where
 
 
-def _require(*tools: str) -> None:
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    if missing:
-        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
-            pytest.fail(f"{missing} not installed, yet the tests that need them are required")
-        pytest.skip(f"no {missing}")
-
-
 @pytest.fixture(scope="session")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of make_certificates' files, made once per run."""
-    _require("openssl")
+    require("openssl")
     return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
@@ -219,7 +206,7 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory, certificates: Path)
     """Started on first use (scripts/kafka-up.sh on four free ports), stopped and wiped at the end."""
     from monitor.testing import free_port
 
-    _require("java")
+    require("java")
     home = tmp_path_factory.mktemp("secured")
     certs = certificates
     plain, controller, sasl_ssl, mtls = (free_port() for _ in range(4))
@@ -304,24 +291,21 @@ class Deployment:
         except OSError:
             return ""
 
-    def counted(self, port: int, name: str, text: str | None = None) -> dict[str, float]:
-        """A counter's samples on /metrics, by their label text."""
-        found = {}
-        for line in (self.get(port, "/metrics") if text is None else text).splitlines():
-            if line.startswith(name + "{"):
-                labels, value = line.rsplit(" ", 1)
-                found[labels] = float(value)
-        return found
+    def counted(self, port: int, name: str, text: str | None = None) -> list[tuple[dict[str, str], float]]:
+        """A metric's samples on /metrics (or in `text`, a scrape already made): labels and value."""
+        from monitor.testing import samples
+
+        scraped = samples(self.get(port, "/metrics") if text is None else text)
+        return [(labels, value) for sample, labels, value in scraped if sample == name]
 
     def wait_for(self, port: int, records: int, timeout: float = 180) -> None:
         """Until the worker has counted `records` records (it fails at once if the worker stops)."""
+        from monitor.testing import eventually
+
         proc, log = self.workers[port]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            if sum(self.counted(port, "monitor_records_total").values()) >= records:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"the worker did not reach {records} records:\n{log.read_text(errors='replace')[-3000:]}")
+        eventually(lambda: sum(v for _, v in self.counted(port, "monitor_records_total")) >= records, timeout,
+                   f"the worker counts {records} records", every=0.5, alive=lambda: proc.poll() is None,
+                   context=lambda: log.read_text(errors="replace")[-3000:])
 
     def stop(self, port: int, how: signal.Signals = signal.SIGTERM) -> None:
         proc, _ = self.workers[port]

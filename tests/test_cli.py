@@ -8,14 +8,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from monitor.apps import split
-from monitor.testing import edit_spec, free_port
+from monitor.testing import edit_spec, eventually, free_port
 
 MONITOR = [sys.executable, "-m", "monitor.cli"]
 
@@ -122,16 +121,20 @@ def test_debug_shows_the_traceback(tmp_path: Path, bundled_spec_path: Path, flag
 
 def scrape(port: int, until: str, timeout: float = 30) -> str:
     """The text of /metrics once it contains `until`, or the last text read when time runs out."""
-    scraped = ""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and until not in scraped:
-        time.sleep(0.5)
+    last = [""]
+
+    def read() -> str | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-                scraped = response.read().decode()
+                last[0] = response.read().decode()
         except OSError:
-            continue
-    return scraped
+            return None
+        return last[0] if until in last[0] else None
+
+    try:
+        return eventually(read, timeout, f"/metrics shows {until}", every=0.5)
+    except AssertionError:
+        return last[0]
 
 
 def test_interrupt_exits_quietly_with_130() -> None:

@@ -9,12 +9,9 @@ test broker, together with the alert rules of prometheus/rules/.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from monitor.testing import free_port
+from monitor.testing import eventually, free_port, require
 from tests.test_kafka import Setup, setup  # noqa: F401  # a fixture, reused
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,16 +128,6 @@ def test_dashboards_follow_grafanas_conventions() -> None:
 # On a real Prometheus --------------------------------------------------------------------------------------
 
 
-def prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
-            pytest.fail("the prometheus binary is missing (Debian package `prometheus`), yet the integration "
-                        "tests are required")
-        pytest.skip("no prometheus binary: apt-get install prometheus")
-    return binary
-
-
 class Prometheus:
     """A Prometheus of the test's own on loopback, scraping one worker every second."""
 
@@ -162,12 +149,9 @@ class Prometheus:
                 [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
                  f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
                 stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
         try:
-            while not self.ready():
-                assert self.proc.poll() is None, f"prometheus exited:\n{self.log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, f"prometheus not ready in 30 s:\n{self.log.read_text()[-3000:]}"
-                time.sleep(0.2)
+            eventually(self.ready, 30, "prometheus is ready", alive=lambda: self.proc.poll() is None,
+                       context=lambda: self.log.read_text()[-3000:])
         except BaseException:
             self.stop()
             raise
@@ -228,35 +212,30 @@ def variable_values(prom: Prometheus, board: dict[str, Any], decision: str,
 
 @pytest.mark.kafka
 def test_every_dashboard_query_returns_data_on_a_real_prometheus(setup: Setup, tmp_path: Path) -> None:  # noqa: F811
-    binary = prometheus_binary()
+    binary = require("prometheus")
     path = setup.stream("business_drop", 40_000)
     port = setup.start()  # before the records, so Prometheus sees the counters move
     prom = Prometheus(binary, tmp_path, port)
     try:
-        deadline = time.monotonic() + 60
-        while not prom.query("up == 1") and time.monotonic() < deadline:  # a worker takes the stream in seconds:
-            time.sleep(0.2)  # Prometheus must have scraped it before, or no counter is seen moving
+        # A worker takes the stream in seconds: Prometheus must have scraped it before, or no counter is seen moving.
+        eventually(lambda: prom.query("up == 1"), 60, "Prometheus scrapes the worker")
         setup.produce(path)
         misalignment = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]
                         if r["type"] == "alerting" and 'kind="misalignment"' in r["query"]]
         assert misalignment, "no alert rule reads monitor_alert_active{kind=\"misalignment\"}"
         names = {r["name"] for r in misalignment}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            firing = [a for a in prom.api("alerts")["data"]["alerts"]
-                      if a["labels"]["alertname"] in names and a["state"] == "firing"]
-            if firing:
-                break
-            time.sleep(0.5)
-        else:
-            log = "".join(p.read_text(errors="replace")[-2000:] for p in setup.tmp.glob("worker-*.log"))
-            raise AssertionError(f"the misalignment alert did not fire in 120 s\n{log}")
+        firing = eventually(lambda: [a for a in prom.api("alerts")["data"]["alerts"]
+                                     if a["labels"]["alertname"] in names and a["state"] == "firing"], 120,
+                            "the misalignment alert fires", every=0.5,
+                            context=lambda: "".join(p.read_text(errors="replace")[-2000:]
+                                                    for p in setup.tmp.glob("worker-*.log")))
         assert firing[0]["labels"]["decision"] == setup.spec.name
 
         # A rate needs two scrapes in its range: the worker may finish the stream before Prometheus has them.
-        deadline = time.monotonic() + 60
-        while True:
-            empty = []
+        empty: list[str] = []
+
+        def answered() -> bool:
+            empty.clear()
             for name, board in boards().items():
                 values = variable_values(prom, board, setup.spec.name)
                 picked = variable_values(prom, board, setup.spec.name, picked=True)
@@ -264,10 +243,10 @@ def test_every_dashboard_query_returns_data_on_a_real_prometheus(setup: Setup, t
                     if not prom.query(fill(expr, values)):
                         empty.append(f"{name} {where}: {fill(expr, values)}")
                     prom.query(fill(expr, picked))  # valid with values ticked one by one, too
-            if not empty or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert not empty, "queries without data:\n" + "\n".join(empty)
+            return not empty
+
+        eventually(answered, 60, "every dashboard query has data", every=1,
+                   context=lambda: "queries without data:\n" + "\n".join(empty))
 
         rules = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]]
         assert rules and all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -27,13 +26,12 @@ import pytest
 from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.spec import Spec, load
-from monitor.testing import Stream, edit_spec, free_port
+from monitor.testing import Sample, Stream, edit_spec, eventually, free_port, scrape
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
-SAMPLE = re.compile(r'^(\w+)\{(.*)\} (\S+)$')
-Samples = list[tuple[str, dict[str, str], float]]  # (name, labels, value) of one scrape
+Samples = list[Sample]  # one scrape
 
 
 class Setup:
@@ -95,36 +93,30 @@ class Setup:
 
     def reach(self, port: int, records: int, timeout: float = 120) -> None:
         """Wait until a worker has counted at least `records` records."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sum(v for n, _, v in scrape(port) if n == "monitor_records_total") >= records:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"the worker did not reach {records} records in {timeout} s")
+        eventually(lambda: sum(v for n, _, v in scrape(port) if n == "monitor_records_total") >= records, timeout,
+                   f"the worker counts {records} records")
 
     def settle(self, ports: list[int], records: int, timeout: float = 150) -> list[Samples]:
         """Scrape until every record is counted and nothing changed for a few seconds."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        consumed = 0.0
-        stable_since = time.monotonic()
-        while time.monotonic() < deadline:
+        seen: dict[str, Any] = {"view": None, "since": time.monotonic(), "consumed": 0.0}
+
+        def settled() -> list[Samples] | None:
             scraped = [scrape(port) for port in ports]
             if not all(scraped):  # a worker busy or restarting: no news
-                time.sleep(0.5)
-                continue
-            consumed = sum(v for samples in scraped for n, _, v in samples if n == "monitor_records_total")
+                return None
+            seen["consumed"] = sum(v for samples in scraped for n, _, v in samples if n == "monitor_records_total")
             view = [sorted((n, tuple(sorted(labels.items())), repr(v)) for n, labels, v in s  # NaN-safe
                            if n.startswith("monitor_")) for s in scraped]
-            if view != last:
-                last, stable_since = view, time.monotonic()
-            elif consumed >= records and time.monotonic() - stable_since > 4:
-                return scraped
-            time.sleep(0.5)
-        logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("worker-*.log"))
-        counts = join_counts([scrape(port) for port in ports])
-        raise AssertionError(f"workers did not settle on {records} records in {timeout} s: consumed {consumed}, "
-                             f"join counts {counts}\n{logs}")
+            if view != seen["view"]:
+                seen.update(view=view, since=time.monotonic())
+                return None
+            return scraped if seen["consumed"] >= records and time.monotonic() - seen["since"] > 4 else None
+
+        def context() -> str:
+            logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("worker-*.log"))
+            return f"consumed {seen['consumed']}, join counts {join_counts([scrape(p) for p in ports])}\n{logs}"
+
+        return eventually(settled, timeout, f"workers settle on {records} records", every=0.5, context=context)
 
 
 def halves(path: Path) -> tuple[Path, Path, int]:
@@ -151,21 +143,6 @@ def cli(*args: str) -> None:
     done = subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-
-
-def scrape(port: int) -> list[tuple[str, dict[str, str], float]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return []
-    samples = []
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if match:
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
-            samples.append((match.group(1), labels, float(match.group(3))))
-    return samples
 
 
 def healthz(port: int) -> dict[str, Any]:
@@ -336,17 +313,12 @@ def test_quiet_partition_expires_by_wall_clock(setup: Setup) -> None:
         record["topic"] = names[record["topic"]]
     setup.produce(built.write(setup.tmp / "quiet.jsonl"))
     port = setup.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the topics said nothing past 1_700_000_006: only the clock moves on
-        counts = join_counts([scrape(port)])
-        if counts.get("expired") == 15:
-            break
-        time.sleep(0.5)
+    # The topics said nothing past 1_700_000_006: only the clock moves on.
+    counts = eventually(lambda: (c := join_counts([scrape(port)])).get("expired") == 15 and c, 60,
+                        "15 decisions expire by the wall clock", every=0.5)
     assert (counts["matched"], counts["expired"], counts["pending"]) == (5, 15, 0)
-    deadline = time.monotonic() + 30
-    while healthz(port)["segments"].get("(all)") != 20 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert healthz(port)["segments"]["(all)"] == 20  # and the metrics stage has every one of them
+    eventually(lambda: healthz(port)["segments"].get("(all)") == 20, 30,
+               "the metrics stage holds every decision", every=0.5)
 
 
 def test_bad_input_lands_in_dead_letters_and_counters(setup: Setup) -> None:
@@ -543,7 +515,7 @@ def test_a_replay_leaves_a_running_worker_alone_and_its_alert_command_reproduces
     replayed = found["alerts"] + found["early_alerts"]  # the first alert on the topic is an early one
     assert any((a["kind"], a["segment"], a["at"], a.get("status")) == (
         alert["kind"], alert["segment"], alert["at"], alert.get("status")) for a in replayed)
-    time.sleep(3)  # a commit from the replay, if there were one, would have landed
+    # The replay has exited: a commit of its own, if it made one, landed before it closed.
     assert committed(setup.servers, group, inputs) == before
     assert groups(setup.servers) == groups_before  # the replay joined no group
     assert sum(v for n, _, v in scrape(port) if n == "monitor_records_total") == sum(1 for _ in path.open())

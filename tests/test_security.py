@@ -20,7 +20,7 @@ from monitor.contract.kafka import KafkaSettings, resolve
 from monitor.contract.secrets import Secret
 from monitor.contract.spec import parse
 from monitor.infra.connection import Connection, check, connect, hide_in_logs
-from monitor.testing import edit_spec, free_port
+from monitor.testing import edit_spec, eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,21 +134,17 @@ def test_worker_produce_and_topics_on_a_secured_listener(how: str, secured_broke
     port = site.start(loglevel="info")
     site.wait_for(port, lines)
     counts = replay(site.spec, stream).joiner.counts()
-    deadline = time.monotonic() + 60  # the last checkpoint reaches the counters a moment later
-    while time.monotonic() < deadline:
-        metrics = site.get(port, "/metrics")
-        status = {k.split('status="')[1].split('"')[0]: v
-                  for k, v in site.counted(port, "monitor_decisions_total", metrics).items()}
-        if status.get("matched") == counts.matched:
-            break
-        time.sleep(0.5)
+    # The last checkpoint reaches the counters a moment later.
+    status = eventually(lambda: (found := {labels["status"]: v for labels, v in
+                                           site.counted(port, "monitor_decisions_total")}).get("matched")
+                        == counts.matched and found, 60, f"{counts.matched} decisions matched", every=0.5)
     # (Parity of every count is tested in test_kafka.py; here: every record came in and joined alike.)
     assert (status["matched"], status["late"], status["duplicate"], status["invalid"]) == (
         counts.matched, counts.late, counts.duplicates, counts.invalid)
     health = site.get(port, "/healthz")
     assert json.loads(health)["join_partitions"] == [0]
     site.stop(port)
-    outputs = [*site.outputs, metrics, health, site.log(port)]
+    outputs = [*site.outputs, site.get(port, "/metrics"), health, site.log(port)]
     assert not [o for o in outputs if secured_broker.password in o]
     assert "Traceback" not in outputs[-1]
 

@@ -8,12 +8,10 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,7 +23,7 @@ from typing import Any
 import pytest
 
 from agents.logs import Sparse, quiet_faust
-from monitor.testing import free_port
+from monitor.testing import eventually, free_port, require
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,17 +114,15 @@ def test_web_port_with_basic_auth_and_tls_shows_no_table_or_secret(bootstrap: st
                       "--web-keyfile", str(certificates / "broker.key"))
     trusted = ssl.create_default_context(cafile=str(certificates / "ca.pem"))
     base_url = f"https://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # until the worker has taken in the whole stream
+    def took_all() -> bool:
         try:
             status, metrics = fetch(base_url + "/metrics", trusted, "prometheus", password)
         except OSError:  # not listening yet
-            status = 0
-        if status == 200 and sum(site.counted(port, "monitor_records_total", metrics).values()) >= lines:
-            break
-        time.sleep(0.5)
-    else:
-        raise AssertionError(site.log(port)[-3000:])
+            return False
+        return status == 200 and sum(v for _, v in site.counted(port, "monitor_records_total", metrics)) >= lines
+
+    eventually(took_all, 180, "the worker takes in the whole stream", every=0.5,
+                         context=lambda: site.log(port)[-3000:])
     paths = ["/metrics", "/healthz", *faust_paths(), "/nothing-here"]
     ids = set(re.findall(r'"decision_id":\s*"([^"]+)"', stream.read_text()))
     for path in paths:
@@ -152,11 +148,7 @@ def prometheus_scrapes(tmp: Path, port: int, certificates: Path, password: str) 
     worker; returns the records it read from monitor_records_total."""
     import yaml
 
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
-            pytest.fail("the prometheus binary is missing (Debian package `prometheus`)")
-        pytest.skip("no prometheus binary")
+    binary = require("prometheus")
     config = yaml.safe_load((ROOT / "prometheus" / "scrape-secured.yml").read_text())
     job = config["scrape_configs"][0]
     (tmp / "web-password").write_text(password + "\n")
@@ -172,18 +164,18 @@ def prometheus_scrapes(tmp: Path, port: int, certificates: Path, password: str) 
                                  "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
     expr = 'sum(monitor_records_total{job="monitor"}) and on() up{job="monitor"} == 1'
     query = urllib.parse.urlencode({"query": expr})
+
+    def read() -> tuple[float] | None:  # a tuple: a first answer of 0.0 is an answer
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{listen}/api/v1/query?{query}", timeout=5) as answer:
+                result = json.loads(answer.read())["data"]["result"]
+        except OSError:
+            return None
+        return (float(result[0]["value"][1]),) if result else None
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{listen}/api/v1/query?{query}", timeout=5) as answer:
-                    result = json.loads(answer.read())["data"]["result"]
-                if result:
-                    return float(result[0]["value"][1])
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError("Prometheus did not scrape the worker:\n" + (tmp / "prometheus.log").read_text()[-3000:])
+        return eventually(read, 60, "Prometheus scrapes the worker", every=0.5, alive=lambda: proc.poll() is None,
+                          context=lambda: (tmp / "prometheus.log").read_text()[-3000:])[0]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -211,11 +203,7 @@ def test_web_settings_fail_at_start_naming_the_flag(tmp_path: Path, bundled_spec
 
 @pytest.mark.ops
 def test_secured_scrape_config_is_valid() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
-            pytest.fail("promtool is missing (Debian package `prometheus`)")
-        pytest.skip("no promtool")
+    promtool = require("promtool")
     done = subprocess.run([promtool, "check", "config", "prometheus/scrape-secured.yml"], capture_output=True,
                           text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -237,19 +225,11 @@ def test_partitions_move_after_sigkill_well_within_the_old_minute(bootstrap: str
     site = deploy({"KAFKA_BOOTSTRAP": bootstrap}, partitions=4, spec_text=text)
     _, before = site.stream("healthy", 3_000, seed=1)
     ports = [site.start(), site.start()]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # both hold partitions and have taken everything in
-        if all(holds(site, p) for p in ports) and sum(
-                sum(site.counted(p, "monitor_records_total").values()) for p in ports) >= before:
-            break
-        time.sleep(0.5)
-    else:
-        raise AssertionError("the two workers did not share the stream: " + site.log(ports[0])[-2000:])
+    eventually(lambda: all(holds(site, p) for p in ports) and sum(
+        sum(v for _, v in site.counted(p, "monitor_records_total")) for p in ports) >= before, 240,
+        "the two workers share the stream and take it all in", every=0.5, context=lambda: site.log(ports[0])[-2000:])
     site.stop(ports[0], signal.SIGKILL)
-    killed = time.monotonic()
     _, after = site.stream("healthy", 1_000, seed=2)
-    while holds(site, ports[1]) != [0, 1, 2, 3] and time.monotonic() - killed < 45:
-        time.sleep(0.2)
-    assert holds(site, ports[1]) == [0, 1, 2, 3], f"not moved in {time.monotonic() - killed:.0f} s"
+    eventually(lambda: holds(site, ports[1]) == [0, 1, 2, 3], 45, "the survivor holds every partition")
     # the survivor restores the killed worker's partitions and counts every record of both streams
     site.wait_for(ports[1], before + after, timeout=180)
