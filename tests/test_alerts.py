@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 
 import pytest
+from rich.console import Console
 
 from monitor.apps.simulate import simulate
 from monitor.contract.spec import Spec, load
 from monitor.engine.monitor import Monitor
+from monitor.export.console import print_alert
 from monitor.testing import Sink, encode
 
 
@@ -46,6 +49,9 @@ def test_business_drop_is_a_silent_misalignment(checkout: Spec) -> None:
     assert {c.name for c in misalignment.metrics} >= {"roc_auc", "log_loss"}  # what held, for contrast
     assert "Model metrics held" in misalignment.message
     assert not any(a.kind == "model_degradation" for a in sink.alerts)
+    printed = io.StringIO()
+    print_alert(misalignment, Console(file=printed, width=400))
+    assert f"[{checkout.name}] all decisions: KPI fell" in printed.getvalue()  # the console reads no markup in it
 
 
 def test_model_rot_is_a_model_degradation_the_business_does_not_see(checkout: Spec) -> None:

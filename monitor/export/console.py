@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from monitor.contract.spec import Spec
@@ -19,8 +20,8 @@ def print_alert(alert: Alert, console: Console | None = None) -> None:
     console = console or Console()
     style = _STYLE.get(alert.severity, "")
     console.print(f"[{style}]{alert.severity.upper()} {alert.kind}[/] at {iso(alert.at)}")
-    console.print(f"  {alert.message}", highlight=False)
-    console.print(f"  reproduce: [dim]{alert.replay}[/]", highlight=False)
+    console.print(f"  {escape(alert.message)}", highlight=False)  # "[decision] ..." is not markup
+    console.print(f"  reproduce: [dim]{escape(alert.replay)}[/]", highlight=False)
 
 
 def summary_table(report: dict[str, Any], spec: Spec, console: Console | None = None) -> None:
