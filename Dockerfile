@@ -2,7 +2,7 @@
 # docker-compose.yml runs the same image as `monitor topics create`, `monitor simulate --live`
 # and `monitor webhook`. Build: docker build -t model-business-monitor:0.1.0 .
 
-# Build stage: the project, with its engine compiled (MONITOR_COMPILE=1, mypyc: README "Compiled
+# Build stage: the project, with its engine compiled (MONITOR_COMPILE=1, mypyc: docs/development.md "Compiled
 # engine"), and its dependencies into a virtual environment. The full image has the C compiler.
 FROM python:3.11.11-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1

@@ -1,4 +1,4 @@
-"""The README's picture of early readings: one cohort's outcomes by age, against the reference's.
+"""The docs' picture of early readings (docs/early-warning.md): one cohort's outcomes by age, against the reference's.
 
     python benchmarks/early_figure.py [--out docs/img/early-readings.png]
 

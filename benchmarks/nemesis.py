@@ -60,7 +60,7 @@ class Outcome:
     totals_differ: list[str] = field(default_factory=list)  # "segment metric: got vs want"
     alerts_missing: list[str] = field(default_factory=list)
     alerts_extra: list[str] = field(default_factory=list)
-    early_alerts: tuple[int, int] = (0, 0)  # (on the alerts topic, in replay): not compared, see README
+    early_alerts: tuple[int, int] = (0, 0)  # (on the alerts topic, in replay): not compared, see docs/workers.md
     held: dict[int, dict[str, Any]] = field(default_factory=dict)  # per worker's web port, from /healthz at the end
     partitions: dict[int, dict[str, int]] = field(default_factory=dict)  # replay's join counts, per input partition
     seconds: float = 0.0

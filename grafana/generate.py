@@ -3,7 +3,7 @@
     python grafana/generate.py [--out grafana/dashboards] [--spec monitor/checkout.toml]
 
 The dashboards are built with Grafana Labs' `grafana-foundation-sdk` and read only the metrics contract
-(README, "The metrics contract"). No query names a decision: each reads `$decision`, a variable filled from
+(docs/metrics-contract.md). No query names a decision: each reads `$decision`, a variable filled from
 `label_values(...)`. The segment labels come from the spec's `segments.by` (the bundled example's:
 `variant`, `segment_country`); run this again with `--spec` for a spec sliced by other fields.
 `tests/test_dashboards.py` checks that the committed JSON is this script's output, and runs every query

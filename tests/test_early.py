@@ -151,7 +151,7 @@ def test_no_missing_reads_matched_outcomes_only(spec_text: str) -> None:
         assert math.isclose(w["kpi"]["conversion"], 1.0)
 
 
-PER_DAY = 360 * 24  # the stream of the README's detection table: 24 h horizon, 360 decisions an hour
+PER_DAY = 360 * 24  # the stream of the detection table (docs/early-warning.md): 24 h horizon, 360 decisions an hour
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 For each record, in this order: advance the watermark, expire every pending decision whose
 `ts + horizon <= watermark`, then handle the record. The watermark is the lesser of the newest
 `ts` seen on each topic, so how a consumer happens to interleave the two topics never changes a
-result: a decision expires only once the outcomes topic itself has passed its horizon. README's "Join
-semantics" section is the contract; this module is its only implementation.
+result: a decision expires only once the outcomes topic itself has passed its horizon. docs/join.md is the
+contract; this module is its only implementation.
 """
 
 from __future__ import annotations

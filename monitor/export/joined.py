@@ -5,7 +5,7 @@ status, and through `final` the label, value and KPIs the engine counted. The pr
 the join does not keep (model, variant, segment, features) come from `see`, which replay calls
 with each record just before the engine takes it. Nothing here runs unless a table is asked for.
 
-Columns, in order (README's "Offline" section is the reference):
+Columns, in order (docs/offline.md is the reference):
 `decision_id`, `ts` (UTC), `model`, `model_version`, `variant`, `action`, `segment.<key>`...,
 `score`, `prediction`, `label`, `value`, `kpi.<name>`... (one per spec KPI, as the engine read
 it), `status` (`matched`, `expired` or `late`), `delay` (seconds to the outcome; empty when

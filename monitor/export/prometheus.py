@@ -204,7 +204,7 @@ class MonitorCollector(Collector):
 
         The arms are the segments' whole-run summaries merged by the experiment's `by` value, so the
         gauges need nothing beyond what the engine keeps per segment. They need every segment: a
-        worker that holds only some metrics partitions exports none (see README)."""
+        worker that holds only some metrics partitions exports none (docs/metrics-contract.md)."""
         spec = self.spec
         experiment = spec.experiment
         assert experiment is not None

@@ -1,6 +1,6 @@
 """A/B test analysis of the joined table: per-arm KPIs, lift, tests, SRM, CUPED and the peeking-safe reading.
 
-`analyse(...)` returns the whole result as plain JSON-ready values (README's "Offline" section
+`analyse(...)` returns the whole result as plain JSON-ready values (docs/offline.md
 documents the shape); `monitor.offline.abtest_report` draws it. Units are the table's rows; a
 KPI counts the rows that carry it (the engine's rule), in both arms.
 """
