@@ -11,9 +11,11 @@ and Faust's commit loop commits that offset. A range replaces Faust's per-offset
 the offsets (compaction, transaction markers) never stops commits.
 
 Batches get the checks Faust gives each of its messages: none while flow is stopped (a rebalance
-is on; Faust seeks back to the committed offsets), none from an older generation, none from a
-paused partition. Faust's stall detector reads the time of the last inbound event per partition,
-and its lag gauges the end offsets: both are set per batch.
+is on), none from an older generation, none from a paused partition. A batch dropped so is fetched
+again from its first offset (`_rewind`): Faust seeks back to the committed offsets only at the end
+of a recovery, and records taken after a dropped batch before that seek would make the join stage
+count the dropped ones as redeliveries, and skip them. Faust's stall detector reads the time of the
+last inbound event per partition, and its lag gauges the end offsets: both are set per batch.
 
 **Seeks.** After a rebalance Faust seeks every stream partition to its committed offset, but
 aiokafka skips partitions whose committed offset is missing or 0, and those keep the fetch position
@@ -39,7 +41,7 @@ topic keeps its `ConsumerRecord`s.
 Relies on faust-streaming 0.15.3's internals (`_wait_next_records`, `_new_offset`, `_acked`,
 `perform_seek` calling `seek_to_committed`, `_new_consumer_thread`, `_create_worker_consumer`) and
 aiokafka's (`_fetch_max_wait_ms`, read when the consumer starts; `fetcher.PartitionRecords` and its
-`_consumer_record`), pinned in pyproject.toml (aiokafka
+`_consumer_record`; a partition's fetch position in `_subscription`), pinned in pyproject.toml (aiokafka
 to 0.14.x) and checked by tests/test_faust_internals.py.
 """
 
@@ -50,6 +52,7 @@ from time import monotonic
 from typing import Any, ClassVar, cast
 
 from aiokafka.consumer import fetcher
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka
 from faust.types import TP
 
@@ -115,6 +118,7 @@ class Consumer(aiokafka.Consumer):
     async def _take_batches(self, records: Mapping[TP, list[Any]], active: set[TP] | None) -> dict[TP, list[Any]]:
         """Hand each batch-intake partition's records to its intake; return the others to Faust."""
         rest: dict[TP, list[Any]] = {}
+        dropped: dict[TP, int] = {}
         generation = self.app.consumer_generation_id
         monitor = self.app.monitor
         for tp, batch in records.items():
@@ -122,18 +126,42 @@ class Consumer(aiokafka.Consumer):
             if intake is None:
                 rest[tp] = batch
                 continue
-            if not batch or not self.flow_active or self.app.consumer_generation_id != generation:
-                continue  # a rebalance began: Faust seeks back to the committed offsets
-            if active is not None and tp not in active and tp not in self._buffered_partitions:
-                continue  # paused meanwhile (recovery)
+            if not batch:
+                continue
+            if (not self.flow_active or self.app.consumer_generation_id != generation
+                    or (active is not None and tp not in active and tp not in self._buffered_partitions)):
+                dropped[tp] = batch[0].offset  # a rebalance began, or the partition was paused (recovery)
+                continue
             if monitor is not None:
                 monitor.stream_inbound_time[tp] = monotonic()
                 monitor.track_tp_end_offset(tp, self.highwater(tp))
             self._read_offset[tp] = batch[-1].offset
             await intake(tp, batch)
+        if dropped:
+            await self._rewind(dropped)
         if self.app.consumer_generation_id != generation:
             return {}  # Faust reads the generation after this returns: it could not tell these are stale
         return rest
+
+    async def _rewind(self, positions: Mapping[TP, int]) -> None:
+        """Fetch dropped batches again, from their first offset.
+
+        The join stage counts a record at or below the last offset it handled as a redelivery, so an
+        intake partition must never skip records. A batch dropped while flow is stopped would be
+        skipped whenever the records after it are taken before Faust seeks back to the committed
+        offsets (its seek comes at the end of the recovery, and flow may resume before it)."""
+        await self._thread.call_thread(self._seek_back, positions)
+
+    async def _seek_back(self, positions: Mapping[TP, int]) -> None:  # in the consumer's thread, as its calls are
+        consumer = self._thread._ensure_consumer()
+        subscription = consumer._subscription.subscription
+        assignment = None if subscription is None else subscription.assignment
+        for tp, offset in positions.items():
+            state = None if assignment is None else assignment.state_value(TopicPartition(tp.topic, tp.partition))
+            # Only ever back: a partition no longer assigned, or whose position is being reset (to the
+            # committed offset), or already at or below the batch (Faust sought back first), stays.
+            if state is not None and state.has_valid_position and state.position > offset:
+                consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
 
     def commit_through(self, tp: TP, offset: int) -> None:
         """Let Faust commit `tp` up to and including `offset`, while this worker holds it."""

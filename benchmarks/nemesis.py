@@ -368,7 +368,7 @@ def main() -> int:
                   f"totals differing {len(outcome.totals_differ)}; alerts missing {len(outcome.alerts_missing)}, "
                   f"extra {len(outcome.alerts_extra)}; early alert events {outcome.early_alerts[0]} "
                   f"(replay {outcome.early_alerts[1]})", flush=True)
-            if not outcome.exact and os.environ.get("NEMESIS_KEEP"):
+            if os.environ.get("NEMESIS_KEEP"):  # every run's logs; a failed run's are what to read
                 keep = Path(os.environ["NEMESIS_KEEP"])
                 keep.mkdir(parents=True, exist_ok=True)
                 for log in Path(tmp).glob("worker-*.log"):

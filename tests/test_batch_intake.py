@@ -37,6 +37,11 @@ class Wired:
         self.consumer.highwater = lambda tp: 100  # type: ignore[method-assign]
         self.consumer.transport.intakes = {"predictions": self.take, "outcomes": self.take}  # type: ignore[attr-defined]
         self.during_intake: Any = None
+        self.rewound: list[dict[TP, int]] = []
+        self.consumer._rewind = self.rewind  # type: ignore[method-assign]
+
+    async def rewind(self, positions: dict[TP, int]) -> None:
+        self.rewound.append(dict(positions))
 
     async def take(self, tp: TP, batch: list[Any]) -> None:
         self.taken.append((tp, [r.offset for r in batch]))
@@ -66,12 +71,14 @@ def test_nothing_is_taken_while_a_rebalance_has_stopped_the_flow(wired: Wired) -
     wired.consumer.stop_flow()
     ticks = fetched(TICKS, 1)
     assert wired.fetch({PREDICTIONS: fetched(PREDICTIONS, 0), TICKS: ticks}) == {TICKS: ticks}
-    assert wired.taken == []  # Faust seeks back to the committed offsets: they come again
+    assert wired.taken == []
+    assert wired.rewound == [{PREDICTIONS: 0}]  # fetched again, whenever Faust seeks back to the committed offsets
 
 
 def test_a_paused_partition_is_not_taken(wired: Wired) -> None:
-    wired.fetch({PREDICTIONS: fetched(PREDICTIONS, 0), OUTCOMES: fetched(OUTCOMES, 0)}, active={OUTCOMES})
+    wired.fetch({PREDICTIONS: fetched(PREDICTIONS, 2, 3), OUTCOMES: fetched(OUTCOMES, 0)}, active={OUTCOMES})
     assert wired.taken == [(OUTCOMES, [0])]
+    assert wired.rewound == [{PREDICTIONS: 2}]  # not skipped once it is resumed
 
 
 def test_a_rebalance_during_an_intake_drops_the_rest_of_the_fetch(wired: Wired) -> None:
@@ -81,6 +88,7 @@ def test_a_rebalance_during_an_intake_drops_the_rest_of_the_fetch(wired: Wired) 
     wired.during_intake = rebalance
     rest = wired.fetch({PREDICTIONS: fetched(PREDICTIONS, 0), OUTCOMES: fetched(OUTCOMES, 0), TICKS: fetched(TICKS, 0)})
     assert wired.taken == [(PREDICTIONS, [0])]  # fetched by the old generation: not for this one
+    assert wired.rewound == [{OUTCOMES: 0}]
     assert rest == {}
 
 

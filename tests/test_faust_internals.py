@@ -29,6 +29,17 @@ def test_aiokafka_still_leaves_uncommitted_partitions_where_they_were() -> None:
     assert "if offset and offset > 0:" in inspect.getsource(AIOKafkaConsumer.seek_to_committed)
 
 
+def test_aiokafka_keeps_fetch_positions_where_the_rewind_reads_them() -> None:
+    # Consumer._seek_back reads a partition's fetch position to rewind a dropped batch, never forward.
+    from aiokafka.consumer.consumer import AIOKafkaConsumer
+    from aiokafka.consumer.subscription_state import Assignment, Subscription, SubscriptionState, TopicPartitionState
+
+    assert "self._subscription = SubscriptionState(" in inspect.getsource(AIOKafkaConsumer.__init__)
+    assert isinstance(SubscriptionState.subscription, property) and isinstance(Subscription.assignment, property)
+    assert callable(Assignment.state_value)
+    assert {"has_valid_position", "position"} <= set(dir(TopicPartitionState))
+
+
 def test_the_worker_transport_makes_the_fixed_consumer() -> None:
     assert issubclass(Transport, driver.Transport) and Transport.Consumer is Consumer
     assert issubclass(Consumer, driver.Consumer)
