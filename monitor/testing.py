@@ -29,7 +29,8 @@ from monitor.stream.store import Write
 from monitor.stream.worker import Worker
 
 __all__ = ["Fetched", "InMemoryWorker", "Memory", "Record", "Sample", "Sink", "Stream", "Topics", "edit_spec", "encode",
-           "engine_build", "eventually", "free_port", "require", "same", "samples", "scrape", "worker_totals"]
+           "engine_build", "eventually", "free_port", "join_counts", "require", "same", "samples", "scrape",
+           "worker_totals"]
 
 Record = tuple[str, int, int, bytes]  # topic, partition, offset, value
 
@@ -207,6 +208,18 @@ def scrape(port: int, path: str = "/metrics", **headers: str) -> list[Sample]:
     except OSError:
         return []
     return samples(text)
+
+
+def join_counts(scraped: list[list[Sample]]) -> dict[str, float]:
+    """The join counts that workers' scrapes add up to (`monitor_decisions_total` by status, and pending)."""
+    counts: dict[str, float] = {}
+    for found in scraped:
+        for name, labels, value in found:
+            if name == "monitor_decisions_total":
+                counts[labels["status"]] = counts.get(labels["status"], 0) + value
+            elif name == "monitor_pending_decisions":
+                counts["pending"] = counts.get("pending", 0) + value
+    return counts
 
 
 def free_port() -> int:

@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +12,7 @@ import pytest
 
 from monitor.contract import spec as specs
 from monitor.testing import require
+from tests.harness import Deployment
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -227,101 +225,6 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory, certificates: Path)
                        capture_output=True, timeout=120)
 
 
-class Deployment:
-    """A spec whose topics are its own on some broker, with the `monitor` commands and workers run on it
-    as a user runs them: subprocesses, the broker and its security given in the environment."""
-
-    def __init__(self, tmp: Path, env: dict[str, str], spec_text: str, partitions: int = 1) -> None:
-        from monitor.testing import edit_spec
-
-        tag = uuid.uuid4().hex[:8]
-        self.tmp, self.tag = tmp, tag
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}, **env}
-        self.spec_path = tmp / f"spec-{tag}.toml"
-        self.spec_path.write_text(edit_spec(spec_text, {
-            "decision.name": f"d_{tag}", "topics.predictions": f"p-{tag}", "topics.outcomes": f"o-{tag}",
-            "topics.alerts": f"a-{tag}", "topics.dead_letters": f"dl-{tag}", "stream.idle_timeout": "1h"}))
-        self.spec = specs.load(self.spec_path)
-        self.workers: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
-        self.outputs: list[str] = []  # what the commands printed
-        self.cli("topics", "create", "--spec", str(self.spec_path), "--partitions", str(partitions),
-                 "--retention-ms", "-1")
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
-                              timeout=180, cwd=ROOT, env=self.env)
-        assert done.returncode == 0, done.stderr
-        self.outputs.append(done.stdout + done.stderr)
-        return done
-
-    def stream(self, scenario: str, decisions: int, seed: int = 3) -> tuple[Path, int]:
-        """A simulated stream on this spec's topics, produced; returns its file and record count."""
-        from monitor.apps.simulate import simulate, write_jsonl
-
-        names = {"predictions": self.spec.topics.predictions, "outcomes": self.spec.topics.outcomes}
-        records = simulate(scenario, decisions, seed=seed)
-        for record in records:
-            record["topic"] = names.get(str(record["topic"]), record["topic"])
-        path = self.tmp / f"{scenario}-{decisions}-{seed}-{self.tag}.jsonl"
-        count = write_jsonl(records, path)
-        self.cli("produce", "--input", str(path))
-        return path, count
-
-    def start(self, *options: str, loglevel: str = "warning") -> int:
-        from monitor.testing import free_port
-
-        port = free_port()
-        log = self.tmp / f"worker-{port}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(self.spec_path),
-                                     "--web-port", str(port), "--loglevel", loglevel, *options],
-                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
-        self.workers[port] = (proc, log)
-        return port
-
-    def log(self, port: int) -> str:
-        return self.workers[port][1].read_text(errors="replace")
-
-    def get(self, port: int, path: str, **headers: str) -> str:
-        """The body of a worker's web page, or "" while it does not answer."""
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return str(response.read().decode())
-        except OSError:
-            return ""
-
-    def counted(self, port: int, name: str, text: str | None = None) -> list[tuple[dict[str, str], float]]:
-        """A metric's samples on /metrics (or in `text`, a scrape already made): labels and value."""
-        from monitor.testing import samples
-
-        scraped = samples(self.get(port, "/metrics") if text is None else text)
-        return [(labels, value) for sample, labels, value in scraped if sample == name]
-
-    def wait_for(self, port: int, records: int, timeout: float = 180) -> None:
-        """Until the worker has counted `records` records (it fails at once if the worker stops)."""
-        from monitor.testing import eventually
-
-        proc, log = self.workers[port]
-        eventually(lambda: sum(v for _, v in self.counted(port, "monitor_records_total")) >= records, timeout,
-                   f"the worker counts {records} records", every=0.5, alive=lambda: proc.poll() is None,
-                   context=lambda: log.read_text(errors="replace")[-3000:])
-
-    def stop(self, port: int, how: signal.Signals = signal.SIGTERM) -> None:
-        proc, _ = self.workers[port]
-        if proc.poll() is None:
-            proc.send_signal(how)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-
-    def close(self) -> None:
-        for port in self.workers:
-            self.stop(port, signal.SIGKILL)
-
-
 @pytest.fixture
 def deploy(tmp_path: Path, bundled_spec_path: Path) -> Iterator[Callable[..., Deployment]]:
     """deploy(env, partitions=1): a Deployment of the bundled spec; its workers are killed at the end."""
@@ -334,3 +237,13 @@ def deploy(tmp_path: Path, bundled_spec_path: Path) -> Iterator[Callable[..., De
     yield make
     for deployment in made:
         deployment.close()
+
+
+@pytest.fixture
+def setup(request: pytest.FixtureRequest, tmp_path: Path, bootstrap: str,
+          bundled_spec_path: Path) -> Iterator[Deployment]:
+    """A Deployment of the bundled spec on the test broker; `indirect` parametrization gives its partitions."""
+    made = Deployment(tmp_path, {"KAFKA_BOOTSTRAP": bootstrap}, bundled_spec_path.read_text(),
+                      getattr(request, "param", 1))
+    yield made
+    made.close()

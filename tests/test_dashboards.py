@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from monitor.testing import eventually, free_port, require
-from tests.test_kafka import Setup, setup  # noqa: F401  # a fixture, reused
+from tests.harness import Deployment
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
@@ -211,9 +211,9 @@ def variable_values(prom: Prometheus, board: dict[str, Any], decision: str,
 
 
 @pytest.mark.kafka
-def test_every_dashboard_query_returns_data_on_a_real_prometheus(setup: Setup, tmp_path: Path) -> None:  # noqa: F811
+def test_every_dashboard_query_returns_data_on_a_real_prometheus(setup: Deployment, tmp_path: Path) -> None:
     binary = require("prometheus")
-    path = setup.stream("business_drop", 40_000)
+    path = setup.write("business_drop", 40_000)
     port = setup.start()  # before the records, so Prometheus sees the counters move
     prom = Prometheus(binary, tmp_path, port)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RSS_BOUND_MB = 800  # docs/operations.md, memory and limits: the interpreter, 2 partitions at the default max_held, their tables
+RSS_BOUND_MB = 800  # docs/operations.md: the interpreter, 2 partitions at the default max_held, their tables
 
 
 @pytest.mark.slow

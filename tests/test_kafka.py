@@ -15,108 +15,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from monitor.apps.replay import replay
-from monitor.apps.simulate import simulate, write_jsonl
+from monitor.apps.simulate import write_jsonl
 from monitor.contract.spec import Spec, load
-from monitor.testing import Sample, Stream, edit_spec, eventually, free_port, scrape
+from monitor.testing import Sample, Stream, edit_spec, eventually, join_counts, scrape
+from tests.harness import Deployment
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 Samples = list[Sample]  # one scrape
-
-
-class Setup:
-    """A spec with its own topics, a simulated stream on them, and helpers to run workers."""
-
-    def __init__(self, tmp: Path, servers: str, bootstrap_spec: Path, partitions: int) -> None:
-        tag = uuid.uuid4().hex[:8]
-        self.servers = servers
-        text = edit_spec(bootstrap_spec.read_text(), {
-            "decision.name": f"it_{tag}", "topics.predictions": f"p-{tag}", "topics.outcomes": f"o-{tag}",
-            "topics.alerts": f"a-{tag}", "topics.dead_letters": f"dl-{tag}", "stream.idle_timeout": "1h"})
-        self.spec_path = tmp / "spec.toml"
-        self.spec_path.write_text(text)
-        self.spec: Spec = load(self.spec_path)
-        self.tmp = tmp
-        cli("topics", "create", "--spec", str(self.spec_path), "--bootstrap", servers,
-            "--partitions", str(partitions), "--retention-ms", "-1")
-        self.workers: list[tuple[subprocess.Popen[bytes], int]] = []
-
-    def stream(self, scenario: str, decisions: int, seed: int = 5) -> Path:
-        names = {"predictions": self.spec.topics.predictions, "outcomes": self.spec.topics.outcomes}
-        records = simulate(scenario, decisions, seed=seed)
-        for record in records:
-            record["topic"] = names.get(str(record["topic"]), record["topic"])
-        path = self.tmp / f"{scenario}-{decisions}-{seed}.jsonl"
-        write_jsonl(records, path)
-        return path
-
-    def produce(self, path: Path) -> None:
-        cli("produce", "--input", str(path), "--bootstrap", self.servers)
-
-    def start(self, *options: str, env: dict[str, str] | None = None) -> int:
-        port = free_port()
-        log = (self.tmp / f"worker-{port}.log").open("wb")
-        level = os.environ.get("WORKER_LOGLEVEL", "warning")
-        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker", "--spec", str(self.spec_path),
-                                 "--bootstrap", self.servers, "--web-port", str(port), "--loglevel", level, *options],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
-        self.workers.append((proc, port))
-        return port
-
-    def stop(self, port: int, how: signal.Signals = signal.SIGTERM) -> None:
-        for proc, p in self.workers:
-            if p == port and proc.poll() is None:
-                proc.send_signal(how)
-                proc.wait(timeout=60)
-
-    def close(self) -> None:
-        for proc, _ in self.workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
-
-    def run(self, path: Path) -> tuple[int, list[Samples]]:
-        """Produce a whole stream, start one worker and scrape it once it has taken everything in."""
-        self.produce(path)
-        port = self.start()
-        return port, self.settle([port], sum(1 for _ in path.open()))
-
-    def reach(self, port: int, records: int, timeout: float = 120) -> None:
-        """Wait until a worker has counted at least `records` records."""
-        eventually(lambda: sum(v for n, _, v in scrape(port) if n == "monitor_records_total") >= records, timeout,
-                   f"the worker counts {records} records")
-
-    def settle(self, ports: list[int], records: int, timeout: float = 150) -> list[Samples]:
-        """Scrape until every record is counted and nothing changed for a few seconds."""
-        seen: dict[str, Any] = {"view": None, "since": time.monotonic(), "consumed": 0.0}
-
-        def settled() -> list[Samples] | None:
-            scraped = [scrape(port) for port in ports]
-            if not all(scraped):  # a worker busy or restarting: no news
-                return None
-            seen["consumed"] = sum(v for samples in scraped for n, _, v in samples if n == "monitor_records_total")
-            view = [sorted((n, tuple(sorted(labels.items())), repr(v)) for n, labels, v in s  # NaN-safe
-                           if n.startswith("monitor_")) for s in scraped]
-            if view != seen["view"]:
-                seen.update(view=view, since=time.monotonic())
-                return None
-            return scraped if seen["consumed"] >= records and time.monotonic() - seen["since"] > 4 else None
-
-        def context() -> str:
-            logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("worker-*.log"))
-            return f"consumed {seen['consumed']}, join counts {join_counts([scrape(p) for p in ports])}\n{logs}"
-
-        return eventually(settled, timeout, f"workers settle on {records} records", every=0.5, context=context)
 
 
 def halves(path: Path) -> tuple[Path, Path, int]:
@@ -128,7 +42,7 @@ def halves(path: Path) -> tuple[Path, Path, int]:
     return first, second, len(lines)
 
 
-def messages(setup: Setup, topic: str, expected: int) -> list[Any]:
+def messages(setup: Deployment, topic: str, expected: int) -> list[Any]:
     """The first `expected` records of a topic (fewer if they do not come within 10 s), then one more look."""
     from kafka.consumer.group import KafkaConsumer
 
@@ -139,26 +53,9 @@ def messages(setup: Setup, topic: str, expected: int) -> list[Any]:
     return found
 
 
-def cli(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-
-
 def healthz(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
         return dict(json.loads(response.read()))
-
-
-def join_counts(scraped: list[Samples]) -> dict[str, float]:
-    counts: dict[str, float] = {}
-    for samples in scraped:
-        for name, labels, value in samples:
-            if name == "monitor_decisions_total":
-                counts[labels["status"]] = counts.get(labels["status"], 0) + value
-            elif name == "monitor_pending_decisions":
-                counts["pending"] = counts.get("pending", 0) + value
-    return counts
 
 
 def totals(scraped: list[Samples], by: list[str]) -> dict[tuple[str, ...], dict[str, float]]:
@@ -196,7 +93,7 @@ def assert_same(got: dict[tuple[str, ...], dict[str, float]], want: dict[tuple[s
                 f"{segment} {name}"
 
 
-def assert_equals_replay(setup: Setup, path: Path, port: int, scraped: list[Samples]) -> dict[str, float]:
+def assert_equals_replay(setup: Deployment, path: Path, port: int, scraped: list[Samples]) -> dict[str, float]:
     """The worker's join counts and per-segment totals are exactly replay's; returns replay's counts."""
     want_counts, want_totals = replay_view(setup.spec, path)
     assert stream_counts(scraped, [port]) == want_counts
@@ -220,16 +117,8 @@ def stream_counts(scraped: list[Samples], ports: list[int]) -> dict[str, float]:
     return counts
 
 
-@pytest.fixture
-def setup(request: pytest.FixtureRequest, tmp_path: Path, bootstrap: str, bundled_spec_path: Path) -> Iterator[Setup]:
-    partitions = getattr(request, "param", 1)
-    made = Setup(tmp_path, bootstrap, bundled_spec_path, partitions)
-    yield made
-    made.close()
-
-
-def test_parity_with_replay(setup: Setup) -> None:
-    path = setup.stream("business_drop", 20_000)
+def test_parity_with_replay(setup: Deployment) -> None:
+    path = setup.write("business_drop", 20_000)
     port, scraped = setup.run(path)
     counts = assert_equals_replay(setup, path, port, scraped)
     assert counts["expired"] > 0 and counts["matched"] > 0
@@ -249,8 +138,8 @@ def test_parity_with_replay(setup: Setup) -> None:
     assert events == Counter((kind, status) for kind, _, status in early)
 
 
-def test_an_alert_cut_by_sigkill_reaches_the_alerts_topic_after_the_restart(setup: Setup) -> None:
-    path = setup.stream("business_drop", 20_000)
+def test_an_alert_cut_by_sigkill_reaches_the_alerts_topic_after_the_restart(setup: Deployment) -> None:
+    path = setup.write("business_drop", 20_000)
     replayed = replay(setup.spec, path)
     want = sorted({a.id for a in replayed.alerts})
     # Early alert events share the topic, but the metrics stage keeps early readings in memory only: the one
@@ -259,7 +148,7 @@ def test_an_alert_cut_by_sigkill_reaches_the_alerts_topic_after_the_restart(setu
     assert want, "the scenario should alert"
     setup.produce(path)
     setup.start(env={"MONITOR_FAULT": "kill-on-alert"})  # dies the moment it sends its first alert
-    proc = setup.workers[-1][0]
+    proc = list(setup.workers.values())[-1][0]
     assert proc.wait(timeout=240) == -signal.SIGKILL
     port = setup.start()
     setup.settle([port], sum(1 for _ in path.open()), timeout=240)
@@ -269,13 +158,13 @@ def test_an_alert_cut_by_sigkill_reaches_the_alerts_topic_after_the_restart(setu
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup, how: signal.Signals) -> None:
-    path = setup.stream("model_rot", 16_000)
+def test_restart_mid_stream_loses_and_doubles_nothing(setup: Deployment, how: signal.Signals) -> None:
+    path = setup.write("model_rot", 16_000)
     first, second, lines = halves(path)
     setup.produce(first)
     compact = ("--snapshot-bytes", "20000")  # so restarts go through snapshots and the checkpoints after them
     port = setup.start(*compact)
-    setup.reach(port, lines // 4)  # stopped while the worker is still busy with the first half
+    setup.wait_for(port, lines // 4)  # stopped while the worker is still busy with the first half
     setup.stop(port, how)
     setup.produce(second)
     port = setup.start(*compact)
@@ -283,8 +172,8 @@ def test_restart_mid_stream_loses_and_doubles_nothing(setup: Setup, how: signal.
 
 
 @pytest.mark.parametrize("setup", [4], indirect=True)
-def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
-    path = setup.stream("both_drop", 12_000)
+def test_two_workers_on_four_partitions_equal_one(setup: Deployment) -> None:
+    path = setup.write("both_drop", 12_000)
     one, alone = setup.run(path)
     assert_all_reach_metrics([one], alone)
     setup.stop(one)
@@ -299,7 +188,7 @@ def test_two_workers_on_four_partitions_equal_one(setup: Setup) -> None:
     assert_same(totals(both, ["variant", "segment_country"]), totals(alone, ["variant", "segment_country"]))
 
 
-def test_quiet_partition_expires_by_wall_clock(setup: Setup) -> None:
+def test_quiet_partition_expires_by_wall_clock(setup: Deployment) -> None:
     setup.spec_path.write_text(edit_spec(setup.spec_path.read_text(),
                                          {"stream.idle_timeout": "1s", "outcome.horizon": "6s"}))
     setup.spec = load(setup.spec_path)
@@ -321,8 +210,8 @@ def test_quiet_partition_expires_by_wall_clock(setup: Setup) -> None:
                "the metrics stage holds every decision", every=0.5)
 
 
-def test_bad_input_lands_in_dead_letters_and_counters(setup: Setup) -> None:
-    path = setup.stream("healthy", 3_000)
+def test_bad_input_lands_in_dead_letters_and_counters(setup: Deployment) -> None:
+    path = setup.write("healthy", 3_000)
     _, scraped = setup.run(path)
     invalid = join_counts(scraped)["invalid"]
     assert invalid == replay_view(setup.spec, path)[0]["invalid"] > 0
@@ -336,10 +225,10 @@ def test_bad_input_lands_in_dead_letters_and_counters(setup: Setup) -> None:
     assert all(m.value for m in letters)  # the original bytes
 
 
-def test_worker_survives_a_broker_restart(setup: Setup) -> None:
+def test_worker_survives_a_broker_restart(setup: Deployment) -> None:
     if os.environ.get("KAFKA_HOME_DIR") is None:
         pytest.skip("the broker is not ours to restart (KAFKA_BOOTSTRAP given from outside)")
-    path = setup.stream("healthy", 8_000)
+    path = setup.write("healthy", 8_000)
     first, second, lines = halves(path)
     setup.produce(first)
     port = setup.start()
@@ -360,12 +249,12 @@ def rss_mb(pid: int) -> float:
 
 
 @pytest.mark.soak
-def test_soak_sustained_load_with_a_restart_equals_replay(setup: Setup, request: pytest.FixtureRequest) -> None:
+def test_soak_sustained_load_with_a_restart_equals_replay(setup: Deployment, request: pytest.FixtureRequest) -> None:
     """Produce at `--soak-rate` records/s (about half a worker's measured maximum) for `--soak-seconds`,
     restart the worker half way, and end with replay's exact totals and a flat resident memory."""
     seconds, rate = request.config.getoption("--soak-seconds"), request.config.getoption("--soak-rate")
     records = int(seconds * rate)
-    path = setup.stream("healthy", int(records / 1.2))  # about 1.2 records per decision
+    path = setup.write("healthy", int(records / 1.2))  # about 1.2 records per decision
     lines = sum(1 for _ in path.open())
     producer = subprocess.Popen([sys.executable, "-m", "monitor.cli", "produce", "--input", str(path), "--bootstrap",
                                  setup.servers, "--rate", str(rate)], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -379,7 +268,7 @@ def test_soak_sustained_load_with_a_restart_equals_replay(setup: Setup, request:
             setup.stop(port)
             port, restarted = setup.start(), time.monotonic()
         if restarted is not None:
-            samples.append((time.monotonic() - restarted, rss_mb(setup.workers[-1][0].pid)))
+            samples.append((time.monotonic() - restarted, rss_mb(list(setup.workers.values())[-1][0].pid)))
         time.sleep(1)
     assert producer.wait(timeout=60) == 0, producer.stderr.read() if producer.stderr else ""
     assert restarted is not None, "the producer finished before the restart: raise --soak-seconds"
@@ -410,8 +299,8 @@ def without_replay_commands(report: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("setup", [2], indirect=True)
-def test_capture_then_replay_equals_replay_from_kafka(setup: Setup) -> None:
-    path = setup.stream("business_drop", 30_000)
+def test_capture_then_replay_equals_replay_from_kafka(setup: Deployment) -> None:
+    path = setup.write("business_drop", 30_000)
     setup.produce(path)
     span = ["--from", "2026-01-01T03:00:00Z", "--to", "2026-01-02T06:00:00Z"]
     kafka, captured, offline = setup.tmp / "kafka.json", setup.tmp / "capture.jsonl", setup.tmp / "offline.json"
@@ -439,7 +328,7 @@ def test_capture_then_replay_equals_replay_from_kafka(setup: Setup) -> None:
     assert json.loads(plain.read_text()) == explained
 
 
-def test_records_exactly_at_the_range_ends(setup: Setup) -> None:
+def test_records_exactly_at_the_range_ends(setup: Deployment) -> None:
     """--from is in, --to is out, by Kafka record timestamp; outcomes up to one horizon past --to."""
     t1, t2 = 1_767_225_600_000, 1_767_225_600_000 + 3_600_000
     horizon = round(setup.spec.horizon * 1000)
@@ -495,8 +384,8 @@ def groups(servers: str) -> set[str]:
         admin.close()
 
 
-def test_a_replay_leaves_a_running_worker_alone_and_its_alert_command_reproduces_it(setup: Setup) -> None:
-    path = setup.stream("business_drop", 20_000)
+def test_a_replay_leaves_a_running_worker_alone_and_its_alert_command_reproduces_it(setup: Deployment) -> None:
+    path = setup.write("business_drop", 20_000)
     port, _ = setup.run(path)
     group = f"monitor-{setup.spec.name}"
     inputs = (setup.spec.topics.predictions, setup.spec.topics.outcomes)
@@ -522,15 +411,15 @@ def test_a_replay_leaves_a_running_worker_alone_and_its_alert_command_reproduces
 
 
 @pytest.mark.parametrize("setup", [4], indirect=True)
-def test_a_worker_joining_mid_stream_takes_over_exactly(setup: Setup) -> None:
+def test_a_worker_joining_mid_stream_takes_over_exactly(setup: Deployment) -> None:
     """A second worker joins while the first is busy with a live stream, so the rebalance lands
     between and inside its batches. Together they end with exactly the numbers of one worker that
     had the stream to itself, and every final decision reaches the metrics stage once."""
-    path = setup.stream("both_drop", 24_000)
+    path = setup.write("both_drop", 24_000)
     first, second, lines = halves(path)
     setup.produce(first)
     ports = [setup.start("--snapshot-bytes", "20000")]
-    setup.reach(ports[0], sum(1 for _ in first.open()) // 3)
+    setup.wait_for(ports[0], sum(1 for _ in first.open()) // 3)
     ports.append(setup.start("--snapshot-bytes", "20000"))
     setup.produce(second)  # arriving while the group rebalances
     both = setup.settle(ports, lines)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.xfail(strict=False, reason="a loss of a few decisions in some runs is found and not yet fixed "
-                   "(docs/workers.md, 'A frozen worker comes back'); the zombie writes and stale acks this run used to hit "
+                   "(docs/workers.md, 'A frozen worker comes back'); the zombie writes and stale acks this run used "
+                   "to hit "
                    "are fenced, and tests/test_zombie.py and tests/test_batch_intake.py hold that")
 def test_a_worker_frozen_past_its_session_three_times_loses_and_doubles_nothing(bootstrap: str,
                                                                                 tmp_path: Path) -> None:
