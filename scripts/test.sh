@@ -28,7 +28,7 @@ lint-imports
 mypy
 
 if [[ -n "$FAST" ]]; then
-  exec python -m pytest -m "not kafka and not ops and not slow and not nemesis and not soak" "$@"
+  exec python -m pytest -n 2 -m "not kafka and not ops and not slow and not nemesis and not soak" "$@"
 fi
 
 # The compiled engine (mypyc), built as a user builds it, into a tree of its own: the editable
