@@ -7,7 +7,9 @@ topics (`monitor.testing.InMemoryWorker`) on a simulated clock.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
+import random
 import zlib
 from collections.abc import Awaitable
 from typing import Any
@@ -394,3 +396,46 @@ def test_a_partition_revoked_mid_batch_is_taken_over_exactly(spec: Spec) -> None
     assert second.worker.join.counts() == whole.worker.join.counts()
     assert_same_totals(second.totals(), whole.totals())
     assert all(second.committed(t, p, o) for t, p, o, _ in ordered)
+
+
+def as_records(built: Stream) -> list[Record]:
+    """A Stream's records on one partition, with offsets per topic, as the worker is fed them."""
+    offsets: dict[str, int] = {}
+    found = []
+    for r in built.records:
+        topic = str(r["topic"])
+        offsets[topic] = offsets.get(topic, -1) + 1
+        found.append((topic, 0, offsets[topic], encode(r["value"])))
+    return found
+
+
+def test_restarts_remember_the_final_ids_an_uninterrupted_worker_remembers(spec: Spec) -> None:
+    """The join remembers final ids in two generations, rotated every two horizons of watermark, and an
+    outcome for a forgotten id is an orphan, not late. Restarts at many points of a stream whose outcomes
+    come one to four horizons after their decision must forget the same ids at the same moments."""
+    horizon, rng, built = spec.horizon, random.Random(4), Stream()
+    ts, due = 1_700_000_000.0, []
+    for i in range(4000):  # sixteen horizons
+        ts += 16 * horizon / 4000
+        built.predict(f"d{i}", ts, rng.random())
+        if rng.random() < 0.4:
+            heapq.heappush(due, (ts + rng.uniform(1.0, 4.0) * horizon, f"d{i}"))
+        while due and due[0][0] <= ts:
+            at, key = heapq.heappop(due)
+            built.outcome(key, at, 1)
+        built.predict(f"pace-{i}", ts, 0.5).outcome(f"pace-{i}", ts + 1, 0)  # the outcomes topic keeps pace
+    stream = as_records(built)
+    whole = InMemoryWorker(spec, fresh())
+    whole.finish(whole.feed(stream))
+    counts = whole.worker.join.counts()
+    assert counts.late > 300 and counts.orphans > 50  # outcomes for remembered ids, and for forgotten ones
+
+    stores, clock, start = fresh(), 0.0, 0
+    for cut in range(900, len(stream), 1300):
+        worker = InMemoryWorker(spec, stores)
+        clock = worker.feed(stream[max(0, start - 300):cut], clock)  # the unacked tail comes again
+        worker.crash_after_checkpoint()
+        start = cut
+    last = InMemoryWorker(spec, stores)
+    last.finish(last.feed(stream[start - 300:], clock))
+    assert last.worker.join.counts() == whole.worker.join.counts()

@@ -25,8 +25,11 @@ from monitor.stats.decision import Decision
 # of its record): about 170 bytes per decision with its key and dict slot, where a tuple costs 250+.
 PENDING = struct.Struct("<ddI?q")
 # A final decision's status, with the offsets of the records that made it, to tell a redelivery
-# (same record again, after a restart) from a duplicate (another record with the same id).
+# (same record again, after a restart) from a duplicate (another record with the same id). Stored
+# values carry one byte more: the parity of the generation the id is remembered in (`_finalize`);
+# values written before that have none. Read them with `unpack_from`.
 DONE = struct.Struct("<Bqq")
+_GENERATION_TAGS = (b"\x00", b"\x01")
 _MATCHED, _EXPIRED, _LATE = 1, 2, 3
 NO_OFFSET = -1
 
@@ -100,6 +103,7 @@ class Joiner:
         self._done: dict[str, bytes] = {}
         self._done_before: dict[str, bytes] = {}
         self._rotate_at = float("-inf")
+        self.generation = 0  # of `_done`: rotations so far, persisted so a restore splits the ids alike
 
     def counts(self) -> JoinCounts:
         self.tally.pending = len(self.pending)
@@ -164,7 +168,7 @@ class Joiner:
         done = self._done.get(decision_id) or self._done_before.get(decision_id)
         if known is not None or done is not None:
             redelivered = offset != NO_OFFSET and offset == (
-                PENDING.unpack(known)[4] if known is not None else DONE.unpack(done)[1])  # type: ignore[arg-type]
+                PENDING.unpack(known)[4] if known is not None else DONE.unpack_from(done)[1])  # type: ignore[arg-type]
             if not redelivered:
                 self.tally.duplicates += 1
             return False
@@ -197,7 +201,7 @@ class Joiner:
         decision_id = outcome.decision_id
         done = self._status(decision_id)
         held = self.held.get(decision_id)
-        status = DONE.unpack(done) if done is not None else None
+        status = DONE.unpack_from(done) if done is not None else None
         if held is not None or (status is not None and status[0] in (_MATCHED, _LATE)):
             redelivered = offset != NO_OFFSET and offset == (held[2] if held is not None else status[2])  # type: ignore[index]
             if not redelivered:
@@ -232,18 +236,27 @@ class Joiner:
         self._finalize(decision_id, _MATCHED, prediction_offset, offset)
 
     def restore(self, pending: Iterable[tuple[str, bytes]], held: Iterable[tuple[str, HeldOutcome]],
-                done: Iterable[tuple[str, bytes]], newest: tuple[float, float], tally: JoinCounts) -> None:
-        """Rebuild the state a journal persisted (after a restart or a rebalance)."""
+                done: Iterable[tuple[str, bytes]], newest: tuple[float, float], tally: JoinCounts,
+                rotation: tuple[int, float] | None = None) -> None:
+        """Rebuild the state a journal persisted (after a restart or a rebalance). `rotation` is the
+        generation of the newer final ids and when the next rotation falls; without it (state of older
+        workers) every final id is of the newer generation and the clock starts at the watermark."""
         for decision_id, packed in sorted(pending, key=lambda item: PENDING.unpack(item[1])[0]):
             self.pending[decision_id] = packed
             self._enqueue(decision_id, PENDING.unpack(packed)[0])
         for decision_id, entry in held:
             self.held[decision_id] = entry
             heapq.heappush(self._held_order, (entry[0], decision_id))
-        self._done.update(done)
+        newer = _GENERATION_TAGS[(rotation[0] if rotation is not None else 0) & 1]
+        for decision_id, packed in done:
+            older = len(packed) > DONE.size and packed[DONE.size:] != newer
+            (self._done_before if older else self._done)[decision_id] = packed
         self.newest_prediction, self.newest_outcome = newest
         self.watermark = min(newest)
-        self._rotate_at = self.watermark + 2 * self.horizon
+        if rotation is None:
+            self._rotate_at = self.watermark + 2 * self.horizon
+        else:
+            self.generation, self._rotate_at = rotation
         self.tally = tally
 
     def finish(self) -> None:
@@ -268,8 +281,13 @@ class Joiner:
         else:
             heapq.heappush(self._stragglers, (ts, decision_id))
 
+    def rotation(self) -> tuple[int, float]:
+        """The generation of the newer final ids and when the next rotation falls, for `restore`."""
+        return self.generation, self._rotate_at
+
     def _finalize(self, decision_id: str, status: int, prediction_offset: int, outcome_offset: int) -> None:
-        packed = DONE.pack(status, prediction_offset, outcome_offset)
+        packed = DONE.pack(status, prediction_offset, outcome_offset) + _GENERATION_TAGS[self.generation & 1]
+        self._done_before.pop(decision_id, None)  # made final again (late): remembered from now, once
         self._done[decision_id] = packed
         if self.journal is not None:
             self.journal.done(decision_id, packed)
@@ -284,6 +302,7 @@ class Joiner:
             for decision_id in self._done_before:
                 self.journal.done(decision_id, None)
         self._done_before, self._done = self._done, {}
+        self.generation += 1
 
     def _match(self, decision_id: str, ts: float, score: float, segment: int, predicted: bool,
                outcome_ts: float, outcome: Outcome) -> None:

@@ -72,7 +72,7 @@ class JoinedTable:
     def done(self, decision_id: str, packed: bytes | None) -> None:
         if packed is not None:  # None: forgotten after two horizons, still final
             self._keep(decision_id)
-            self._status[decision_id] = DONE.unpack(packed)[0]
+            self._status[decision_id] = DONE.unpack_from(packed)[0]
 
     # -- final decisions ----------------------------------------------------------------------------
     def final(self, d: Decision) -> None:

@@ -244,7 +244,8 @@ class JoinStage:
         return wire.JoinState(part.seq, joiner.newest_prediction, joiner.newest_outcome,
                               list(joiner.counts().as_dict().values()), dict(source.records), dict(source.reasons),
                               source.segments.folded, dict(source.offsets or {}),
-                              [list(key) for key in source.segments.known()], pending, held, done, outbox)
+                              [list(key) for key in source.segments.known()], pending, held, done, outbox,
+                              joiner.rotation())
 
     def _snapshot(self, part: _Partition, outbox: list[tuple[int, bytes]]) -> list[Write]:
         """Everything as of the checkpoint just cut, with the deltas not yet durable; then the head,
@@ -330,7 +331,7 @@ class JoinStage:
                     done[key] = status
         last = states[-1]
         source.joiner.restore(pending.items(), held.items(), done.items(),
-                              (last.newest_prediction, last.newest_outcome), JoinCounts(*last.counts))
+                              (last.newest_prediction, last.newest_outcome), JoinCounts(*last.counts), last.rotation)
         source.advance(source.joiner.watermark)  # the parts learn which slices have closed
         source.records.update(last.records)
         source.reasons.update(last.reasons)

@@ -87,6 +87,7 @@ class JoinState(msgspec.Struct, array_like=True):
     held: dict[str, HeldEntry | None]
     done: dict[str, bytes | None]
     outbox: list[tuple[int, bytes]]  # (metrics partition, encoded Delta)
+    rotation: tuple[int, float] | None = None  # the join's final-id generation and next rotation (older: none)
 
 
 class Head(msgspec.Struct, array_like=True):
