@@ -439,3 +439,31 @@ def test_restarts_remember_the_final_ids_an_uninterrupted_worker_remembers(spec:
     last = InMemoryWorker(spec, stores)
     last.finish(last.feed(stream[start - 300:], clock))
     assert last.worker.join.counts() == whole.worker.join.counts()
+
+
+@pytest.mark.slow
+def test_a_save_cut_after_any_of_its_writes_restores_to_replays_totals(spec: Spec) -> None:
+    """Every save of a stream, cut by a crash after each of its writes in turn: the metrics stage restored from
+    what was stored, and given the deltas of the cut save again, ends with the totals of a run without a crash.
+    (A save writes a partition's changed entries one key after another; each remembers what it merged.)"""
+    stream = records("label_delay", 4_000, 2, tail=True)
+    whole = InMemoryWorker(spec, fresh(), sources=2)
+    whole.finish(whole.feed(stream))
+    deltas, want = whole.topics.sent, whole.totals()
+    saved = Memory()
+    first, cuts = MetricsStage(spec, 2, saved), 0
+    for start in range(0, len(deltas), 3):
+        for q, raw in deltas[start:start + 3]:
+            first.handle(q, raw)
+        writes = first.save(0) + first.save(1)
+        for kept in range(len(writes)):
+            store = Memory(saved)
+            apply(store, writes[:kept])  # the crash
+            second = MetricsStage(spec, 2, store)
+            for q, raw in deltas[start:]:  # the cut save's deltas come again, then the rest
+                second.handle(q, raw)
+            got = {r.key(s): t for r in second.rollups.values() for s, t in r.totals().items() if t["decisions"]}
+            assert_same_totals(got, want)
+            cuts += 1
+        apply(saved, writes)
+    assert cuts > 500
