@@ -157,11 +157,12 @@ class Consumer(aiokafka.Consumer):
         subscription = consumer._subscription.subscription
         assignment = None if subscription is None else subscription.assignment
         for tp, offset in positions.items():
-            state = None if assignment is None else assignment.state_value(TopicPartition(tp.topic, tp.partition))
+            partition = TopicPartition(tp.topic, tp.partition)
+            state = None if assignment is None else assignment.state_value(partition)
             # Only ever back: a partition no longer assigned, or whose position is being reset (to the
             # committed offset), or already at or below the batch (Faust sought back first), stays.
             if state is not None and state.has_valid_position and state.position > offset:
-                consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
+                consumer.seek(partition, offset)
 
     def commit_through(self, tp: TP, offset: int) -> None:
         """Let Faust commit `tp` up to and including `offset`, while this worker holds it."""

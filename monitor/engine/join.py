@@ -29,7 +29,7 @@ PENDING = struct.Struct("<ddI?q")
 # values carry one byte more: the parity of the generation the id is remembered in (`_finalize`);
 # values written before that have none. Read them with `unpack_from`.
 DONE = struct.Struct("<Bqq")
-_GENERATION_TAGS = (b"\x00", b"\x01")
+_STORED = struct.Struct("<BqqB")  # DONE and the generation's parity: one object per final, packed once
 _MATCHED, _EXPIRED, _LATE = 1, 2, 3
 NO_OFFSET = -1
 
@@ -247,9 +247,9 @@ class Joiner:
         for decision_id, entry in held:
             self.held[decision_id] = entry
             heapq.heappush(self._held_order, (entry[0], decision_id))
-        newer = _GENERATION_TAGS[(rotation[0] if rotation is not None else 0) & 1]
+        newer = (rotation[0] if rotation is not None else 0) & 1
         for decision_id, packed in done:
-            older = len(packed) > DONE.size and packed[DONE.size:] != newer
+            older = len(packed) == _STORED.size and packed[DONE.size] != newer
             (self._done_before if older else self._done)[decision_id] = packed
         self.newest_prediction, self.newest_outcome = newest
         self.watermark = min(newest)
@@ -286,7 +286,7 @@ class Joiner:
         return self.generation, self._rotate_at
 
     def _finalize(self, decision_id: str, status: int, prediction_offset: int, outcome_offset: int) -> None:
-        packed = DONE.pack(status, prediction_offset, outcome_offset) + _GENERATION_TAGS[self.generation & 1]
+        packed = _STORED.pack(status, prediction_offset, outcome_offset, self.generation & 1)
         self._done_before.pop(decision_id, None)  # made final again (late): remembered from now, once
         self._done[decision_id] = packed
         if self.journal is not None:
