@@ -51,9 +51,9 @@ def run(scenario: str, decisions: int, seed: int, effects: dict[str, float]) -> 
         path = Path(tmp) / "stream.jsonl"
         write_jsonl(records, path)
         report = replay(spec(), path).report()
-    final = [(_seconds(a["at"]), a["kind"]) for a in report["alerts"]]
-    early = [(_seconds(a["at"]), a["kind"]) for a in report["early_alerts"] if a["status"] == "provisional"]
-    settled = [a["status"] for a in report["early_alerts"] if a["status"] != "provisional"]
+    final = [(_seconds(a.at), a.kind) for a in report.alerts]
+    early = [(_seconds(a.at), a.kind) for a in report.early_alerts if a.status == "provisional"]
+    settled = [a.status for a in report.early_alerts if a.status != "provisional"]
     wanted = ("outcome_delay",) if scenario == "slower_outcomes" else WRONG
     return {
         "early_hours": _first(early, change, wanted), "final_hours": _first(final, change, wanted),

@@ -20,6 +20,7 @@ import orjson
 import tomli_w
 
 from monitor.apps.simulate import encode
+from monitor.contract.report import Report
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.intake import DeadLetter
@@ -366,7 +367,7 @@ class InMemoryWorker:
     def totals(self) -> dict[tuple[str, ...], dict[str, Any]]:
         return worker_totals(self.worker)
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> Report:
         join = self.worker.join
         return report(self.spec, join.counts(), join.reasons(), self.worker.rollups())
 

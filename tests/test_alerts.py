@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 
+import msgspec
 import pytest
 from rich.console import Console
 
@@ -75,7 +77,7 @@ def test_alert_fires_after_the_change_and_carries_a_replay_command(checkout: Spe
     first = min(sink.alerts, key=lambda a: a.at)
     assert first.window.end > change  # never before the change
     assert first.at - change < 24 * 3600  # within a day of event time
-    payload = first.as_dict()
+    payload = json.loads(msgspec.json.encode(first.event()))  # as the alerts topic carries it
     assert set(payload) >= {"kind", "at", "segment", "metrics", "kpis", "severity", "message", "replay"}
     assert payload["replay"].startswith("monitor replay --spec ")
     assert "--from " in payload["replay"] and "--to " in payload["replay"]

@@ -64,5 +64,5 @@ def test_replay_counts_broken_lines_and_keeps_going(spec: Spec, tmp_path: Path) 
     counts = monitor.joiner.counts()
     assert counts.invalid == 3 and counts.predictions == 2 and counts.matched == 1
     report = monitor.report()
-    assert sum(report["invalid_reasons"].values()) == 3
-    assert any("replay line" in reason for reason in report["invalid_reasons"])
+    assert sum(report.invalid_reasons.values()) == 3
+    assert any("replay line" in reason for reason in report.invalid_reasons)

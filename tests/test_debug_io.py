@@ -14,6 +14,7 @@ from scipy import stats
 from monitor.apps.replay import replay, run
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract.errors import MonitorError
+from monitor.contract.report import Errors, Join, Report, Segment
 from monitor.contract.spec import Spec
 from monitor.debug.capture import capture, line
 from monitor.debug.diff import diff
@@ -46,8 +47,8 @@ def test_a_capture_replays_to_the_same_report_as_its_source(tmp_path: Path, spec
     capture(FileRecords(stream), kept)
     original, again = replay(spec, stream).report(), replay(spec, kept).report()
     for report in (original, again):
-        for alert in report["alerts"] + report["early_alerts"]:
-            alert.pop("replay")
+        for alert in [*report.alerts, *report.early_alerts]:
+            alert.replay = ""
     assert original == again
 
 
@@ -69,12 +70,12 @@ def test_segment_narrows_to_its_decisions_and_their_outcomes(tmp_path: Path, spe
     narrowed, _ = run(spec, Narrowed(FileRecords(stream), spec, {"variant": "control", "segment.country": "DE"}),
                       "--input x")
     report = narrowed.report()
-    want = next(s for s in whole["segments"] if s["segment"] == {"variant": "control", "segment.country": "DE"})
-    got = [s for s in report["segments"] if s["segment"]]
-    assert [s["segment"] for s in got] == [want["segment"]]
-    assert got[0]["decisions"] == want["decisions"] == report["segments"][0]["decisions"]
+    want = next(s for s in whole.segments if s.segment == {"variant": "control", "segment.country": "DE"})
+    got = [s for s in report.segments if s.segment]
+    assert [s.segment for s in got] == [want.segment]
+    assert got[0].decisions == want.decisions == report.segments[0].decisions
     # Outcomes of dropped decisions are dropped too: only those that came before their prediction are orphans.
-    assert report["join"]["orphans"] - whole["join"]["orphans"] < 0.01 * whole["join"]["outcomes"]
+    assert report.join.orphans - whole.join.orphans < 0.01 * whole.join.outcomes
 
 
 @pytest.mark.parametrize("option", ["variant", "variant=", "colour=red", "segment.=x"])
@@ -83,10 +84,10 @@ def test_a_bad_segment_option_names_itself(option: str) -> None:
         parse_segments([option])
 
 
-def report(value: float, se: float) -> dict:
-    return {"segments": [{"segment": {}, "decisions": 100, "model": {"roc_auc": 0.8, "f1": 0.5},
-                          "kpi": {"revenue": value}, "se": {"model": {"roc_auc": 0.01, "f1": None},
-                                                            "kpi": {"revenue": se}}}]}
+def report(value: float, se: float) -> Report:
+    overall = Segment(segment={}, decisions=100, model={"roc_auc": 0.8, "f1": 0.5}, kpi={"revenue": value},
+                      se=Errors(model={"roc_auc": 0.01, "f1": None}, kpi={"revenue": se}), timeline=[], early=[])
+    return Report(decision="d", join=Join(), invalid_reasons={}, segments=[overall], alerts=[], early_alerts=[])
 
 
 def test_diff_tests_each_move_with_the_reports_standard_errors() -> None:
@@ -121,6 +122,14 @@ def test_diff_command_prints_a_table_and_json(tmp_path: Path, bundled_spec_path:
     assert table.returncode == 0 and "revenue" in table.stdout and "significant" in table.stdout
     bad = monitor("diff", str(a), str(stream))
     assert bad.returncode == 2 and "not a readable JSON report" in bad.stderr
+    older = tmp_path / "older.json"  # a report of a monitor whose totals had no standard errors
+    written = json.loads(a.read_text())
+    del written["segments"][0]["se"]
+    older.write_text(json.dumps(written))
+    bad = monitor("diff", str(a), str(older))
+    assert bad.returncode == 2, bad.stderr
+    assert "not a replay report as this monitor writes it" in bad.stderr and "segments[0]" in bad.stderr
+    assert "`se`" in bad.stderr and "replay it again" in bad.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from monitor.apps import ranges
 from monitor.apps.replay import run
 from monitor.apps.simulate import simulate, write_jsonl
+from monitor.contract.report import Alert, Explained, Report, ScoreDrift, ShiftShare
 from monitor.contract.spec import Spec, load
 from monitor.debug.records import FileRecords
 
@@ -23,19 +26,18 @@ def checkout(bundled_spec_path: Path) -> Spec:
     return load(bundled_spec_path)
 
 
-def explained(tmp: Path, spec: Spec, scenario: str) -> dict:
+def explained(tmp: Path, spec: Spec, scenario: str) -> Report:
     path = tmp / f"{scenario}.jsonl"
     write_jsonl(simulate(scenario, 100_000, seed=21), path)
-    monitor, collector = run(spec, FileRecords(path), f"--input {path}", explain=True)
-    assert collector is not None
-    report = monitor.report()
-    for alert, explanations in zip(report["alerts"], collector.for_alerts(), strict=True):
-        alert["explanations"] = explanations
-    return report
+    return ranges.report(*run(spec, FileRecords(path), f"--input {path}", explain=True), None)
 
 
-def overall(report: dict, kind: str) -> dict:
-    return next(a for a in report["alerts"] if a["kind"] == kind and a["segment"] == {})
+def overall(report: Report, kind: str) -> Alert:
+    return next(a for a in report.alerts if a.kind == kind and a.segment == {})
+
+
+def kind_of(explanation: Explained) -> str:
+    return str(msgspec.to_builtins(explanation)["kind"])
 
 
 @pytest.mark.parametrize("scenario, kind, leader", [
@@ -47,23 +49,23 @@ def test_the_top_explanation_names_what_the_scenario_changed(tmp_path: Path, che
                                                              kind: str, leader: str) -> None:
     report = explained(tmp_path, checkout, scenario)
     alert = overall(report, kind)
-    top = alert["explanations"][0]
-    assert top["kind"] == leader, [(e["kind"], e["size"]) for e in alert["explanations"][:4]]
+    top = alert.explanations[0]
+    assert kind_of(top) == leader, [(kind_of(e), e.size) for e in alert.explanations[:4]]
     if leader != "model_metric":
-        assert top["kpi"] == "revenue" and top["contribution"] < 0
-    sizes = [e["size"] for e in alert["explanations"]]
+        assert isinstance(top, ShiftShare) and top.kpi == "revenue" and top.contribution < 0
+    sizes = [e.size for e in alert.explanations]
     assert sizes == sorted(sizes, reverse=True)
     # The three parts add up to the alert's own KPI change, for every KPI the alert names.
-    for kpi in alert["kpis"]:
-        parts = [e for e in alert["explanations"] if e.get("kpi") == kpi["name"]]
-        assert {e["kind"] for e in parts} == SHIFT_SHARE
-        assert parts[0]["reference"] == pytest.approx(kpi["reference"], rel=1e-5)
-        assert parts[0]["current"] == pytest.approx(kpi["current"], rel=1e-5)
-        assert sum(e["contribution"] for e in parts) == pytest.approx(parts[0]["current"] - parts[0]["reference"],
-                                                                      rel=1e-9, abs=1e-12)
+    for kpi in alert.kpis:
+        parts = [e for e in alert.explanations if isinstance(e, ShiftShare) and e.kpi == kpi.name]
+        assert {kind_of(e) for e in parts} == SHIFT_SHARE
+        assert parts[0].reference == pytest.approx(kpi.reference, rel=1e-5)
+        assert parts[0].current == pytest.approx(kpi.current, rel=1e-5)
+        assert sum(e.contribution for e in parts) == pytest.approx(parts[0].current - parts[0].reference,
+                                                                   rel=1e-9, abs=1e-12)
     if scenario == "model_rot":  # the scores barely move in distribution: the rot is in their ranking
-        drift = next(e for e in alert["explanations"] if e["kind"] == "score_drift")
-        assert drift["size"] < top["size"] and 0 <= drift["psi"] < 0.1
+        drift = next(e for e in alert.explanations if isinstance(e, ScoreDrift))
+        assert drift.size < top.size and 0 <= drift.psi < 0.1
 
 
 def test_html_report_opens_offline_with_every_plot_drawn(tmp_path: Path, bundled_spec_path: Path,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from scipy import stats
 from monitor.apps.simulate import simulate
 from monitor.contract import spec as specs
 from monitor.contract.errors import SpecError
+from monitor.contract.report import Report
 from monitor.engine.monitor import Monitor
 from monitor.stats.decision import Decision
 from monitor.stats.readings import Ages, Reading
@@ -55,21 +55,21 @@ def early_spec(spec_text: str) -> specs.Spec:
 def test_early_readings_equal_numpy_on_the_raw_decisions(early_spec: specs.Spec) -> None:
     stream, raw = clean_stream(8000, seed=3)
     report = stream.feed(Monitor(early_spec)).report()
-    windows = [w for w in report["segments"][0]["early"] if w["age"] in AGES]
+    windows = [w for w in report.segments[0].early if w.age in AGES]
     assert len(windows) > 20
     for w in windows:
-        age = AGES[w["age"]]
-        inside = (raw["ts"] >= seconds(w["start"])) & (raw["ts"] < seconds(w["end"]))
+        age = AGES[w.age]
+        inside = (raw["ts"] >= seconds(w.start)) & (raw["ts"] < seconds(w.end))
         converted = inside & raw["label"] & (raw["delay"] < age)
         n = int(inside.sum())
-        assert w["decisions"] == n >= 500
-        assert w["matched"] == int(converted.sum())
-        assert w["kpi"]["conversion"] == pytest.approx(converted.sum() / n, rel=1e-12)
-        assert w["kpi"]["revenue"] == pytest.approx(raw["value"][converted].sum() / n, rel=1e-9)
-        assert w["kpi"]["revenue_per_outcome"] == pytest.approx(raw["value"][converted].mean(), rel=1e-9)
+        assert w.decisions == n >= 500
+        assert w.matched == int(converted.sum())
+        assert w.kpi["conversion"] == pytest.approx(converted.sum() / n, rel=1e-12)
+        assert w.kpi["revenue"] == pytest.approx(raw["value"][converted].sum() / n, rel=1e-9)
+        assert w.kpi["revenue_per_outcome"] == pytest.approx(raw["value"][converted].mean(), rel=1e-9)
         pos, neg = raw["score"][converted], raw["score"][inside & ~converted]
         u = stats.mannwhitneyu(pos, neg).statistic  # ties count one half, as the histogram's AUC does
-        assert w["model"]["roc_auc"] == pytest.approx(u / (pos.size * neg.size), abs=1e-9)
+        assert w.model["roc_auc"] == pytest.approx(u / (pos.size * neg.size), abs=1e-9)
 
 
 def test_reading_at_the_horizon_equals_the_final_window(early_spec: specs.Spec) -> None:
@@ -78,23 +78,23 @@ def test_reading_at_the_horizon_equals_the_final_window(early_spec: specs.Spec) 
     for r in simulate("business_drop", 30_000, seed=4):
         monitor.process(str(r["topic"]), encode(r["value"]))
     monitor.finish()
-    for segment in monitor.report()["segments"]:
-        final = segment["timeline"]
-        at_horizon = [w for w in segment["early"] if w["age"] == "6h"]
+    for segment in monitor.report().segments:
+        final = segment.timeline
+        at_horizon = [w for w in segment.early if w.age == "6h"]
         assert len(final) == len(at_horizon) > 5
         for f, e in zip(final, at_horizon, strict=True):
-            assert (e["start"], e["end"], e["decisions"]) == (f["start"], f["end"], f["decisions"])
-            for side in ("model", "kpi"):
-                for name in e[side].keys() & f[side].keys():
-                    assert e[side][name] == pytest.approx(f[side][name], rel=1e-9), name
+            assert (e.start, e.end, e.decisions) == (f.start, f.end, f.decisions)
+            for mine, theirs in ((e.model, f.model), (e.kpi, f.kpi)):
+                for name in mine.keys() & theirs.keys():
+                    assert mine[name] == pytest.approx(theirs[name], rel=1e-9), name
 
 
 def test_a_reading_grows_with_age_and_the_share_matched_follows_the_delays(early_spec: specs.Spec) -> None:
     stream, _ = clean_stream(6000, seed=5)
     report = stream.feed(Monitor(early_spec)).report()
     by_age: dict[str, dict[str, int]] = {}
-    for w in report["segments"][0]["early"]:
-        by_age.setdefault(w["age"], {})[w["start"]] = w["matched"]
+    for w in report.segments[0].early:
+        by_age.setdefault(w.age, {})[w.start] = w.matched
     final = by_age["6h"]  # the last windows read early never reach the horizon before the stream ends
     shares = {age: sum(v[start] for start in final) / sum(final.values()) for age, v in by_age.items()}
     assert shares["30m"] < shares["2h"] < shares["6h"] == 1.0
@@ -145,10 +145,10 @@ def test_no_missing_reads_matched_outcomes_only(spec_text: str) -> None:
                                  "outcome.early": ["2h"]})
     stream, _ = clean_stream(4000, seed=6)
     report = stream.feed(Monitor(specs.parse(text))).report()
-    assert report["segments"][0]["early"]
-    for w in report["segments"][0]["early"]:
-        assert w["decisions"] == w["matched"]
-        assert math.isclose(w["kpi"]["conversion"], 1.0)
+    assert report.segments[0].early
+    for w in report.segments[0].early:
+        assert w.decisions == w.matched
+        assert math.isclose(w.kpi["conversion"], 1.0)
 
 
 PER_DAY = 360 * 24  # the stream of the detection table (docs/early-warning.md): 24 h horizon, 360 decisions an hour
@@ -159,7 +159,7 @@ def day_spec(spec_text: str) -> specs.Spec:
     return specs.parse(edit_spec(spec_text, {"outcome.horizon": "24h", "windows.size": None}))
 
 
-def replayed(spec: specs.Spec, scenario: str, n: int, **effects: float) -> tuple[dict[str, Any], float]:
+def replayed(spec: specs.Spec, scenario: str, n: int, **effects: float) -> tuple[Report, float]:
     monitor = Monitor(spec)
     change = math.nan
     for r in simulate(scenario, n, seed=1, per_day=PER_DAY, **effects):  # type: ignore[arg-type]
@@ -173,31 +173,31 @@ def replayed(spec: specs.Spec, scenario: str, n: int, **effects: float) -> tuple
 
 def test_slower_outcomes_are_an_outcome_delay_not_a_drop(day_spec: specs.Spec) -> None:
     report, change = replayed(day_spec, "slower_outcomes", 30_000)
-    assert report["alerts"] == []  # the complete windows see no drop
-    early = report["early_alerts"]
-    assert {a["kind"] for a in early} == {"outcome_delay"}
+    assert report.alerts == []  # the complete windows see no drop
+    early = report.early_alerts
+    assert {a.kind for a in early} == {"outcome_delay"}
     first = early[0]
-    assert first["status"] == "provisional" and first["provisional"]
-    assert 0 < seconds(first["at"]) - change < 6 * 3600
-    assert "Whether they are slower or fewer is known at the horizon" in first["message"]
-    settled = [a for a in early if a["alert"] == first["id"] and a["status"] != "provisional"]
-    assert [a["status"] for a in settled] == ["confirmed"]
-    assert settled[0]["age"] == "24h" and seconds(settled[0]["at"]) > seconds(first["at"])
+    assert first.status == "provisional" and first.provisional
+    assert 0 < seconds(first.at) - change < 6 * 3600
+    assert "Whether they are slower or fewer is known at the horizon" in first.message
+    settled = [a for a in early if a.alert == first.id and a.status != "provisional"]
+    assert [a.status for a in settled] == ["confirmed"]
+    assert settled[0].age == "24h" and seconds(settled[0].at) > seconds(first.at)
 
 
 def test_a_revenue_drop_is_found_early_and_confirmed(day_spec: specs.Spec) -> None:
     report, change = replayed(day_spec, "business_drop", 30_000, value_drop=0.5)
-    first = next(a for a in report["early_alerts"] if a["kind"] == "kpi_degradation")
-    assert first["subject"] == "revenue_per_outcome" and "provisional" in first["message"]
-    assert 0 < seconds(first["at"]) - change < 6 * 3600
-    final = next(a for a in report["alerts"] if a["kind"] == "kpi_degradation")
-    assert seconds(final["at"]) - seconds(first["at"]) > 18 * 3600  # complete windows come a horizon later
-    statuses = {a["status"] for a in report["early_alerts"] if a["alert"] == first["id"]}
+    first = next(a for a in report.early_alerts if a.kind == "kpi_degradation")
+    assert first.subject == "revenue_per_outcome" and "provisional" in first.message
+    assert 0 < seconds(first.at) - change < 6 * 3600
+    final = next(a for a in report.alerts if a.kind == "kpi_degradation")
+    assert seconds(final.at) - seconds(first.at) > 18 * 3600  # complete windows come a horizon later
+    statuses = {a.status for a in report.early_alerts if a.alert == first.id}
     assert statuses == {"provisional", "confirmed"}
-    assert not any(a["kind"] == "outcome_delay" for a in report["early_alerts"])
+    assert not any(a.kind == "outcome_delay" for a in report.early_alerts)
 
 
 def test_a_healthy_stream_raises_no_early_alert(day_spec: specs.Spec) -> None:
     report, _ = replayed(day_spec, "healthy", 60_000)
-    assert report["segments"][0]["early"]
-    assert report["early_alerts"] == [] and report["alerts"] == []
+    assert report.segments[0].early
+    assert report.early_alerts == [] and report.alerts == []

@@ -59,7 +59,7 @@ def test_gauges_carry_the_segment_labels(published: tuple[Monitor, CollectorRegi
         revenue = registry.get_sample_value("monitor_kpi", {**labels, "kpi": "revenue", "window": "total"})
         assert revenue == pytest.approx(total["kpi"]["revenue"])
         rolling = registry.get_sample_value("monitor_kpi", {**labels, "kpi": "revenue", "window": "rolling"})
-        assert rolling == pytest.approx(monitor.timeline[segment][-1]["kpi"]["revenue"])
+        assert rolling == pytest.approx(monitor.timeline[segment][-1].kpi["revenue"])
 
 
 def test_alerts_and_misalignment(published: tuple[Monitor, CollectorRegistry]) -> None:
@@ -147,17 +147,17 @@ def test_the_srm_gauge_tests_the_planned_split(spec_text: str) -> None:
 def test_early_gauges_carry_the_age_and_equal_the_latest_reading(published: tuple[Monitor, CollectorRegistry]) -> None:
     monitor, registry = published
     report = monitor.report()
-    overall = report["segments"][0]
-    by_age = {w["age"]: w for w in overall["early"]}  # the latest window per age (windows come in time order)
+    overall = report.segments[0]
+    by_age = {w.age: w for w in overall.early}  # the latest window per age (windows come in time order)
     assert set(by_age) == {"7.5m", "30m", "1.5h"}
     empty = {"segment_country": "", "variant": ""}
     for age, window in by_age.items():
         labels = {"decision": "checkout_offer", **empty, "window": "early", "age": age}
-        assert registry.get_sample_value("monitor_kpi", {**labels, "kpi": "revenue"}) == window["kpi"]["revenue"]
+        assert registry.get_sample_value("monitor_kpi", {**labels, "kpi": "revenue"}) == window.kpi["revenue"]
         assert registry.get_sample_value("monitor_model_metric", {**labels, "metric": "roc_auc"}) == \
-            window["model"]["roc_auc"]
+            window.model["roc_auc"]
     for status in ("provisional", "confirmed", "withdrawn"):
-        want = sum(1 for a in report["early_alerts"] if a["kind"] == "kpi_degradation" and a["status"] == status)
+        want = sum(1 for a in report.early_alerts if a.kind == "kpi_degradation" and a.status == status)
         assert registry.get_sample_value("monitor_early_alerts_total", {
             "decision": "checkout_offer", "kind": "kpi_degradation", "status": status}) == want
-    assert any(a["status"] == "provisional" for a in report["early_alerts"])
+    assert any(a.status == "provisional" for a in report.early_alerts)

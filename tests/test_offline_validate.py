@@ -41,12 +41,12 @@ def replayed(spec: Spec, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 def test_the_table_has_one_row_per_finalized_decision(replayed: tuple[Path, Monitor, pd.DataFrame, Path]) -> None:
     _, monitor, frame, _ = replayed
     report = monitor.report()
-    counts = report["join"]
+    counts = report.join
     labelled = frame[frame["label"].notna()]
-    assert len(labelled) == report["segments"][0]["decisions"]  # the engine's finalized decisions, exactly
-    assert (frame["status"] == "matched").sum() == counts["matched"]
-    assert frame["status"].isin(["expired", "late"]).sum() == counts["expired"]
-    assert 0 < (frame["status"] == "late").sum() <= counts["late"]
+    assert len(labelled) == report.segments[0].decisions  # the engine's finalized decisions, exactly
+    assert (frame["status"] == "matched").sum() == counts.matched
+    assert frame["status"].isin(["expired", "late"]).sum() == counts.expired
+    assert 0 < (frame["status"] == "late").sum() <= counts.late
     assert frame["decision_id"].is_unique and frame["ts"].is_monotonic_increasing
     assert list(frame.columns[:7]) == ["decision_id", "ts", "model", "model_version", "variant", "action",
                                        "segment.country"]
@@ -74,7 +74,7 @@ def test_the_rows_carry_the_prediction_and_outcome_as_sent(replayed: tuple[Path,
 def test_offline_and_online_agree_on_value_and_metrics(spec: Spec,
                                                        replayed: tuple[Path, Monitor, pd.DataFrame, Path]) -> None:
     _, monitor, frame, _ = replayed
-    online = monitor.report()["segments"][0]["model"]
+    online = monitor.report().segments[0].model
     rows = frame[frame["label"].notna()]
     scores = Scores(rows["score"].to_numpy(), rows["label"].to_numpy(), rows["prediction"].to_numpy(bool), spec.value)
     offline = {k: float(v[0]) for k, v in scores.metrics(np.ones((1, len(rows)))).items()}

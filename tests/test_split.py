@@ -17,6 +17,7 @@ from monitor.apps.replay import run, run_split
 from monitor.apps.simulate import SCENARIOS, simulate, write_jsonl
 from monitor.apps.split import RollupProcess, available
 from monitor.contract import spec as specs
+from monitor.contract.report import write
 from monitor.contract.spec import Spec
 from monitor.debug.records import Bad, FileRecords, Incoming, Narrowed, TimeRange
 from monitor.engine.source import EarlyPart, Part
@@ -36,7 +37,7 @@ def reports(spec: Spec, path: Path, window: TimeRange | None = None,
         source = FileRecords(path, window)
         records = source if narrow is None else Narrowed(source, spec, narrow)
         feed = run_split(spec, records, f"--input {path}") if split else run(spec, records, f"--input {path}")[0]
-        found.append(orjson.dumps(feed.report(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        found.append(write(feed.report()))  # as the command writes it
     assert not multiprocessing.active_children()  # the rollup's process has gone
     return found[0], found[1]
 

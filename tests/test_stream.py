@@ -14,11 +14,13 @@ import zlib
 from collections.abc import Awaitable
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
 from monitor.apps.simulate import simulate
 from monitor.contract import spec as specs
+from monitor.contract.report import write
 from monitor.contract.spec import Spec
 from monitor.engine.monitor import Monitor
 from monitor.stream import wire
@@ -120,18 +122,18 @@ def test_worker_report_equals_replay_report(spec: Spec, partitions: int, batch: 
     order, so floats agree to 1e-9 and everything else exactly."""
     stream = records("business_drop", 30_000, partitions, tail=True)
     want = replayed(spec, stream).report()
-    assert want["alerts"], "the scenario must raise alerts for the comparison to mean something"
+    assert want.alerts, "the scenario must raise alerts for the comparison to mean something"
     worker = InMemoryWorker(spec, fresh(), sources=partitions, checkpoint_seconds=math.inf, batch=batch)
     worker.finish(worker.feed(stream))
     got = worker.report()
     if partitions == 1:
-        assert orjson.dumps(got) == orjson.dumps(want)
+        assert write(got) == write(want)
     else:
-        assert_same_report(got, want)
-    assert want["early_alerts"] and want["segments"][0]["early"], "early readings and alerts are compared too"
+        assert_same_report(msgspec.to_builtins(got), msgspec.to_builtins(want))
+    assert want.early_alerts and want.segments[0].early, "early readings and alerts are compared too"
     sent = sorted((a["id"], a["kind"]) for a in worker.topics.alerts)
-    assert sent == sorted((a["id"], a["kind"]) for a in want["alerts"] + want["early_alerts"])
-    assert len(worker.topics.dead_letters) == want["join"]["invalid"]
+    assert sent == sorted((a.id, a.kind) for a in [*want.alerts, *want.early_alerts])
+    assert len(worker.topics.dead_letters) == want.join.invalid
     assert all(worker.committed(t, p, o) for t, p, o, _ in stream)  # every record was committed in the end
 
 
@@ -318,8 +320,8 @@ def test_health_counts_what_the_scrape_counts(spec: Spec) -> None:
 def test_an_alert_cut_by_a_crash_is_sent_after_the_restart(spec: Spec) -> None:
     stream = records("business_drop", 30_000, tail=True)
     report = replayed(spec, stream).report()
-    want = report["alerts"] + report["early_alerts"]  # early alerts' events go through the same outbox
-    assert report["alerts"] and report["early_alerts"]
+    want = [*report.alerts, *report.early_alerts]  # early alerts' events go through the same outbox
+    assert report.alerts and report.early_alerts
     stores = fresh()
     first = InMemoryWorker(spec, stores, checkpoint_seconds=math.inf)
     first.topics.refuse_alerts = True  # every alert send fails, as when the process dies sending it
@@ -329,15 +331,15 @@ def test_an_alert_cut_by_a_crash_is_sent_after_the_restart(spec: Spec) -> None:
     second = InMemoryWorker(spec, stores, checkpoint_seconds=math.inf)
     second.redeliver(first.topics.sent[-1:])  # the unacked delta comes again; its partition restores
     got = second.topics.alerts
-    assert sorted((a["id"], a["kind"]) for a in got) == sorted((a["id"], a["kind"]) for a in want)
+    assert sorted((a["id"], a["kind"]) for a in got) == sorted((a.id, a.kind) for a in want)
     assert not any(b"|a" in key for key in stores[1])  # confirmed, so the outbox is empty
 
 
 def test_alert_ids_are_stable_and_distinct(spec: Spec) -> None:
     stream = records("business_drop", 30_000, tail=True)
-    ids = [a["id"] for a in replayed(spec, stream).report()["alerts"]]
+    ids = [a.id for a in replayed(spec, stream).report().alerts]
     assert len(set(ids)) == len(ids) > 0
-    assert ids == [a["id"] for a in replayed(spec, stream).report()["alerts"]]
+    assert ids == [a.id for a in replayed(spec, stream).report().alerts]
 
 
 class Gated(Memory):

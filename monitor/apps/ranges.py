@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from monitor.contract.errors import MonitorError
+from monitor.contract.report import Report
 from monitor.contract.spec import Spec
 from monitor.debug.explain import Collector
 from monitor.debug.kafka_range import KafkaRange
@@ -43,16 +43,16 @@ def open_source(spec: Spec, input: Path | None, bootstrap: str | None, since_ms:
     return source, named
 
 
-def report(monitor: Feed, collector: Collector | None, periods: tuple[Period, Period] | None) -> dict[str, Any]:
+def report(monitor: Feed, collector: Collector | None, periods: tuple[Period, Period] | None) -> Report:
     """The replay report; with a collector, each alert's explanations and the asked-for comparison."""
     found = monitor.report()
     if collector is None:
         return found
-    for alert, explanations in zip(found["alerts"], collector.for_alerts(), strict=True):
-        alert["explanations"] = explanations
+    for alert, explanations in zip(found.alerts, collector.for_alerts(), strict=True):
+        alert.explanations = explanations
     if periods is not None:
         try:
-            found["what_changed"] = collector.between(*periods)
+            found.what_changed = collector.between(*periods)
         except ValueError as exc:
             raise MonitorError(f"--reference/--current: {exc}") from None
     return found

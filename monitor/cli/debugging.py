@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import msgspec
 import typer
 
 from monitor.cli.common import (
@@ -16,6 +17,7 @@ from monitor.cli.common import (
     fail,
     one_blas_thread,
 )
+from monitor.contract import report as reports
 from monitor.contract.errors import MonitorError
 
 
@@ -45,7 +47,6 @@ def replay(
 ) -> None:
     """Replay records from a file or a Kafka time range through the engine and write a report."""
     one_blas_thread()
-    import orjson
 
     from monitor.apps import ranges, split
     from monitor.apps import replay as replaying
@@ -75,7 +76,7 @@ def replay(
         result = ranges.report(monitor, collector, periods)
     except MonitorError as exc:
         fail(exc)
-    report.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    report.write_bytes(reports.write(result))
     if html is not None:
         from monitor.debug.page import render
 
@@ -152,13 +153,7 @@ def diff(
     from monitor.debug.diff import diff as differ
 
     try:
-        loaded = []
-        for path in (a, b):
-            try:
-                loaded.append(orjson.loads(path.read_bytes()))
-            except (OSError, orjson.JSONDecodeError) as exc:
-                raise MonitorError(f"{path}: not a readable JSON report ({exc})") from None
-        moves = differ(loaded[0], loaded[1], alpha)
+        moves = differ(_report(a), _report(b), alpha)
     except MonitorError as exc:
         fail(exc)
     if json_out:
@@ -168,3 +163,22 @@ def diff(
     from monitor.debug.diff import table
 
     table(moves if all_segments else [m for m in moves if not m.segment], str(a), str(b), alpha)
+
+
+def _report(path: Path) -> reports.Report:
+    try:
+        data = path.read_bytes()
+        try:
+            return reports.read(data)
+        except msgspec.ValidationError as exc:
+            msgspec.json.decode(data)  # JSON at all? (the typed read stops at the first field it cannot take)
+            raise MonitorError(f"{path}: not a replay report as this monitor writes it ({exc}); if an older "
+                               "monitor wrote it, replay it again") from None
+    except (OSError, msgspec.DecodeError) as exc:
+        raise MonitorError(f"{path}: not a readable JSON report ({exc})") from None
+
+
+@app.command("report-schema")
+def report_schema() -> None:
+    """Print the JSON Schema of the replay report (`monitor replay --report`), as the docs publish it."""
+    typer.echo(msgspec.json.format(msgspec.json.encode(reports.schema()), indent=2).decode())

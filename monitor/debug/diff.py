@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.contract.errors import MonitorError
+from monitor.contract.report import Report
 from monitor.engine.comparisons import below
 
 
@@ -44,40 +44,32 @@ class Move:
                 "z": self.z, "p_value": self.p, "significant": self.significant}
 
 
-def diff(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.05) -> list[Move]:
+def diff(a: Report, b: Report, alpha: float = 0.05) -> list[Move]:
     """Every metric and KPI of every segment that both reports hold, tested."""
-    theirs = {_key(s["segment"]): s for s in _segments(b, "B")}
+    theirs = {_key(s.segment): s for s in b.segments}
     found = []
-    for mine in _segments(a, "A"):
-        other = theirs.get(_key(mine["segment"]))
+    for mine in a.segments:
+        other = theirs.get(_key(mine.segment))
         if other is None:
             continue
-        for side in ("model", "kpi"):
-            for name, x in mine[side].items():
-                if name not in other[side]:
-                    continue
-                y = other[side][name]
-                se_x, se_y = mine["se"][side].get(name), other["se"][side].get(name)
-                move = Move(mine["segment"], side, name, x, y, se_x, se_y)
-                if None not in (x, y, se_x, se_y):
-                    se = math.hypot(se_x, se_y)
-                    if se > 0:
-                        z = (y - x) / se
-                        move = Move(mine["segment"], side, name, x, y, se_x, se_y, z, 2 * below(-abs(z)))
-                found.append(move)
+        for side, values, errors, their_values, their_errors in (
+                ("model", mine.model, mine.se.model, other.model, other.se.model),
+                ("kpi", mine.kpi, mine.se.kpi, other.kpi, other.se.kpi)):
+            for name, x in values.items():
+                if name in their_values:
+                    found.append(_move(mine.segment, side, name, x, their_values[name], errors.get(name),
+                                       their_errors.get(name)))
     tested = sum(m.p is not None for m in found)
     return [Move(m.segment, m.side, m.name, m.a, m.b, m.se_a, m.se_b, m.z, m.p,
                  m.p is not None and m.p < alpha / max(tested, 1)) for m in found]
 
 
-def _segments(report: dict[str, Any], which: str) -> list[dict[str, Any]]:
-    segments = report.get("segments")
-    if not isinstance(segments, list):
-        raise MonitorError(f"report {which} has no `segments`: is it a replay report?")
-    if segments and "se" not in segments[0]:
-        raise MonitorError(f"report {which} has no standard errors (`se`): it was written by an older monitor; "
-                           "replay it again")
-    return segments
+def _move(segment: dict[str, str], side: str, name: str, x: float | None, y: float | None,
+          se_x: float | None, se_y: float | None) -> Move:
+    if x is None or y is None or se_x is None or se_y is None or math.hypot(se_x, se_y) == 0:
+        return Move(segment, side, name, x, y, se_x, se_y)
+    z = (y - x) / math.hypot(se_x, se_y)
+    return Move(segment, side, name, x, y, se_x, se_y, z, 2 * below(-abs(z)))
 
 
 def _key(segment: dict[str, str]) -> tuple[tuple[str, str], ...]:

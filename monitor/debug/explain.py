@@ -25,7 +25,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from monitor.contract import report
 from monitor.contract.events import Payload
+from monitor.contract.report import Explained as Explanation
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert, Detector
 from monitor.engine.comparisons import iso
@@ -36,12 +38,12 @@ from monitor.stats.decision import Decision
 from monitor.stats.shiftshare import Cell, kpi, shift_share
 from monitor.stats.summary import Summary
 
-Explanation = dict[str, Any]
 Features = dict[str, Any]
 TOP_FEATURES = 3  # feature drifts listed per comparison
-SHIFT_SHARE = (("segment_mix", "traffic shifted between segments"),
-               ("outcome_rate", "within segments, positive outcomes became {dir} frequent"),
-               ("value_per_outcome", "within segments, each positive outcome is worth {dir}"))
+SHIFT_SHARE: tuple[tuple[type[report.Part], str], ...] = (
+               (report.SegmentMix, "traffic shifted between segments"),
+               (report.OutcomeRate, "within segments, positive outcomes became {dir} frequent"),
+               (report.ValuePerOutcome, "within segments, each positive outcome is worth {dir}"))
 
 
 class _Features(msgspec.Struct):
@@ -121,13 +123,13 @@ class Collector:
                                       self.select(alert.window.start, alert.window.end, whose, windowed=True)))
         return found
 
-    def between(self, reference: tuple[float, float], current: tuple[float, float]) -> dict[str, Any]:
+    def between(self, reference: tuple[float, float], current: tuple[float, float]) -> report.WhatChanged:
         """What changed from one period to another, over every decision made in each."""
         ref, cur = self.select(*reference), self.select(*current)
         if not ref or not cur:
             raise ValueError(f"no final decisions in the {'reference' if not ref else 'current'} period")
-        return {"reference": _period(reference, len(ref)), "current": _period(current, len(cur)),
-                "explanations": self.explain(ref, cur)}
+        return report.WhatChanged(reference=_period(reference, len(ref)), current=_period(current, len(cur)),
+                                  explanations=self.explain(ref, cur))
 
     def _segment(self, alert: Alert) -> int:
         key = tuple(alert.segment[f] for f in self.spec.segment_by) if alert.segment else ()
@@ -136,9 +138,9 @@ class Collector:
     def _reference(self, alert: Alert, segment: int) -> tuple[float, float]:
         """The span of the segment's reference windows: its first `reference` tested windows."""
         settings = self.spec.alerts
-        tested = [w for w in self.monitor.timeline.get(segment, []) if w["decisions"] >= settings.min_decisions]
+        tested = [w for w in self.monitor.timeline.get(segment, []) if w.decisions >= settings.min_decisions]
         first, last = tested[0], tested[settings.reference - 1]
-        return _epoch(first["start"]), _epoch(last["end"])
+        return _epoch(first.start), _epoch(last.end)
 
 
 def explain(spec: Spec, labels: Callable[[int], dict[str, str]], reference: Sequence[Decision],
@@ -153,7 +155,7 @@ def explain(spec: Spec, labels: Callable[[int], dict[str, str]], reference: Sequ
     if spec.task == "binary" and len(reference) > 1 and len(current) > 1:
         found.append(_score_drift(np.array([d.score for d in reference]), np.array([d.score for d in current])))
     found += _feature_drifts(ref_features, cur_features)[:TOP_FEATURES]
-    return sorted(found, key=lambda e: -e["size"])
+    return sorted(found, key=lambda e: -e.size)
 
 
 def _cells(decisions: Iterable[Decision], index: int, labels: Callable[[int], dict[str, str]]) -> dict[str, Cell]:
@@ -176,33 +178,33 @@ def _shift_share(name: str, reference: dict[str, Cell], current: dict[str, Cell]
     before, after = kpi(reference), kpi(current)
     parts = shift_share(reference, current)
     scale = max(abs(before), 1e-12)
-    return [{"kind": kind, "kpi": name, "contribution": part, "size": abs(part) / scale,
-             "reference": before, "current": after,
-             "summary": f"{name}: {words.format(dir='more' if part > 0 else 'less')}, "
-                        f"{part:+.4g} of {after - before:+.4g}"}
+    return [kind(kpi=name, contribution=float(part), size=float(abs(part) / scale), reference=float(before),
+                 current=float(after),
+                 summary=f"{name}: {words.format(dir='more' if part > 0 else 'less')}, "
+                         f"{part:+.4g} of {after - before:+.4g}")
             for (kind, words), part in zip(SHIFT_SHARE, parts, strict=True)]
 
 
 def _model_metrics(spec: Spec, reference: Sequence[Decision], current: Sequence[Decision]) -> list[Explanation]:
     ref, cur = _summary(spec, reference), _summary(spec, current)
     estimates = [{m.name: m.estimate(s) for m in spec.metrics} for s in (ref, cur)]
-    found = []
+    found: list[Explanation] = []
     for c in Detector(spec).compare(*estimates):
         if c.side != "model" or 0.025 <= c.p <= 0.975:  # two-sided p < 0.05
             continue
         change = (c.current - c.reference) / max(abs(c.reference), 1e-12)
-        found.append({"kind": "model_metric", "metric": c.name, "reference": c.reference, "current": c.current,
-                      "change": change, "p_value": 2 * min(c.p, 1 - c.p), "size": abs(change),
-                      "summary": f"{c.name} {c.metric.format(c.reference)} → {c.metric.format(c.current)} "
-                                 f"({100 * change:+.0f}%)"})
+        found.append(report.ModelMetric(
+            metric=c.name, reference=c.reference, current=c.current, change=change, p_value=2 * min(c.p, 1 - c.p),
+            size=abs(change), summary=f"{c.name} {c.metric.format(c.reference)} → {c.metric.format(c.current)} "
+                                      f"({100 * change:+.0f}%)"))
     return found
 
 
 def _score_drift(reference: np.ndarray[Any, Any], current: np.ndarray[Any, Any]) -> Explanation:
     found = drift.numbers(reference, current)
-    return {"kind": "score_drift", "psi": found.statistic, "ks": found.distance, "p_value": found.p_value,
-            "size": found.distance,
-            "summary": f"scores: PSI {found.statistic:.3f}, KS D {found.distance:.3f} (p={found.p_value:.2g})"}
+    return report.ScoreDrift(
+        psi=float(found.statistic), ks=float(found.distance), p_value=float(found.p_value), size=float(found.distance),
+        summary=f"scores: PSI {found.statistic:.3f}, KS D {found.distance:.3f} (p={found.p_value:.2g})")
 
 
 def _feature_drifts(reference: Sequence[Features | None], current: Sequence[Features | None]) -> list[Explanation]:
@@ -218,10 +220,11 @@ def _feature_drifts(reference: Sequence[Features | None], current: Sequence[Feat
         else:
             stat = drift.categories(Counter(map(str, before)), Counter(map(str, after)))
             test, words = "chi2", f"χ² {stat.statistic:.4g}, shares moved {stat.distance:.3f}"
-        found.append({"kind": "feature_drift", "feature": name, "test": test, "statistic": stat.statistic,
-                      "p_value": stat.p_value, "distance": stat.distance, "size": stat.distance,
-                      "summary": f"feature {name}: {words} (p={stat.p_value:.2g})"})
-    return sorted(found, key=lambda e: -e["size"])
+        found.append(report.FeatureDrift(
+            feature=name, test=test, statistic=float(stat.statistic), p_value=float(stat.p_value),
+            distance=float(stat.distance), size=float(stat.distance),
+            summary=f"feature {name}: {words} (p={stat.p_value:.2g})"))
+    return sorted(found, key=lambda e: -e.size)
 
 
 def _column(rows: Sequence[Features | None], name: str) -> list[Any]:
@@ -243,8 +246,8 @@ def _name(labels: dict[str, str]) -> str:
     return "/".join(labels.values()) or "all"
 
 
-def _period(span: tuple[float, float], decisions: int) -> dict[str, Any]:
-    return {"start": iso(span[0]), "end": iso(span[1]), "decisions": decisions}
+def _period(span: tuple[float, float], decisions: int) -> report.Period:
+    return report.Period(start=iso(span[0]), end=iso(span[1]), decisions=decisions)
 
 
 def _epoch(text: str) -> float:

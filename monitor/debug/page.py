@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from monitor.contract.report import SHIFT_SHARE, Alert, Explained, FeatureDrift, Join, ModelMetric, Report, ShiftShare
 from monitor.export.html import Page
 
 SHOWN_MODEL = ("roc_auc", "precision", "recall", "log_loss", "business_value", "mae", "rmse")
@@ -25,28 +27,26 @@ KIND_LABELS = {"segment_mix": "segment mix", "outcome_rate": "outcome rate",
                "feature_drift": "feature drift", "model_metric": "model metric"}
 
 
-def render(report: dict[str, Any], spec_text: str, source: str = "") -> str:
+def render(report: Report, spec_text: str, source: str = "") -> str:
     """The page of one replay report; `spec_text` is the spec file as written, `source` names the input."""
-    alerts = report.get("alerts", [])
-    join = report["join"]
-    overall = report["segments"][0] if report["segments"] else {"decisions": 0}
-    page = Page(f"{report['decision']}: replay report",
-                f"{source} · {overall['decisions']:,} final decisions · {len(alerts)} alerts")
+    decisions = report.segments[0].decisions if report.segments else 0
+    page = Page(f"{report.decision}: replay report",
+                f"{source} · {decisions:,} final decisions · {len(report.alerts)} alerts")
     _what_changed(page, report)
     _over_time(page, report)
     page.section("Join health", "How every record ended up. Matched and expired decisions are final and "
                  "counted in the metrics; pending ones had not reached their horizon when the input ended.")
-    page.figure(_join_figure(join), height=300)
-    if report.get("invalid_reasons"):
-        page.table(["invalid records: reason", "records"], list(report["invalid_reasons"].items()))
+    page.figure(_join_figure(report.join), height=300)
+    if report.invalid_reasons:
+        page.table(["invalid records: reason", "records"], list(report.invalid_reasons.items()))
     _totals(page, report)
     page.section("Spec").code(spec_text)
     return page.render()
 
 
-def _what_changed(page: Page, report: dict[str, Any]) -> None:
-    asked = report.get("what_changed")
-    groups = _episodes(report.get("alerts", []))
+def _what_changed(page: Page, report: Report) -> None:
+    asked = report.what_changed
+    groups = _episodes(report.alerts)
     if not asked and not groups:
         return
     page.section("What changed", "Left: the KPI's change from the reference to the current period, split into "
@@ -54,103 +54,106 @@ def _what_changed(page: Page, report: dict[str, Any]) -> None:
                  "explanation by size (share of the KPI, relative change of a model metric, or share of traffic "
                  "whose distribution moved).")
     if asked:
-        ref, cur = asked["reference"], asked["current"]
-        title = f"{ref['start']} to {ref['end']} against {cur['start']} to {cur['end']}"
-        page.text(f"Asked for: {cur['decisions']:,} decisions from {cur['start']} to {cur['end']}, against "
-                  f"{ref['decisions']:,} from {ref['start']} to {ref['end']}.")
-        page.figure(_explained(asked["explanations"], title), height=380)
+        ref, cur = asked.reference, asked.current
+        title = f"{ref.start} to {ref.end} against {cur.start} to {cur.end}"
+        page.text(f"Asked for: {cur.decisions:,} decisions from {cur.start} to {cur.end}, against "
+                  f"{ref.decisions:,} from {ref.start} to {ref.end}.")
+        page.figure(_explained(asked.explanations, title), height=380)
     for alerts in groups[:MAX_EPISODES]:
         first = alerts[0]
-        kinds = ", ".join(a["kind"] for a in alerts)
-        title = f"{_where(first['segment'])}: {kinds} on {first['subject']} at {first['at']}"
-        page.figure(_explained(first.get("explanations", []), title), height=380)
+        kinds = ", ".join(a.kind for a in alerts)
+        title = f"{_where(first.segment)}: {kinds} on {first.subject} at {first.at}"
+        page.figure(_explained(first.explanations, title), height=380)
     if len(groups) > MAX_EPISODES:
         page.table(["more alerts", "subject", "at", "top explanation"],
-                   [[f"{_where(g[0]['segment'])}: {', '.join(a['kind'] for a in g)}", g[0]["subject"], g[0]["at"],
-                     (g[0].get("explanations") or [{"summary": "-"}])[0]["summary"]] for g in groups[MAX_EPISODES:]])
+                   [[f"{_where(g[0].segment)}: {', '.join(a.kind for a in g)}", g[0].subject, g[0].at,
+                     g[0].explanations[0].summary if g[0].explanations else "-"] for g in groups[MAX_EPISODES:]])
 
 
-def _episodes(alerts: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def _episodes(alerts: Sequence[Alert]) -> list[list[Alert]]:
     """Alerts of one segment and window share their explanations: one group each, in report order."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[Any, ...], list[Alert]] = {}
     for alert in alerts:
-        key = (tuple(alert["segment"].items()), alert["window"]["start"], alert["window"]["end"])
+        key = (tuple(alert.segment.items()), alert.window.start, alert.window.end)
         groups.setdefault(key, []).append(alert)
     return list(groups.values())
 
 
-def _explained(explanations: Sequence[dict[str, Any]], title: str) -> go.Figure:
+def _explained(explanations: Sequence[Explained], title: str) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.28,
                         subplot_titles=("KPI change, by part", "Explanations, by size"))
-    parts = [e for e in explanations if "contribution" in e]
+    parts = [e for e in explanations if isinstance(e, ShiftShare)]
     if parts:
-        lead = parts[0]["kpi"]  # the KPI whose part is the largest
-        mine = {e["kind"]: e for e in parts if e["kpi"] == lead}
-        ref, cur = mine["segment_mix"]["reference"], mine["segment_mix"]["current"]
-        steps = [("segment_mix", "segment mix"), ("outcome_rate", "outcome rate"),
-                 ("value_per_outcome", "value per outcome")]
+        lead = parts[0].kpi  # the KPI whose part is the largest
+        steps = [next(e for e in parts if e.kpi == lead and isinstance(e, kind)) for kind in SHIFT_SHARE]
+        ref, cur = steps[0].reference, steps[0].current
         fig.add_trace(go.Waterfall(
-            x=[f"{lead}<br>reference", *(label for _, label in steps), f"{lead}<br>current"],
-            y=[ref, *(mine[k]["contribution"] for k, _ in steps), cur],
+            x=[f"{lead}<br>reference", *(_kind_label(e) for e in steps), f"{lead}<br>current"],
+            y=[ref, *(e.contribution for e in steps), cur],
             measure=["absolute", "relative", "relative", "relative", "total"],
-            text=[f"{ref:.4g}", *(f"{mine[k]['contribution']:+.3g}" for k, _ in steps), f"{cur:.4g}"],
+            text=[f"{ref:.4g}", *(f"{e.contribution:+.3g}" for e in steps), f"{cur:.4g}"],
             textposition="outside", connector={"line": {"color": "#8c959f"}},
             decreasing={"marker": {"color": ALERT_COLOR}}, increasing={"marker": {"color": "#1a7f37"}},
             totals={"marker": {"color": "#59636e"}}, showlegend=False, hoverinfo="x+y"), row=1, col=1)
         fig.update_yaxes(title_text=f"{lead} per decision", row=1, col=1, rangemode="tozero")
     shown = list(reversed(explanations[:10]))
     fig.add_trace(go.Bar(
-        x=[100 * e["size"] for e in shown], y=[_label(e) for e in shown], orientation="h",
-        marker={"color": [_color(e) for e in shown]}, text=[f"{100 * e['size']:.1f}%" for e in shown],
+        x=[100 * e.size for e in shown], y=[_label(e) for e in shown], orientation="h",
+        marker={"color": [_color(e) for e in shown]}, text=[f"{100 * e.size:.1f}%" for e in shown],
         textposition="outside", cliponaxis=False,
-        hovertext=[e["summary"] for e in shown], hoverinfo="text", showlegend=False), row=1, col=2)
+        hovertext=[e.summary for e in shown], hoverinfo="text", showlegend=False), row=1, col=2)
     fig.update_xaxes(title_text="size, %", row=1, col=2)
     fig.update_layout(title={"text": title, "font": {"size": 14}}, margin={"t": 70, "b": 50, "l": 60, "r": 24})
     return fig
 
 
-def _color(e: dict[str, Any]) -> str:
+def _color(e: Explained) -> str:
     """Shift-share parts by sign (red took the KPI down); model metrics blue; drifts purple."""
-    if "contribution" in e:
-        return ALERT_COLOR if e["contribution"] < 0 else "#1a7f37"
-    return "#0969da" if e["kind"] == "model_metric" else "#8250df"
+    if isinstance(e, ShiftShare):
+        return ALERT_COLOR if e.contribution < 0 else "#1a7f37"
+    return "#0969da" if isinstance(e, ModelMetric) else "#8250df"
 
 
-def _label(e: dict[str, Any]) -> str:
-    what = e.get("kpi") or e.get("metric") or e.get("feature") or ""
-    return f"{KIND_LABELS[e['kind']]}{': ' + what if what else ''}"
+def _kind_label(e: Explained) -> str:
+    return KIND_LABELS[msgspec.inspect.type_info(type(e)).tag]  # type: ignore[attr-defined]
 
 
-def _over_time(page: Page, report: dict[str, Any]) -> None:
-    segments = [s for s in report["segments"] if s["timeline"]]
+def _label(e: Explained) -> str:
+    what = (e.kpi if isinstance(e, ShiftShare) else e.metric if isinstance(e, ModelMetric)
+            else e.feature if isinstance(e, FeatureDrift) else "")
+    return f"{_kind_label(e)}{': ' + what if what else ''}"
+
+
+def _over_time(page: Page, report: Report) -> None:
+    segments = [s for s in report.segments if s.timeline]
     if not segments:
         return
-    first = segments[0]["timeline"][0]
-    rows = [("model", m) for m in SHOWN_MODEL if m in first["model"]] + [("kpi", k) for k in first["kpi"]]
+    first = segments[0].timeline[0]
+    rows = [("model", m) for m in SHOWN_MODEL if m in first.model] + [("kpi", k) for k in first.kpi]
     fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.025,
                         subplot_titles=[f"{name} ({'model' if side == 'model' else 'KPI'})" for side, name in rows])
     for i, segment in enumerate(segments):
-        where = _where(segment["segment"])
-        overall = not segment["segment"]
+        where = _where(segment.segment)
+        overall = not segment.segment
         line = {"color": OVERALL_COLOR if overall else PALETTE[(i - 1) % len(PALETTE)],
                 "width": 2.5 if overall else 1.2}
-        ends = [w["end"] for w in segment["timeline"]]
+        ends = [w.end for w in segment.timeline]
         for row, (side, name) in enumerate(rows, start=1):
             fig.add_trace(go.Scatter(
-                x=ends, y=[w[side].get(name) for w in segment["timeline"]], mode="lines", name=where, line=line,
+                x=ends, y=[(w.model if side == "model" else w.kpi).get(name) for w in segment.timeline],
+                mode="lines", name=where, line=line,
                 legendgroup=where, showlegend=row == 1, opacity=1.0 if overall else 0.75,
                 hovertemplate=f"{where}<br>{name} %{{y:.4g}}<br>window to %{{x}}<extra></extra>"), row=row, col=1)
-    for alert in report.get("alerts", []):
-        at_row = next((r for r, (_, name) in enumerate(rows, start=1) if name == alert["subject"]), None)
+    for alert in report.alerts:
+        at_row = next((r for r, (_, name) in enumerate(rows, start=1) if name == alert.subject), None)
         if at_row is None:
             continue
-        current = next((c["current"] for c in alert["metrics"] + alert["kpis"] if c["name"] == alert["subject"]),
-                       None)
+        current = next((c.current for c in alert.metrics + alert.kpis if c.name == alert.subject), None)
         fig.add_trace(go.Scatter(
-            x=[alert["window"]["end"]], y=[current], mode="markers", name="alert", legendgroup="alert",
+            x=[alert.window.end], y=[current], mode="markers", name="alert", legendgroup="alert",
             showlegend=False, marker={"symbol": "x", "size": 11, "color": ALERT_COLOR, "line": {"width": 1}},
-            hovertext=alert["message"][:300], hoverinfo="text"), row=at_row, col=1)
-    for at in sorted({a["window"]["end"] for a in report.get("alerts", []) if not a["segment"]}):
+            hovertext=alert.message[:300], hoverinfo="text"), row=at_row, col=1)
+    for at in sorted({a.window.end for a in report.alerts if not a.segment}):
         fig.add_vline(x=at, line={"color": ALERT_COLOR, "dash": "dot", "width": 1})
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="alert (its window's end)",
                              marker={"symbol": "x", "size": 11, "color": ALERT_COLOR}), row=1, col=1)
@@ -164,29 +167,30 @@ def _over_time(page: Page, report: dict[str, Any]) -> None:
     page.figure(fig, height=height)
 
 
-def _join_figure(join: dict[str, int]) -> go.Figure:
+def _join_figure(join: Join) -> go.Figure:
     names = ["matched", "expired", "late", "duplicates", "orphans", "invalid", "pending"]
     colors = ["#1a7f37", "#59636e", "#9a6700", "#8c959f", "#bc4c00", ALERT_COLOR, "#0969da"]
-    fig = go.Figure(go.Bar(x=names, y=[join.get(n, 0) for n in names], marker={"color": colors},
-                           text=[f"{join.get(n, 0):,}" for n in names], textposition="outside", cliponaxis=False))
+    counts = [getattr(join, n) for n in names]
+    fig = go.Figure(go.Bar(x=names, y=counts, marker={"color": colors},
+                           text=[f"{n:,}" for n in counts], textposition="outside", cliponaxis=False))
     # Log scale: the few late, orphan and invalid records matter, and would vanish beside the matched ones.
     fig.update_layout(yaxis={"title": "decisions or records (log scale)", "type": "log"},
                       margin={"t": 60, "b": 40, "l": 60, "r": 24},
-                      title={"text": f"{join['predictions']:,} predictions, {join['outcomes']:,} outcomes",
+                      title={"text": f"{join.predictions:,} predictions, {join.outcomes:,} outcomes",
                              "font": {"size": 14}})
     return fig
 
 
-def _totals(page: Page, report: dict[str, Any]) -> None:
-    segments = report["segments"]
+def _totals(page: Page, report: Report) -> None:
+    segments = report.segments
     if not segments:
         return
-    model = [m for m in SHOWN_MODEL if m in segments[0]["model"]]
-    kpis = list(segments[0]["kpi"])
+    model = [m for m in SHOWN_MODEL if m in segments[0].model]
+    kpis = list(segments[0].kpi)
     page.section("Totals per segment", "Over the whole replay.")
     page.table(["segment", "decisions", *model, *kpis],
-               [[_where(s["segment"]), f"{s['decisions']:,}", *(_num(s["model"].get(m)) for m in model),
-                 *(_num(s["kpi"].get(k)) for k in kpis)] for s in segments])
+               [[_where(s.segment), f"{s.decisions:,}", *(_num(s.model.get(m)) for m in model),
+                 *(_num(s.kpi.get(k)) for k in kpis)] for s in segments])
 
 
 def _where(segment: dict[str, str]) -> str:

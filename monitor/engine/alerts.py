@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
+from monitor.contract import report
 from monitor.contract.spec import Spec
 from monitor.engine.comparisons import (
     CAPTURE,
@@ -59,16 +59,15 @@ class Alert:
         return alert_id(self.decision, self.kind, *(f"{k}={v}" for k, v in sorted(self.segment.items())),
                         repr(self.window.start), repr(self.window.end))
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "decision": self.decision, "kind": self.kind, "at": iso(self.at),
-            "segment": self.segment, "subject": self.subject,
-            "severity": self.severity, "message": self.message,
-            "metrics": [c.as_dict() for c in self.metrics], "kpis": [c.as_dict() for c in self.kpis],
-            "window": {"start": iso(self.window.start), "end": iso(self.window.end),
-                       "decisions": self.window.summary.n},
-            "replay": self.replay,
-        }
+    def event(self) -> report.Alert:
+        """As the report and the alerts topic carry it."""
+        return report.Alert(
+            id=self.id, decision=self.decision, kind=self.kind, at=iso(self.at), segment=self.segment,
+            subject=self.subject, severity=self.severity, message=self.message,
+            metrics=[c.compared() for c in self.metrics], kpis=[c.compared() for c in self.kpis],
+            window=report.Span(start=iso(self.window.start), end=iso(self.window.end),
+                               decisions=self.window.summary.n),
+            replay=self.replay)
 
 
 @dataclass

@@ -12,8 +12,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
+from monitor.contract import report
 from monitor.contract.spec import Spec
 from monitor.stats.metrics import Estimate, Metric
 
@@ -40,10 +40,11 @@ class Comparison:
     def side(self) -> str:
         return self.metric.side
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "reference": _round(self.reference), "current": _round(self.current),
-                "change": _round((self.current - self.reference) / max(abs(self.reference), 1e-12)),
-                "p_value": float(f"{self.p:.3g}")}
+    def compared(self) -> report.Compared:
+        """As an alert event shows it."""
+        return report.Compared(name=self.name, reference=_round(self.reference), current=_round(self.current),
+                               change=_round((self.current - self.reference) / max(abs(self.reference), 1e-12)),
+                               p_value=float(f"{self.p:.3g}"))
 
 
 def alert_id(*parts: str) -> str:

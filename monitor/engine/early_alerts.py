@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from monitor.contract import report
 from monitor.contract.spec import Spec
 from monitor.engine.comparisons import (
     CAPTURE,
@@ -76,15 +76,15 @@ class EarlyAlert:
                         *(f"{k}={v}" for k, v in sorted(self.segment.items())),
                         repr(self.window.start), repr(self.window.end), repr(self.window.age))
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "decision": self.decision, "kind": self.kind, "status": self.status,
-            "provisional": self.status == "provisional", "alert": self.alert or self.id,
-            "age": age_text(self.age), "at": iso(self.at), "segment": self.segment, "subject": self.subject,
-            "message": self.message, "metrics": [c.as_dict() for c in self.metrics],
-            "kpis": [c.as_dict() for c in self.kpis], "known": self.known,
-            "window": {"start": iso(self.window.start), "end": iso(self.window.end)}, "replay": self.replay,
-        }
+    def event(self) -> report.EarlyAlert:
+        """As the report and the alerts topic carry it."""
+        return report.EarlyAlert(
+            id=self.id, decision=self.decision, kind=self.kind, status=self.status,
+            provisional=self.status == "provisional", alert=self.alert or self.id, age=age_text(self.age),
+            at=iso(self.at), segment=self.segment, subject=self.subject, message=self.message,
+            metrics=[c.compared() for c in self.metrics], kpis=[c.compared() for c in self.kpis],
+            known=self.known, window=report.Span(start=iso(self.window.start), end=iso(self.window.end)),
+            replay=self.replay)
 
 
 @dataclass

@@ -12,14 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from monitor.contract import report
 from monitor.contract.spec import Spec
 from monitor.engine.comparisons import iso
 from monitor.stats.metrics import Estimate
 from monitor.stats.readings import Ages, EarlyMetric, Filling, Reading, early_metrics
-
-EarlyReport = dict[str, Any]  # {"age", "start", "end", "decisions", "matched", "model", "kpi"}
 
 
 @dataclass
@@ -155,7 +153,7 @@ def window_estimates(window: EarlyWindow, metrics: tuple[EarlyMetric, ...],
     return window.found
 
 
-def report(window: EarlyWindow, metrics: tuple[EarlyMetric, ...], fill: Filling | None) -> EarlyReport:
+def shown_reading(window: EarlyWindow, metrics: tuple[EarlyMetric, ...], fill: Filling | None) -> report.Reading:
     """A window's reading as the report and the gauges show it; NaN as None."""
     r = window.reading
     found = window_estimates(window, metrics, fill)
@@ -164,5 +162,5 @@ def report(window: EarlyWindow, metrics: tuple[EarlyMetric, ...], fill: Filling 
     for m in metrics:
         value = m.reported(r, fill, found[m.name])
         (model if m.side == "model" else kpi)[m.name] = None if math.isnan(value) else value
-    return {"age": age_text(window.age), "start": iso(window.start), "end": iso(window.end),
-            "decisions": r.n if fill is not None else r.matched, "matched": r.matched, "model": model, "kpi": kpi}
+    return report.Reading(age=age_text(window.age), start=iso(window.start), end=iso(window.end),
+                          decisions=r.n if fill is not None else r.matched, matched=r.matched, model=model, kpi=kpi)

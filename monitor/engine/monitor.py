@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from monitor.contract.events import Payload
+from monitor.contract.report import Join, Report
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.comparisons import CAPTURE
@@ -70,9 +71,9 @@ class Feed:
         self.drain()
         self.joiner.finish()
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> Report:
         """The replay report: join counts, per-segment totals and timelines, alerts."""
-        return {**head(self.spec, self.joiner.counts(), self.source.reasons), **self.sink.sections()}
+        return _report(self.spec, self.joiner.counts(), self.source.reasons, self.sink.sections())
 
 
 class Monitor(Feed):
@@ -109,12 +110,12 @@ class Monitor(Feed):
         return True  # one process holds every segment
 
 
-def report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], rollups: Iterable[Rollup]) -> dict[str, Any]:
+def report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], rollups: Iterable[Rollup]) -> Report:
     """The report of a run, from its join counts and the rollups that hold its segments."""
-    return {**head(spec, counts, reasons), **sections(rollups)}
+    return _report(spec, counts, reasons, sections(rollups))
 
 
-def head(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int]) -> dict[str, Any]:
-    """What a report says of the join: its counts, and why records were dead-lettered."""
-    return {"decision": spec.name, "join": counts.as_dict(),
-            "invalid_reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))}
+def _report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], held: Sections) -> Report:
+    return Report(decision=spec.name, join=Join(**counts.as_dict()),
+                  invalid_reasons=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+                  segments=held.segments, alerts=held.alerts, early_alerts=held.early_alerts)

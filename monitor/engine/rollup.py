@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
+from monitor.contract import report
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert, Detector
 from monitor.engine.comparisons import CAPTURE, KINDS, iso
 from monitor.engine.early_alerts import EARLY_KINDS, STATUSES, EarlyAlert, EarlyDetector
-from monitor.engine.early_windows import EarlyReport, EarlyWindow, EarlyWindows, filling, report, spec_metrics
+from monitor.engine.early_windows import EarlyWindow, EarlyWindows, filling, shown_reading, spec_metrics
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.source import EarlyPart, Part
-from monitor.engine.state import SegmentBase, WindowReport
+from monitor.engine.state import SegmentBase
 from monitor.engine.windows import SegmentKey, Window, Windows
 from monitor.stats.metrics import KpiMetric, Metric, values
 from monitor.stats.readings import Reading
 from monitor.stats.summary import Summary
 
-Sections = dict[str, list[dict[str, Any]]]  # a report's "segments", "alerts" and "early_alerts"
+
+class Sections(NamedTuple):
+    """What a report says of the rollups that hold a run's segments."""
+
+    segments: list[report.Segment]
+    alerts: list[report.Alert]
+    early_alerts: list[report.EarlyAlert]
 
 
 class Rollup:
@@ -41,7 +48,7 @@ class Rollup:
         self.on_alert = on_alert
         self.overall = overall  # report the overall segment even before it has decisions
         self.alerts: list[Alert] = []
-        self.timeline: dict[int, list[WindowReport]] = {}
+        self.timeline: dict[int, list[report.Window]] = {}
         self.watermark = -math.inf
         self._next_close = -math.inf
         # Early readings (monitor.engine.early_windows): windows read at fixed ages, and their alerts.
@@ -50,8 +57,8 @@ class Rollup:
                                   self.early_detector.waiting)
         self.on_early = on_early
         self.early_alerts: list[EarlyAlert] = []
-        self.early_timeline: dict[int, dict[int, list[EarlyReport]]] = {}  # segment -> age index -> windows
-        self.early_latest: dict[tuple[int, str], EarlyReport] = {}  # (segment, age) -> latest reading
+        self.early_timeline: dict[int, dict[int, list[report.Reading]]] = {}  # segment -> age index -> windows
+        self.early_latest: dict[tuple[int, str], report.Reading] = {}  # (segment, age) -> latest reading
         self._early_metrics, self._fill = spec_metrics(spec), filling(spec)
         self._shown = {i for i, age in enumerate(spec.reading_ages) if age in spec.early_ages}
 
@@ -109,20 +116,20 @@ class Rollup:
         closed windows and the open ones, so it is the caller's to keep or change."""
         return {segment: self.windows.total(segment) for segment in self.held()}
 
-    def latest(self, segment: int) -> WindowReport | None:
+    def latest(self, segment: int) -> report.Window | None:
         """The segment's latest complete window."""
         timeline = self.timeline.get(segment)
         return timeline[-1] if timeline else None
 
-    def segment_reports(self) -> list[dict[str, Any]]:
+    def segment_reports(self) -> list[report.Segment]:
         """Per segment: totals, their standard errors (null where a metric has none) and the timeline."""
         found = []
         for s, summary in self.summaries().items():  # each built once: values and errors read the same estimates
             t = self.total(summary)
-            found.append({
-                "segment": self.labels(s), "decisions": t["decisions"], "model": clean(t["model"]),
-                "kpi": clean(t["kpi"]), "se": self._errors(summary), "timeline": self.timeline.get(s, []),
-                "early": [w for _, shown in sorted(self.early_timeline.get(s, {}).items()) for w in shown]})
+            found.append(report.Segment(
+                segment=self.labels(s), decisions=t["decisions"], model=clean(t["model"]), kpi=clean(t["kpi"]),
+                se=self._errors(summary), timeline=self.timeline.get(s, []),
+                early=[w for _, shown in sorted(self.early_timeline.get(s, {}).items()) for w in shown]))
         return found
 
     def total(self, summary: Summary) -> dict[str, Any]:
@@ -131,9 +138,9 @@ class Rollup:
         return {"decisions": summary.n, "model": values(spec.model_metrics, summary),
                 "kpi": values(spec.kpi_metrics, summary), "delays": (summary.delays, summary.delay_sum)}
 
-    def _errors(self, summary: Summary) -> dict[str, dict[str, float | None]]:
-        return {side: clean({m.name: _se(m, summary) for m in metrics})
-                for side, metrics in (("model", self.spec.model_metrics), ("kpi", self.spec.kpi_metrics))}
+    def _errors(self, summary: Summary) -> report.Errors:
+        return report.Errors(model=clean({m.name: _se(m, summary) for m in self.spec.model_metrics}),
+                             kpi=clean({m.name: _se(m, summary) for m in self.spec.kpi_metrics}))
 
     def active(self, segment: int) -> dict[str, bool]:
         """Per alert kind, whether an episode is open in the segment."""
@@ -155,10 +162,9 @@ class Rollup:
 
     def _window(self, window: Window) -> None:
         model, kpi = window.values
-        self.timeline.setdefault(window.segment, []).append({
-            "start": iso(window.start), "end": iso(window.end), "decisions": window.summary.n,
-            "model": clean(model), "kpi": clean(kpi),
-        })
+        self.timeline.setdefault(window.segment, []).append(report.Window(
+            start=iso(window.start), end=iso(window.end), decisions=window.summary.n,
+            model=clean(model), kpi=clean(kpi)))
         for alert in self.detector.update(window, self.labels(window.segment)):
             self.alerts.append(alert)
             if self.on_alert is not None:
@@ -167,9 +173,9 @@ class Rollup:
 
     def _early_window(self, window: EarlyWindow) -> None:
         if window.index in self._shown:
-            shown = report(window, self._early_metrics, self._fill)
+            shown = shown_reading(window, self._early_metrics, self._fill)
             self.early_timeline.setdefault(window.segment, {}).setdefault(window.index, []).append(shown)
-            self.early_latest[(window.segment, shown["age"])] = shown
+            self.early_latest[(window.segment, shown.age)] = shown
         self._early(self.early_detector.update(window))
 
     def _early_wanted(self, segment: int, index: int) -> bool:
@@ -189,11 +195,10 @@ def sections(rollups: Iterable[Rollup]) -> Sections:
     """What a report says of the rollups that hold a run's segments: totals and timelines, then alerts."""
     held = list(rollups)
     segments = sorted((r for rollup in held for r in rollup.segment_reports()),
-                      key=lambda r: tuple(r["segment"].values()))
+                      key=lambda r: tuple(r.segment.values()))
     alerts = sorted((a for rollup in held for a in rollup.alerts), key=alert_order)
     early = sorted((a for rollup in held for a in rollup.early_alerts), key=early_order)
-    return {"segments": segments, "alerts": [a.as_dict() for a in alerts],
-            "early_alerts": [a.as_dict() for a in early]}
+    return Sections(segments, [a.event() for a in alerts], [a.event() for a in early])
 
 
 def early_order(alert: EarlyAlert) -> tuple[float, tuple[tuple[str, str], ...], int, int, float, float]:

@@ -7,13 +7,10 @@ mypyc compiled.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
+from monitor.contract import report
 from monitor.stats.summary import SummaryState
-
-WindowReport = dict[str, Any]  # {"start", "end", "decisions", "model", "kpi"}, NaN as None
 
 
 class SegmentState(msgspec.Struct, array_like=True):
@@ -38,4 +35,4 @@ class SegmentBase(msgspec.Struct, array_like=True):
 
     windows: SegmentState
     detector: DetectorState | None
-    latest: WindowReport | None  # the latest complete window
+    latest: report.Window | None  # the latest complete window

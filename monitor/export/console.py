@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from monitor.contract.report import Report
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.comparisons import iso
@@ -24,21 +25,21 @@ def print_alert(alert: Alert, console: Console | None = None) -> None:
     console.print(f"  reproduce: [dim]{escape(alert.replay)}[/]", highlight=False)
 
 
-def summary_table(report: dict[str, Any], spec: Spec, console: Console | None = None) -> None:
+def summary_table(report: Report, spec: Spec, console: Console | None = None) -> None:
     """A replay report's join counts, totals per segment (headline metrics) and alerts."""
     console = console or Console()
-    console.print("join: " + ", ".join(f"{k} {v:,}" for k, v in report["join"].items()))
+    console.print("join: " + ", ".join(f"{k} {v:,}" for k, v in msgspec.structs.asdict(report.join).items()))
     table = Table(title=f"{spec.name}: totals per segment", show_lines=False)
     table.add_column("segment")
     table.add_column("decisions", justify="right")
     shown = [m for m in spec.metrics if m.headline]
     for metric in shown:
         table.add_column(metric.name, justify="right")
-    for segment in report["segments"]:
-        values = [segment[m.side][m.name] for m in shown]
-        table.add_row("/".join(segment["segment"].values()) or "all", f"{segment['decisions']:,}",
+    for segment in report.segments:
+        values = [(segment.model if m.side == "model" else segment.kpi)[m.name] for m in shown]
+        table.add_row("/".join(segment.segment.values()) or "all", f"{segment.decisions:,}",
                       *(m.format(math.nan if v is None else v) for m, v in zip(shown, values, strict=True)))
     console.print(table)
-    alerts = report["alerts"]
+    alerts = report.alerts
     console.print(f"alerts: {len(alerts)}" + "".join(
-        f"\n  {a['kind']} {a['subject']} ({', '.join(a['segment'].values()) or 'all'}) at {a['at']}" for a in alerts))
+        f"\n  {a.kind} {a.subject} ({', '.join(a.segment.values()) or 'all'}) at {a.at}" for a in alerts))

@@ -22,8 +22,8 @@ def add_early(model: GaugeMetricFamily, kpi: GaugeMetricFamily, rollup: Rollup, 
     for (seg, age), shown in sorted(rollup.early_latest.items()):
         if seg != segment:
             continue
-        for side, family, key in (("model", model, "metric"), ("kpi", kpi, "kpi")):
-            for name, value in shown[side].items():
+        for values, family, key in ((shown.model, model, "metric"), (shown.kpi, kpi, "kpi")):
+            for name, value in values.items():
                 family.samples.append(Sample(family.name, {**labels, key: name, "window": "early", "age": age},
                                              math.nan if value is None else value))
 

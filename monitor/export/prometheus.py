@@ -179,8 +179,8 @@ class MonitorCollector(Collector):
                         family.add_metric([*labels, metric, "total"], value)
                 latest = rollup.latest(segment)
                 if latest is not None:
-                    for side, family in (("model", model), ("kpi", kpi)):
-                        for metric, value in latest[side].items():
+                    for values, family in ((latest.model, model), (latest.kpi, kpi)):
+                        for metric, value in values.items():
                             family.add_metric([*labels, metric, "rolling"], math.nan if value is None else value)
                 add_early(model, kpi, rollup, segment, dict(zip(["decision", *self.by], labels, strict=True)))
                 for kind, is_open in rollup.active(segment).items():

@@ -13,7 +13,6 @@ import logging
 import math
 
 import msgspec
-import orjson
 
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
@@ -223,7 +222,7 @@ class MetricsStage:
 
     def _outbox(self, partition: int, part: _Partition) -> None:
         for alert in self._fired:
-            raw = part.outbox[alert.id] = orjson.dumps(alert.as_dict())
+            raw = part.outbox[alert.id] = msgspec.json.encode(alert.event())
             part.dirty.alerts.append((_alert_key(_metrics_prefix(partition, part.epoch), alert.id), raw))
         self._fired = []
 
