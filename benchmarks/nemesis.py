@@ -135,14 +135,16 @@ def join_counts(scraped: list[list[tuple[str, dict[str, str], float]]]) -> dict[
 
 
 def totals(scraped: list[list[tuple[str, dict[str, str], float]]]) -> dict[str, float]:
-    """Every segment's whole-run values, keyed "segment metric"."""
+    """Every segment's whole-run values, keyed "segment metric"; a value shown by two workers (a segment
+    held twice) is keyed "TWICE segment metric"."""
     found: dict[str, float] = {}
     for samples in scraped:
         for name, labels, value in samples:
             if name in ("monitor_model_metric", "monitor_kpi") and labels.get("window") == "total":
                 segment = ",".join(f"{k}={v}" for k, v in sorted(labels.items())
                                    if k not in ("window", "metric", "kpi", "decision"))
-                found[f"{segment} {labels.get('metric') or labels['kpi']}"] = value
+                key = f"{segment} {labels.get('metric') or labels['kpi']}"
+                found[f"TWICE {key}" if key in found else key] = value
     return found
 
 
@@ -289,7 +291,7 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         outcome.workers = {k: got.get(k, 0.0) for k in want}
         outcome.workers["orphan"] += sum(healthz(port).get("held_outcomes", 0) for port in group.slots)
         outcome.held = {port: {k: healthz(port).get(k) for k in ("join_partitions", "metric_partitions",
-                                                                 "join", "fenced_deltas")}
+                                                                 "join", "fenced_deltas", "stray_deltas")}
                         for port in group.slots}
         outcome.partitions = per_partition(spec, [stream_path, tail_path], partitions, work)
         want_totals = replay_totals(spec, replayed)
@@ -299,6 +301,7 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
             if not (other == value or (math.isnan(other) and math.isnan(value))
                     or abs(other - value) <= 1e-9 * max(1.0, abs(value))):
                 outcome.totals_differ.append(f"{key}: {other!r} vs {value!r}")
+        outcome.totals_differ += [f"{key}: shown by two workers" for key in got_totals if key.startswith("TWICE ")]
         sent = alerts_on_topic(spec, bootstrap)
         final_ids = {a["id"] for a in sent if "status" not in a}
         want_ids = {a["id"] for a in replayed["alerts"]}

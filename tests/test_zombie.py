@@ -161,6 +161,7 @@ async def schedule(spec: Spec, stream: list[Record], fenced: bool) -> tuple[Owne
 
     await owner.take(stream[n * 7 // 10:])
     await owner.settle()
+    await stale_events(zombie, cluster)
 
     third = cluster.owner(spec, fenced)  # and a third owner restores from what both wrote
     await asyncio.gather(*third.fences)
@@ -174,6 +175,20 @@ async def schedule(spec: Spec, stream: list[Record], fenced: bool) -> tuple[Owne
     await third.take(cluster.unread(stream))
     await third.settle()
     return owner, third
+
+
+async def stale_events(zombie: Owner, cluster: Cluster) -> None:
+    """Faust hands a revoked worker the tick and the deltas it fetched before the rebalance: they must
+    touch nothing, neither restore a copy of the partitions beside the new owner's nor write."""
+    before = dict(cluster.join.items()), dict(cluster.metrics.items())
+    unread = len(cluster.log) - zombie.read
+    await zombie.worker.tick(0)
+    await zombie.merge()
+    await asyncio.gather(*zombie.worker.tasks)
+    assert (dict(cluster.join.items()), dict(cluster.metrics.items())) == before
+    assert not zombie.worker.join.partitions and not zombie.worker.metrics.partitions
+    assert list(zombie.worker.rollups()) == []  # its gauges show nothing of partitions it lost
+    assert unread > 0 and zombie.worker.metrics.strays == unread
 
 
 def run(spec: Spec, fenced: bool) -> tuple[InMemoryWorker, Owner, Owner]:

@@ -124,11 +124,18 @@ class JoinStage:
         self.checkpoint_seconds = checkpoint_seconds
         self.partitions: dict[int, _Partition] = {}
         self.epochs: dict[int, int] = {}  # per partition, the epoch this worker was given it in
+        self.revoked: set[int] = set()  # taken away and not given back
 
     def assign(self, partitions: set[int], epoch: int) -> None:
         """This worker owns `partitions` from `epoch` on (the group generation that gave them)."""
         for partition in partitions:
             self.epochs[partition] = epoch
+        self.revoked -= partitions
+
+    def owns(self, partition: int) -> bool:
+        """False once the partition is revoked, until it is assigned again: a tick or a batch fetched
+        before the rebalance must not restore a copy of it beside its new owner's."""
+        return partition not in self.revoked
 
     def take(self, topic: str, partition: int, records: Sequence[Record], now: float) -> list[DeadLetter]:
         """Handle a partition's records of `predictions` or `outcomes`, in offset order; returns the
@@ -203,6 +210,7 @@ class JoinStage:
         return part
 
     def revoke(self, partitions: set[int]) -> None:
+        self.revoked |= partitions
         for partition in partitions:
             self.partitions.pop(partition, None)
 

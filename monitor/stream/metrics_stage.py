@@ -85,6 +85,11 @@ class MetricsStage:
         self.partitions: dict[int, _Partition] = {}
         self.epochs: dict[int, int] = {}  # per partition, the epoch this worker was given it in
         self.fenced = 0  # deltas of a zombie owner's checkpoints, dropped
+        # Partitions taken away and not given back: Faust may still hand this worker a delta or a tick
+        # of theirs that it fetched before the rebalance, and touching one would restore a copy of the
+        # partition here, beside its new owner's, and save it under the new owner's epoch.
+        self.revoked: set[int] = set()
+        self.strays = 0  # deltas of a revoked partition, left to its new owner
         self._fired: list[Alert | EarlyAlert] = []
         self._quiet = False
 
@@ -96,9 +101,18 @@ class MetricsStage:
         """This worker owns `partitions` from `epoch` on (the group generation that gave them)."""
         for partition in partitions:
             self.epochs[partition] = epoch
+        self.revoked -= partitions
+
+    def owns(self, partition: int) -> bool:
+        """False once the partition is revoked, until it is assigned again."""
+        return partition not in self.revoked
 
     def handle(self, partition: int, raw: bytes) -> None:
         """Merge one Delta in memory; `save` returns what makes it durable."""
+        if partition in self.revoked:
+            self.strays += 1
+            log.info("left a delta of revoked metrics partition %d to its new owner", partition)
+            return
         try:
             delta = wire.delta(raw)
         except msgspec.DecodeError:  # not ours: something else wrote to the internal topic
@@ -236,6 +250,7 @@ class MetricsStage:
         return part
 
     def revoke(self, partitions: set[int]) -> list[Rollup]:
+        self.revoked |= partitions
         return [self.partitions.pop(p).rollup for p in partitions if p in self.partitions]
 
     def frontier(self, part: _Partition) -> float:

@@ -111,7 +111,7 @@ class Worker:
         the event loop gets a turn every `SLICE_RECORDS`. If the partition is revoked meanwhile, the
         rest of the batch is left to the next owner, which reads it again from the committed offset."""
         start = 0
-        while start < len(batch):
+        while start < len(batch) and self.join.owns(partition):
             now = self.clock()
             part = self.join.partition(partition, now)
             backlog = part.unsaved
@@ -133,11 +133,13 @@ class Worker:
         The metrics partition of the same number (co-partitioned, so held by this worker too) is
         restored now rather than by its next part: after a rebalance or restart, its gauges come
         back even if the input has gone quiet."""
-        self.metrics.partition(partition)
-        self.save(partition)
-        now = self.clock()
-        self.join.tick(partition, now)
-        await self.checkpoint(partition, now)
+        if self.metrics.owns(partition):
+            self.metrics.partition(partition)
+            self.save(partition)
+        if self.join.owns(partition):
+            now = self.clock()
+            self.join.tick(partition, now)
+            await self.checkpoint(partition, now)
 
     async def checkpoint(self, partition: int, now: float, force: bool = False) -> None:
         """Cut a checkpoint if due and save it in the background, so the agent goes on with the next records."""
@@ -170,8 +172,11 @@ class Worker:
 
     # -- the metrics stage -------------------------------------------------------------------------
     async def delta(self, partition: int, raw: bytes, ack: Ack) -> None:
-        """Merge one delta; it is acked once a save after its merge is durable, without holding up the next one."""
+        """Merge one delta; it is acked once a save after its merge is durable, without holding up the next one.
+        A delta of a revoked partition is neither merged nor acked: its new owner reads it."""
         self.metrics.handle(partition, raw)
+        if not self.metrics.owns(partition):
+            return
         acks = self.merged.setdefault(partition, [])
         if not acks:
             self.merged_since[partition] = self.clock()
@@ -265,6 +270,7 @@ class Worker:
                 "join": {str(p): part.source.joiner.counts().as_dict() for p, part in self.join.partitions.items()},
                 "held_outcomes": self.join.held_outcomes(),
                 "fenced_deltas": self.metrics.fenced,  # a zombie owner's checkpoints, dropped
+                "stray_deltas": self.metrics.strays,  # fetched before a rebalance took their partition
                 "records": dict(self.join.record_counts()),  # taken by the join stage, per topic
                 "decisions": self.join.counts().as_dict(),  # how the join stage ended them
                 "segments": {"/".join(r.key(s)) or "(all)": r.windows.decisions(s)  # nothing built: polled often
