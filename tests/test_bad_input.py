@@ -21,7 +21,7 @@ CASES = [
     ("predictions", {k: v for k, v in GOOD.items() if k != "score"}, "missing required field `score`"),
     ("predictions", {**GOOD, "score": "0.7"}, "Expected `float`, got `str` - at field `score`"),
     ("predictions", {**GOOD, "score": 1.7}, "score 1.7 is outside [0, 1]"),
-    ("predictions", {**GOOD, "ts": "not-a-time"}, "neither epoch seconds nor an RFC3339 time"),
+    ("predictions", {**GOOD, "ts": "not-a-time"}, "neither an epoch number nor an RFC3339 time"),
     ("predictions", {**GOOD, "ts": "2026-01-01T00:00:00"}, "has no UTC offset"),
     ("predictions", {**GOOD, "ts": -5}, "not a valid epoch time"),
     ("predictions", {**GOOD, "decision_id": 7}, "Expected `str`, got `int` - at field `decision_id`"),

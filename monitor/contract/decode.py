@@ -22,36 +22,56 @@ _records = msgspec.json.Decoder(Record)
 _tags = msgspec.json.Decoder(Tags)
 _ids = msgspec.json.Decoder(DecisionId)
 T = TypeVar("T")
+LAST_TIME = 7_258_118_400  # 2200-01-01T00:00:00Z: no event of a monitored model happens later
+UNIT_NAMES = {1: "seconds", 1_000: "milliseconds", 1_000_000: "microseconds", 1_000_000_000: "nanoseconds"}
+UNIT_KEYS = {"seconds": "s", "milliseconds": "ms", "microseconds": "us", "nanoseconds": "ns"}
 
 
-def event_time(ts: float | str) -> float:
-    """Epoch seconds of a `ts` field: a number, or an RFC 3339 string with an offset."""
+def event_time(ts: float | str, divisor: int = 1, table: str = "predictions") -> float:
+    """Epoch seconds of a `ts` field: a number in the unit `divisor` says (1 for seconds, 1000 for
+    milliseconds...), or an RFC 3339 string with an offset. A time before 1970 or after `LAST_TIME`
+    cannot be an event's: it is refused, with the unit it would make sense in."""
     if isinstance(ts, str):
         try:
             parsed = datetime.fromisoformat(ts)
         except ValueError:
-            raise RecordError(f"ts {ts!r} is neither epoch seconds nor an RFC3339 time") from None
+            raise RecordError(f"ts {ts!r} is neither an epoch number nor an RFC3339 time") from None
         if parsed.tzinfo is None:
             raise RecordError(f"ts {ts!r} has no UTC offset (RFC3339 needs one, e.g. 'Z')")
-        return parsed.timestamp()
+        seconds = parsed.timestamp()
+        if not 0 <= seconds <= LAST_TIME:
+            raise RecordError(f"ts {ts!r} is outside the years 1970 to 2200")
+        return seconds
     if not math.isfinite(ts) or ts < 0:
         raise RecordError(f"ts {ts!r} is not a valid epoch time")
-    return float(ts)
+    seconds = ts / divisor  # true division of an int rounds once: milliseconds land on the nearest float
+    if seconds > LAST_TIME:
+        raise RecordError(_unit_hint(ts, divisor, table))
+    return float(seconds)
+
+
+def _unit_hint(ts: float, divisor: int, table: str) -> str:
+    unit = UNIT_NAMES[divisor]
+    year = 1970 + ts / divisor / 31_556_952
+    likely = next((name for d, name in UNIT_NAMES.items() if d > divisor and ts / d <= LAST_TIME), None)
+    hint = f'it looks like {likely}: set ts_unit = "{UNIT_KEYS[likely]}" in [{table}]' if likely else \
+        "no unit makes it a time before 2200"
+    return f"ts {ts!r} read as {unit} is in the year {year:.0f}; {hint}"
 
 
 def decode_prediction(raw: Payload) -> Prediction:
-    return _strict(_predictions, raw, "prediction")
+    return strict(_predictions, raw, "prediction")
 
 
 def decode_outcome(raw: Payload) -> Outcome:
-    return _strict(_outcomes, raw, "outcome")
+    return strict(_outcomes, raw, "outcome")
 
 
 def decode_record(line: bytes) -> Record:
-    return _strict(_records, line, "replay line")
+    return strict(_records, line, "replay line")
 
 
-def _strict(decoder: msgspec.json.Decoder[T], raw: Payload, what: str) -> T:
+def strict(decoder: msgspec.json.Decoder[T], raw: Payload, what: str) -> T:
     """`raw` decoded, or `RecordError` saying in plain words what is wrong with it as a `what`."""
     try:
         return decoder.decode(raw)

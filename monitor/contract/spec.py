@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from monitor.contract.errors import SpecError
 from monitor.contract.kafka import KafkaSettings, parse_table
+from monitor.contract.mapping import FieldMap, Reader, parse_map
 from monitor.contract.settings import Alerts, Experiment, Kpi, Limits, Missing, Topics
 from monitor.contract.toml_values import NAME, choice, default, identifier, known, number, parse_duration, table
 from monitor.stats.metrics import CELLS, MODEL_METRIC_NAMES, QUANTILES, KpiMetric, Metric, model_metrics
@@ -24,6 +25,7 @@ __all__ = [
     "SEGMENT_FIELDS",
     "Alerts",
     "Experiment",
+    "FieldMap",
     "Kpi",
     "Limits",
     "Missing",
@@ -65,6 +67,8 @@ class Spec:
     heartbeat_interval: float = 1.0
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     limits: Limits = field(default_factory=Limits)
+    predictions: FieldMap = field(default_factory=FieldMap)  # where the contract's fields are read from
+    outcomes: FieldMap = field(default_factory=FieldMap)
     source: str = "<string>"
 
     @property
@@ -85,6 +89,11 @@ class Spec:
     def reading_ages(self) -> tuple[float, ...]:
         """The early ages and the horizon: the last reading of a slice is its final one."""
         return tuple(sorted({*self.early_ages, self.horizon}))
+
+    @cached_property
+    def reader(self) -> Reader:
+        """The decoders of this spec's topics, compiled once from its field mapping."""
+        return Reader(self.predictions, self.outcomes)
 
     @cached_property
     def model_metrics(self) -> tuple[Metric, ...]:
@@ -123,7 +132,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("<toml>", source, f"valid TOML ({exc})") from None
     known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
-                     "alerts", "experiment", "topics", "stream", "kafka", "limits"})
+                     "alerts", "experiment", "topics", "stream", "kafka", "limits", "predictions", "outcomes"})
     decision = table(doc, "decision", required=True)
     known(decision, "decision", {"name"})
     model = table(doc, "model", required=True)
@@ -149,6 +158,8 @@ def parse(text: str, source: str = "<string>") -> Spec:
         **_stream(table(doc, "stream")),
         kafka=parse_table(table(doc, "kafka")),
         limits=_limits(table(doc, "limits")),
+        predictions=parse_map(table(doc, "predictions"), "predictions"),
+        outcomes=parse_map(table(doc, "outcomes"), "outcomes"),
         source=source,
     )
     for i, kpi in enumerate(spec.kpis):

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from monitor.contract import report
@@ -44,14 +43,6 @@ SHIFT_SHARE: tuple[tuple[type[report.Part], str], ...] = (
                (report.SegmentMix, "traffic shifted between segments"),
                (report.OutcomeRate, "within segments, positive outcomes became {dir} frequent"),
                (report.ValuePerOutcome, "within segments, each positive outcome is worth {dir}"))
-
-
-class _Features(msgspec.Struct):
-    decision_id: str
-    features: dict[str, Any] | None = None
-
-
-_features = msgspec.json.Decoder(_Features)
 
 
 class Collector:
@@ -80,12 +71,9 @@ class Collector:
         """See a record before the engine does: keep a prediction's features until it is final."""
         if topic != self.spec.topics.predictions:
             return
-        try:
-            found = _features.decode(value)
-        except msgspec.DecodeError:
-            return
-        if found.features:
-            self._waiting.setdefault(found.decision_id, found.features)
+        found = self.spec.reader.features(value)
+        if found is not None:
+            self._waiting.setdefault(*found)
 
     def select(self, start: float, end: float, segment: int | None = None,
                windowed: bool = False) -> list[int]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from monitor.contract.decode import decode_id, decode_record, decode_tags
+from monitor.contract.decode import decode_record
 from monitor.contract.errors import MonitorError, RecordError
 from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
@@ -194,7 +194,7 @@ class Narrowed:
             yield record
 
     def _matches(self, value: Payload) -> bool:
-        tags = decode_tags(value)
+        tags = self.spec.reader.tags(value)
         if tags is None:
             return True
         for field, want in self.wanted.items():
@@ -205,5 +205,5 @@ class Narrowed:
         return True
 
     def _dropped(self, value: Payload) -> bool:
-        decision_id = decode_id(value)
+        decision_id = self.spec.reader.decision_id(value)
         return decision_id is not None and decision_id in self.dropped

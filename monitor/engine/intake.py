@@ -37,7 +37,7 @@ def reason_group(reason: str) -> str:
 
 def check_prediction(spec: Spec, p: Prediction) -> tuple[float, float, bool]:
     """Event time, score and predicted class of a prediction the decoder accepted, or RecordError."""
-    ts = event_time(p.ts)
+    ts = event_time(p.ts, spec.predictions.divisor, "predictions")
     score = p.score
     binary = spec.task == "binary"
     if not math.isfinite(score) or (binary and not 0.0 <= score <= 1.0):
@@ -52,7 +52,7 @@ def check_prediction(spec: Spec, p: Prediction) -> tuple[float, float, bool]:
 
 def check_outcome(spec: Spec, o: Outcome) -> float:
     """Event time of an outcome the decoder accepted, or RecordError."""
-    ts = event_time(o.ts)
+    ts = event_time(o.ts, spec.outcomes.divisor, "outcomes")
     if spec.task == "binary" and o.label not in (0, 1):
         raise RecordError(f"outcome: label {o.label:g} is not 0, 1 or a bool")
     numbers = [float(o.label), *([] if o.value is None else [o.value]), *(o.kpis or {}).values()]

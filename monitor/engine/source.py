@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
-from monitor.contract.decode import decode_outcome, decode_prediction
 from monitor.contract.errors import RecordError
 from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
@@ -141,6 +140,7 @@ class Source:
         # read once per record: kept at hand rather than looked up through the spec each time
         self._predictions, self._outcomes = spec.topics.predictions, spec.topics.outcomes
         self._limit = spec.limits.max_record_bytes
+        self._prediction, self._outcome = spec.reader.prediction, spec.reader.outcome
 
     def handle(self, topic: str, value: Payload, partition: int | None = None,
                offset: int | None = None) -> DeadLetter | None:
@@ -159,13 +159,13 @@ class Source:
         letter = None
         try:
             if topic == self._predictions:
-                p = decode_prediction(value)
+                p = self._prediction(value)
                 ts, score, predicted = check_prediction(spec, p)
                 segment = self.segments.of(p)
                 if joiner.prediction(p.decision_id, ts, score, segment, predicted, tracked):
                     self.parts.early.see(ts, segment, score)  # a new decision: early readings count it
             elif topic == self._outcomes:
-                o = decode_outcome(value)
+                o = self._outcome(value)
                 joiner.outcome(o, check_outcome(spec, o), tracked)
             else:
                 raise RecordError(f"topic {topic!r} is neither predictions nor outcomes")

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from monitor.contract.decode import decode_prediction
 from monitor.contract.errors import MonitorError
 from monitor.contract.events import Payload, Prediction
 from monitor.contract.spec import Spec
@@ -60,7 +59,7 @@ class JoinedTable:
         self._current = None
         if topic == self.spec.topics.predictions:
             with contextlib.suppress(MonitorError):  # the engine dead-letters it
-                self._current = decode_prediction(value)
+                self._current = self.spec.reader.prediction(value)
 
     # -- the join's journal -----------------------------------------------------------------------
     def pending(self, decision_id: str, packed: bytes | None) -> None:

@@ -1,0 +1,71 @@
+"""The simulated stream as a company might publish it: other names, nesting, numeric times in milliseconds,
+and the spec tables that read it (`[predictions]`, `[outcomes]`). For the mapping's tests and benchmark."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+MAPPING = """
+[predictions]
+decision_id = "request.id"
+ts = "event_time"
+ts_unit = "ms"
+score = "output.probability"
+model = "model.name"
+model_version = "model.version"
+variant = "experiment.arm"
+action = "output.action"
+segment = { country = "geo.country" }
+features = "inputs"
+[outcomes]
+decision_id = "attribution.request_id"
+ts = "occurred_at"
+ts_unit = "ms"
+label = "converted"
+value = "amount_eur"
+kpis = { items = "basket.items" }
+"""
+PATHS: dict[str, dict[str, Any]] = {  # the same mapping, as this module reshapes contract records by it
+    "predictions": {"decision_id": "request.id", "ts": "event_time", "score": "output.probability",
+                    "model": "model.name", "model_version": "model.version", "variant": "experiment.arm",
+                    "action": "output.action", "segment": {"country": "geo.country"}, "features": "inputs"},
+    "outcomes": {"decision_id": "attribution.request_id", "ts": "occurred_at", "label": "converted",
+                 "value": "amount_eur", "kpis": {"items": "basket.items"}},
+}
+
+
+def reshaped(topic: str, value: Any) -> Any:
+    """A contract value as a company publishes it: renamed, nested, numeric times in milliseconds."""
+    if not isinstance(value, dict) or topic not in PATHS:
+        return value
+    found: dict[str, Any] = {}
+    for key, v in value.items():
+        where = PATHS[topic].get(key, key)
+        if isinstance(where, dict):  # a group: each member to its path, or the odd value to the group's parent
+            if isinstance(v, dict):
+                for member, x in v.items():
+                    _put(found, where.get(member, f"{key}.{member}"), x)
+            else:
+                _put(found, next(iter(where.values())).rpartition(".")[0], v)
+            continue
+        if key == "ts" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            v = round(v * 1000)
+        _put(found, str(where), v)
+    return found
+
+
+def _put(found: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for step in parents:
+        found = found.setdefault(step, {})
+    found[last] = value
+
+
+def in_ms(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Numeric times cut to whole milliseconds, as milliseconds can carry them."""
+    for r in records:
+        value = r["value"]
+        if isinstance(value, dict) and isinstance(value.get("ts"), float):
+            value["ts"] = round(value["ts"] * 1000) / 1000
+    return records

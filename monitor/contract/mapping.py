@@ -1,0 +1,233 @@
+"""Field mapping: where a topic's contract fields are read from, and its event times' unit.
+
+The spec's `[predictions]` and `[outcomes]` tables map each contract field to a dotted path into a
+record's value (`decision_id = "request.id"`), `segment` and `kpis` to a table of such paths, and
+say the unit of a numeric `ts` (`ts_unit = "ms"`). A field left out is read from its own name, as
+in the contract. `Reader` compiles a mapping once into one msgspec type shaped like the records,
+which decodes only the mapped paths and checks their types, and a getter per field.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, cached_property
+from typing import Any, TypeVar
+
+import msgspec
+
+from monitor.contract.decode import decode_id, decode_outcome, decode_prediction, decode_tags, strict
+from monitor.contract.errors import RecordError, SpecError
+from monitor.contract.events import Outcome, Payload, Prediction, Tags
+from monitor.contract.toml_values import NAME, known
+
+T = TypeVar("T", Prediction, Outcome)
+UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # divisors to epoch seconds
+GROUPS: dict[type, str] = {Prediction: "segment", Outcome: "kpis"}  # the contract field that is a table of named values
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """One topic's mapping: contract field -> path (`segment.<name>` or `kpis.<name>` for a group's
+    member), and the unit of a numeric event time."""
+
+    paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    ts_unit: str = "s"
+
+    @cached_property
+    def divisor(self) -> int:
+        """What a numeric `ts` is divided by to give epoch seconds: read once per record."""
+        return UNITS[self.ts_unit]
+
+
+def parse_map(table: dict[str, Any], which: str) -> FieldMap:
+    """A `[predictions]` or `[outcomes]` table, checked against the contract's fields."""
+    cls = Prediction if which == "predictions" else Outcome
+    group = GROUPS[cls]
+    names = [f.name for f in msgspec.structs.fields(cls)]
+    known(table, which, {*names, "ts_unit"})
+    unit = table.get("ts_unit", FieldMap.ts_unit)
+    if unit not in UNITS:
+        raise SpecError(f"{which}.ts_unit", unit, 'one of "s", "ms", "us", "ns" (the unit of a numeric ts)')
+    paths: list[tuple[str, tuple[str, ...]]] = []
+    for name in names:
+        if name not in table:
+            continue
+        if name == group:
+            members = table[name]
+            if not isinstance(members, dict) or not members:
+                raise SpecError(f"{which}.{name}", members, f"a table of {name} name = path, such as "
+                                '{ country = "geo.country" }')
+            for member, path in members.items():
+                if not NAME.match(member):
+                    raise SpecError(f"{which}.{name}", member, "names of letters, digits and '_'")
+                paths.append((f"{name}.{member}", _path(path, f"{which}.{name}.{member}")))
+        else:
+            paths.append((name, _path(table[name], f"{which}.{name}")))
+    found = FieldMap(tuple(paths), unit)
+    _check_prefixes(found, which)
+    return found
+
+
+def _path(value: object, key: str) -> tuple[str, ...]:
+    expected = 'a dotted path into the record\'s value, such as "request.id"'
+    if not isinstance(value, str) or not value or value.startswith("@"):
+        raise SpecError(key, value, expected)
+    parts = tuple(value.split("."))
+    if any(not part for part in parts):
+        raise SpecError(key, value, expected)
+    return parts
+
+
+def _check_prefixes(found: FieldMap, which: str) -> None:
+    """One path cannot be a value and hold another: "model" and "model.name" cannot both be read."""
+    full: dict[tuple[str, ...], str] = {}
+    for name, path in _effective(found, Prediction if which == "predictions" else Outcome):
+        if path in full:
+            raise SpecError(f"{which}.{name}", ".".join(path), f"a path no other field reads ({which}."
+                            f"{full[path]} reads it)")
+        full[path] = name
+    for path, name in full.items():
+        for i in range(1, len(path)):
+            if path[:i] in full:
+                raise SpecError(f"{which}.{name}", ".".join(path),
+                                f"a path that does not go inside {'.'.join(path[:i])!r}, which "
+                                f"{which}.{full[path[:i]]} reads")
+
+
+def _effective(found: FieldMap, cls: type) -> list[tuple[str, tuple[str, ...]]]:
+    """Every field's path in the contract type's field order: mapped, or its own name; a group mapped
+    member by member (its members in its place), or read whole."""
+    mapped = dict(found.paths)
+    group = GROUPS[cls]
+    members = [(name, path) for name, path in found.paths if name.startswith(group + ".")]
+    paths: list[tuple[str, tuple[str, ...]]] = []
+    for f in msgspec.structs.fields(cls):
+        if f.name == group and members:
+            paths += members
+        else:
+            paths.append((f.name, mapped.get(f.name, (f.name,))))
+    return paths
+
+
+class Reader:
+    """How a spec reads its topics' values: the contract's own decoders when nothing is mapped."""
+
+    def __init__(self, predictions: FieldMap, outcomes: FieldMap) -> None:
+        self.prediction: Callable[[Payload], Prediction] = (
+            _compiled(Prediction, predictions) if predictions.paths else decode_prediction)
+        self.outcome: Callable[[Payload], Outcome] = (
+            _compiled(Outcome, outcomes) if outcomes.paths else decode_outcome)
+        self.mapped = bool(predictions.paths or outcomes.paths)
+
+    def tags(self, raw: Payload) -> Tags | Prediction | None:
+        """What `--segment` reads of a prediction, or None if it cannot be read."""
+        if not self.mapped:
+            return decode_tags(raw)
+        try:
+            return self.prediction(raw)
+        except RecordError:
+            return None
+
+    def decision_id(self, raw: Payload) -> str | None:
+        """An outcome's decision id, or None if it has none."""
+        if not self.mapped:
+            return decode_id(raw)
+        try:
+            return self.outcome(raw).decision_id
+        except RecordError:
+            return None
+
+    def features(self, raw: Payload) -> tuple[str, dict[str, Any]] | None:
+        """A prediction's decision id and features, if it has a table of them."""
+        try:
+            p = self.prediction(raw)
+            found = msgspec.json.decode(p.features)
+        except (RecordError, msgspec.DecodeError):
+            return None
+        return (p.decision_id, found) if isinstance(found, dict) and found else None
+
+
+@cache
+def _compiled(cls: type[T], found: FieldMap) -> Callable[[Payload], T]:
+    """A decoder of records shaped as `found` says, returning the contract's type."""
+    fields = {f.name: f for f in msgspec.structs.fields(cls)}
+    tree: dict[str, Any] = {}  # the record's shape: key -> subtree, or a leaf (type, required, default)
+    leaves = _effective(found, cls)
+    for name, path in leaves:
+        if "." in name:  # a group's member: optional, and left out of the table when missing
+            leaf: tuple[Any, bool, Any] = (str | None if cls is Prediction else float | None, False, None)
+        else:
+            info = fields[name]
+            leaf = (info.type, info.required, None if info.required else info.default)
+        node = tree
+        for step in path[:-1]:
+            node = node.setdefault(step, {})
+        node[path[-1]] = leaf
+    shape, _ = _struct(cls.__name__, tree)
+    decoder = msgspec.json.Decoder(shape)
+    what = "prediction" if cls is Prediction else "outcome"
+    # One C-level getter of every field's value, in the contract type's field order (the members of a
+    # mapped group last); a missing optional level decodes as an empty struct, so no path meets None.
+    chains = [_chain(tree, path) for _, path in leaves]
+    get = operator.attrgetter(*(".".join(chain) for chain in chains))  # one C call; a tuple, as fields >= 2
+    members = [name.partition(".")[2] for name, _ in leaves if "." in name]
+    first = next((i for i, (name, _) in enumerate(leaves) if "." in name), 0)
+    after = first + len(members)
+
+    def decode(raw: Payload) -> T:
+        try:
+            record = decoder.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            strict(decoder, raw, what)  # raises RecordError with the reason in words
+            raise
+        try:
+            values = get(record)
+        except AttributeError:  # an optional level written as null
+            values = tuple(_walk(record, chain) for chain in chains)
+        if not members:
+            return cls(*values)
+        table = dict(zip(members, values[first:after], strict=True))
+        if None in table.values():
+            table = {k: v for k, v in table.items() if v is not None}
+        return cls(*values[:first], table or None, *values[after:])  # type: ignore[call-arg]
+
+    return decode
+
+
+def _struct(name: str, tree: dict[str, Any]) -> tuple[type[msgspec.Struct], bool]:
+    """A struct type for one level of the record (field `f<i>` for its i-th key in sorted order), and
+    whether anything below is required."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    rename: dict[str, str] = {}
+    needed = False
+    for i, key in enumerate(sorted(tree)):
+        attr, leaf = f"f{i}", tree[key]
+        rename[attr] = key
+        if isinstance(leaf, dict):
+            inner, required = _struct(f"{name}_{i}", leaf)
+            fields.append((attr, inner) if required else (attr, inner | None, msgspec.field(default_factory=inner)))
+        else:
+            kind, required, fallback = leaf
+            fields.append((attr, kind) if required else (attr, kind, fallback))
+        needed = needed or required
+    return msgspec.defstruct(name, fields, kw_only=True, rename=rename), needed
+
+
+def _chain(tree: dict[str, Any], path: tuple[str, ...]) -> list[str]:
+    """The struct attributes that lead along a path."""
+    chain = []
+    node = tree
+    for step in path:
+        chain.append(f"f{sorted(node).index(step)}")
+        node = node[step]
+    return chain
+
+
+def _walk(record: Any, chain: list[str]) -> Any:
+    for attr in chain:
+        if record is None:
+            return None
+        record = getattr(record, attr)
+    return record

@@ -1,0 +1,178 @@
+"""Topics as companies publish them: other field names, nesting, epoch milliseconds (`[predictions]`,
+`[outcomes]`), and event times that cannot be right refused with the unit they would make sense in."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+from monitor.apps.replay import replay
+from monitor.apps.reshape import MAPPING, in_ms, reshaped
+from monitor.apps.simulate import simulate, write_jsonl
+from monitor.contract import spec as specs
+from monitor.contract.decode import event_time
+from monitor.contract.errors import RecordError, SpecError
+from monitor.contract.report import Report, write
+from monitor.engine.monitor import Monitor
+from monitor.testing import InMemoryWorker, encode
+from tests.test_stream import assert_same_report, fresh
+
+
+@pytest.fixture(scope="module")
+def mapped(spec_text_module: str) -> specs.Spec:
+    return specs.parse(spec_text_module + MAPPING)
+
+
+@pytest.fixture(scope="module")
+def spec_text_module() -> str:
+    return (Path(__file__).parent.parent / "monitor" / "checkout.toml").read_text()
+
+
+def same_but_reasons(a: Report, b: Report) -> None:
+    """Equal reports, but for the words of their dead letters' reasons (paths differ) and replay sources."""
+    assert sum(a.invalid_reasons.values()) == sum(b.invalid_reasons.values())
+    a.invalid_reasons = b.invalid_reasons = {}
+    assert write(a) == write(b)
+
+
+def test_a_mapped_stream_gives_the_contract_streams_report(tmp_path: Path, spec_text_module: str,
+                                                          mapped: specs.Spec) -> None:
+    records = in_ms(simulate("business_drop", 30_000, seed=4))
+    contract, shaped = tmp_path / "contract.jsonl", tmp_path / "shaped.jsonl"
+    write_jsonl(records, contract)
+    write_jsonl([{**r, "value": reshaped(str(r["topic"]), r["value"])} for r in records], shaped)
+    want = replay(specs.parse(spec_text_module), contract).report()
+    got = replay(mapped, shaped).report()
+    assert want.alerts and want.join.invalid > 0 and got.join == want.join
+    for a in [*want.alerts, *want.early_alerts, *got.alerts, *got.early_alerts]:
+        a.replay = ""
+    same_but_reasons(got, want)
+
+
+def test_a_worker_reads_the_mapping_as_replay_does(mapped: specs.Spec) -> None:
+    from tests.test_stream import records
+
+    stream = [(t, p, o, None if v is None else encode(reshaped(t, orjson.loads(v))) if _json(v) else v)
+              for t, p, o, v in records("business_drop", 12_000, partitions=2, tail=True)]
+    monitor = Monitor(mapped)
+    for topic, partition, offset, value in stream:
+        if value is not None:
+            monitor.process(topic, value, partition, offset)
+    monitor.finish()
+    worker = InMemoryWorker(mapped, fresh(), sources=2)
+    worker.finish(worker.feed(stream))
+    assert worker.worker.join.counts() == monitor.joiner.counts()
+    assert monitor.joiner.counts().matched > 1000
+
+
+def _json(value: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(value), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def test_milliseconds_left_unmapped_are_dead_lettered_and_the_rest_is_exact(tmp_path: Path,
+                                                                              spec_text_module: str) -> None:
+    spec = specs.parse(spec_text_module)
+    records = simulate("business_drop", 20_000, seed=5)
+    wrong = {r["key"] for i, r in enumerate(records) if r["topic"] == "predictions" and i % 97 == 0
+             and isinstance(r["value"], dict) and isinstance(r["value"].get("ts"), float)}
+    as_ms = [{**r, "value": {**r["value"], "ts": round(r["value"]["ts"] * 1000)}}  # type: ignore[dict-item]
+             if r["key"] in wrong and r["topic"] == "predictions" else r for r in records]
+    without = [r for r in records if not (r["key"] in wrong and r["topic"] == "predictions")]
+    paths = tmp_path / "ms.jsonl", tmp_path / "without.jsonl"
+    write_jsonl(as_ms, paths[0])
+    write_jsonl(without, paths[1])
+    got, want = replay(spec, paths[0]).report(), replay(spec, paths[1]).report()
+    refused = len(records) - len(without)  # duplicates of a wrong prediction are refused too
+    assert len(wrong) > 20 and got.join.invalid == want.join.invalid + refused
+    hint = next(reason for reason in got.invalid_reasons if "ts_unit" in reason)
+    assert "read as seconds is in the year …; it looks like milliseconds: set ts_unit = … in [predictions]" in hint
+    assert {k: v for k, v in got.invalid_reasons.items() if k != hint} == want.invalid_reasons
+    got.join.invalid, got.invalid_reasons = want.join.invalid, want.invalid_reasons
+    for a in [*want.alerts, *want.early_alerts, *got.alerts, *got.early_alerts]:
+        a.replay = ""
+    assert_same_report(msgspec.to_builtins(got), msgspec.to_builtins(want))  # drains fall elsewhere: sums in
+    # another order
+
+
+@pytest.mark.parametrize("ts, divisor, words", [
+    (1767225600000, 1, 'it looks like milliseconds: set ts_unit = "ms" in [outcomes]'),
+    (1767225600000000, 1, 'it looks like microseconds: set ts_unit = "us"'),
+    (1767225600000000000, 1000, 'it looks like nanoseconds: set ts_unit = "ns"'),
+    (1e300, 1, "no unit makes it a time before 2200"),
+    (-5, 1, "not a valid epoch time"),
+    (math.nan, 1, "not a valid epoch time"),
+    ("2201-01-01T00:00:00Z", 1, "outside the years 1970 to 2200"),
+    ("10000-01-01T00:00:00Z", 1, "neither an epoch number nor an RFC3339 time"),
+])
+def test_a_time_that_cannot_be_right_is_refused_with_its_likely_unit(ts: Any, divisor: int, words: str) -> None:
+    with pytest.raises(RecordError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        event_time(ts, divisor, "outcomes")
+
+
+def test_times_in_every_unit_land_on_the_same_second() -> None:
+    assert event_time(1767225600123, 1000) == 1767225600.123
+    assert event_time(1767225600123456, 1_000_000) == 1767225600.123456
+    assert event_time(1767225600123456789, 1_000_000_000) == 1767225600123456789 / 10**9
+    assert event_time("2026-01-01T00:00:00.123Z", 1000) == 1767225600.123  # a string is RFC 3339 whatever the unit
+
+
+def test_absurd_times_never_stop_a_replay(tmp_path: Path, spec_text_module: str) -> None:
+    spec = specs.parse(spec_text_module)
+    path = tmp_path / "absurd.jsonl"
+    values = [1e300, 1767225600000, 2**70, "9999-12-31T23:59:59Z", "99999-01-01T00:00:00Z", -1.0]
+    lines = [{"topic": "predictions", "key": f"d{i}", "value": {"decision_id": f"d{i}", "ts": ts, "model": "m",
+                                                                "score": 0.5}} for i, ts in enumerate(values)]
+    lines.append({"topic": "outcomes", "key": "d1", "value": {"decision_id": "d1", "ts": 1767225600000, "label": 1}})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))  # 2**70 is beyond what msgspec writes
+    report = replay(spec, path).report()
+    assert report.join.invalid == len(values) + 1 and report.join.predictions == 0
+
+
+@pytest.mark.parametrize("table, key, words", [
+    ('[predictions]\nts_unit = "sec"', "predictions.ts_unit", '"s", "ms", "us", "ns"'),
+    ('[predictions]\ndecision_id = "@key"', "predictions.decision_id", "a dotted path"),
+    ('[predictions]\ndecision_id = "request..id"', "predictions.decision_id", "a dotted path"),
+    ('[predictions]\nscore = 3', "predictions.score", "a dotted path"),
+    ('[predictions]\nmodel = "m"\nvariant = "m.arm"', "predictions.variant", "does not go inside 'm'"),
+    ('[outcomes]\nlabel = "x"\nvalue = "x"', "outcomes.value", "a path no other field reads"),
+    ('[outcomes]\nkpis = "basket"', "outcomes.kpis", "a table of kpis name = path"),
+    ('[outcomes]\nscore = "p"', "outcomes.score", "one of"),
+])
+def test_a_wrong_mapping_fails_at_start_naming_its_key(spec_text_module: str, table: str, key: str,
+                                                       words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        specs.parse(spec_text_module + "\n" + table)
+    assert info.value.key == key and words in str(info.value)
+
+
+def test_a_mapped_record_missing_a_path_names_it(mapped: specs.Spec) -> None:
+    read = mapped.reader.prediction
+    good = {"request": {"id": "a"}, "event_time": 1767225600000, "model": {"name": "m"},
+            "output": {"probability": 0.4}, "geo": {"country": "FR"}, "extra": [1, 2]}
+    p = read(encode(good))
+    assert (p.decision_id, p.ts, p.model, p.score, p.segment, p.variant) == ("a", 1767225600000, "m", 0.4,
+                                                                             {"country": "FR"}, None)
+    with pytest.raises(RecordError, match=r"`id`.*request"):
+        read(encode({**good, "request": {}}))
+    with pytest.raises(RecordError, match=r"Expected `float`, got `str`.*output\.probability"):
+        read(encode({**good, "output": {"probability": "0.4"}}))
+    with pytest.raises(RecordError, match="not valid JSON"):
+        read(b"{nope")
+
+
+def test_the_documented_mapping_parses(spec_text_module: str) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "spec.md").read_text()
+    block = text.split("# fragment: added to a spec", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+    spec = specs.parse(spec_text_module + block)
+    assert dict(spec.predictions.paths)["segment.plan"] == ("account", "plan")
+    assert spec.outcomes.ts_unit == "ms" and spec.outcomes.divisor == 1000
+    assert spec.reader.mapped
