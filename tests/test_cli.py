@@ -31,8 +31,12 @@ def test_simulate_then_replay_writes_the_report(tmp_path: Path, bundled_spec_pat
     assert done.returncode == 0, done.stderr
     done = monitor("replay", "--spec", str(bundled_spec_path), "--input", str(stream), "--report", str(report))
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "" and done.stderr == ""  # quiet when not on a terminal
     result = json.loads(report.read_text())
+    join, (reason, count) = result["join"], next(iter(result["invalid_reasons"].items()))
+    assert done.stdout == ""  # no table when not on a terminal, but one line of what became of the records:
+    assert done.stderr == (f"replay: 20,000 decisions, {join['matched'] + join['expired']:,} final "
+                           f"({join['matched']:,} matched, {join['expired']:,} expired), {join['pending']:,} "
+                           f"pending; {join['invalid']:,} invalid records (most often, {count}: {reason})\n")
     assert set(result["join"]) == {"predictions", "outcomes", "matched", "expired", "late", "duplicates",
                                    "orphans", "invalid", "pending", "evicted_pending", "evicted_held", "evicted_finals"}
     assert result["join"]["predictions"] == 20000
@@ -40,6 +44,43 @@ def test_simulate_then_replay_writes_the_report(tmp_path: Path, bundled_spec_pat
     assert overall["segment"] == {} and overall["decisions"] == result["join"]["matched"] + result["join"]["expired"]
     assert set(overall["model"]) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
     assert overall["timeline"] and set(overall["timeline"][0]) == {"start", "end", "decisions", "model", "kpi"}
+
+
+@pytest.mark.parametrize("lines, problem", [
+    (b"", "no decision became final (the input is empty)"),
+    (b"not json\n" + b'{"topic": "predictions", "value": {"decision_id": "a", "ts": 1767225600000, "model": "m",'
+     b' "score": 0.5}}\n' * 5, "6 of 6 records were invalid"),
+    (bytes(range(256)) * 8, "records were invalid"),
+    (b'{"topic": "predictions", "value": {"decision_id": "a", "ts": 1767225600, "model": "m", "score": 0.5}}\n',
+     "no decision became final"),
+])
+def test_a_replay_whose_numbers_mean_little_says_so_and_exits_3(tmp_path: Path, bundled_spec_path: Path,
+                                                                 lines: bytes, problem: str) -> None:
+    stream, report = tmp_path / "s.jsonl", tmp_path / "r.json"
+    stream.write_bytes(lines)
+    done = monitor("replay", "--spec", str(bundled_spec_path), "--input", str(stream), "--report", str(report))
+    assert done.returncode == 3, done.stderr
+    assert problem in done.stderr and "--allow-invalid" in done.stderr and done.stderr.startswith("replay: ")
+    assert report.exists()  # written all the same
+    if b"1767225600000" in lines:  # epoch milliseconds: the line names the unit to set
+        assert 'it looks like milliseconds: set ts_unit = … in [predictions]' in done.stderr
+    allowed = monitor("replay", "--spec", str(bundled_spec_path), "--input", str(stream), "--report", str(report),
+                      "--allow-invalid")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+@pytest.mark.parametrize("flag", ["--report", "--html", "--joined"])
+def test_an_output_that_cannot_be_written_fails_before_the_replay(tmp_path: Path, bundled_spec_path: Path,
+                                                                  flag: str) -> None:
+    stream = tmp_path / "s.jsonl"
+    stream.write_bytes(b"")
+    missing = tmp_path / "no" / "such" / "folder" / "out.csv"
+    args = {"--report": str(missing)} if flag == "--report" else {"--report": str(tmp_path / "r.json"),
+                                                                    flag: str(missing)}
+    done = monitor("replay", "--spec", str(bundled_spec_path), "--input", str(stream),
+                   *(x for kv in args.items() for x in kv))
+    assert done.returncode == 2 and f"{flag} {missing}: the folder {missing.parent} does not exist" in done.stderr
+    assert "replay: " not in done.stderr  # refused before any record was read
 
 
 def test_replay_time_range(tmp_path: Path, bundled_spec_path: Path) -> None:
@@ -98,11 +139,11 @@ def test_unknown_scenario(tmp_path: Path) -> None:
 
 def test_unexpected_error_is_one_line(tmp_path: Path, bundled_spec_path: Path) -> None:
     (tmp_path / "s.jsonl").write_text("")
-    # A directory as --report fails when the report is written, outside any known error
+    # A full device as --report passes every check and fails when the report is written, outside any known error
     done = monitor("replay", "--spec", str(bundled_spec_path), "--input", str(tmp_path / "s.jsonl"),
-                   "--report", str(tmp_path))
+                   "--report", "/dev/full")
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [f"error: IsADirectoryError: [Errno 21] Is a directory: {str(tmp_path)!r}",
+    assert done.stderr.splitlines() == ["error: OSError: [Errno 28] No space left on device",
                                         "(run again with --debug for the traceback)"]
     assert done.stdout == ""
 
@@ -112,10 +153,10 @@ def test_debug_shows_the_traceback(tmp_path: Path, bundled_spec_path: Path, flag
                                    env: dict[str, str]) -> None:
     (tmp_path / "s.jsonl").write_text("")
     done = monitor(*flag, "replay", "--spec", str(bundled_spec_path), "--input", str(tmp_path / "s.jsonl"),
-                   "--report", str(tmp_path), env=env)
+                   "--report", "/dev/full", env=env)
     assert done.returncode == 1
     assert done.stderr.startswith("Traceback (most recent call last):")
-    assert done.stderr.splitlines()[-1] == f"IsADirectoryError: [Errno 21] Is a directory: {str(tmp_path)!r}"
+    assert done.stderr.splitlines()[-1] == "OSError: [Errno 28] No space left on device"
     assert "run again" not in done.stderr and "╭" not in done.stderr  # Python's own traceback, not Rich's box
 
 

@@ -27,6 +27,17 @@ def one_blas_thread() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+def writable(path: Path, flag: str) -> None:
+    """Fail at start, naming the flag, when an output cannot be written: not after the whole run."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise MonitorError(f"{flag} {path}: is a folder, expected a file to write")
+    if not folder.is_dir():
+        raise MonitorError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise MonitorError(f"{flag} {path}: not writable")
+
+
 def say_error(text: str) -> None:
     typer.secho(f"error: {text}", fg="red", err=True)
 

@@ -16,6 +16,8 @@ from monitor.cli.common import (
     epoch_ms,
     fail,
     one_blas_thread,
+    say_error,
+    writable,
 )
 from monitor.contract import report as reports
 from monitor.contract.errors import MonitorError
@@ -44,8 +46,13 @@ def replay(
     processes: Annotated[Optional[int], typer.Option(  # noqa: UP045
         min=1, max=2, help="2: join in this process and roll up in a second one, for the same report in less "
         "time. Default: 2 on Linux with two cores or more, else 1; always 1 with explanations.")] = None,
+    allow_invalid: Annotated[bool, typer.Option(
+        "--allow-invalid", help="Exit 0 even when no decision became final or most records were invalid.")] = False,
 ) -> None:
-    """Replay records from a file or a Kafka time range through the engine and write a report."""
+    """Replay records from a file or a Kafka time range through the engine and write a report.
+
+    Ends with one line saying what became of the records. Exit status 3 when no decision became final
+    or more than half of the records were invalid (the report is written all the same)."""
     one_blas_thread()
 
     from monitor.apps import ranges, split
@@ -61,6 +68,9 @@ def replay(
     two = (processes or (2 if split.available() else 1)) == 2 and not explaining
     try:
         loaded = specs.load(spec)
+        for path, flag in ((report, "--report"), (html, "--html"), (joined, "--joined")):
+            if path is not None:
+                writable(path, flag)
         if joined is not None:
             check_path(joined)
         table = None if joined is None else JoinedTable(loaded)
@@ -84,10 +94,15 @@ def replay(
     if joined is not None and table is not None:
         rows = table.write(joined)
         typer.echo(f"wrote {rows:,} finalized decisions to {joined}", err=True)
-    if sys.stdout.isatty():
-        from monitor.export.console import summary_table
+    from monitor.export.console import outcome_line, summary_table, trouble
 
+    if sys.stdout.isatty():
         summary_table(result, loaded)
+    typer.echo(outcome_line(result), err=True)
+    problem = trouble(result)
+    if problem is not None and not allow_invalid:
+        say_error(f"{problem} (the report is written; --allow-invalid accepts it)")
+        raise typer.Exit(3)
 
 
 def _periods(reference: str | None, current: str | None) -> tuple[tuple[float, float], tuple[float, float]] | None:

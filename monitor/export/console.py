@@ -43,3 +43,25 @@ def summary_table(report: Report, spec: Spec, console: Console | None = None) ->
     alerts = report.alerts
     console.print(f"alerts: {len(alerts)}" + "".join(
         f"\n  {a.kind} {a.subject} ({', '.join(a.segment.values()) or 'all'}) at {a.at}" for a in alerts))
+
+
+def outcome_line(report: Report) -> str:
+    """One line of what became of a replay's records, printed at its end whether on a terminal or not."""
+    join = report.join
+    line = (f"replay: {join.predictions:,} decisions, {join.matched + join.expired:,} final ({join.matched:,} "
+            f"matched, {join.expired:,} expired), {join.pending:,} pending; {join.invalid:,} invalid records")
+    if report.invalid_reasons:
+        reason, count = next(iter(report.invalid_reasons.items()))  # most frequent first
+        line += f" (most often, {count:,}: {reason})"
+    return line
+
+
+def trouble(report: Report) -> str | None:
+    """Why a replay's numbers mean little, if they do: nothing final, or most records invalid."""
+    join = report.join
+    records = join.predictions + join.outcomes + join.duplicates + join.invalid
+    if join.invalid * 2 > records:
+        return f"{join.invalid:,} of {records:,} records were invalid"
+    if join.matched + join.expired == 0:
+        return "no decision became final" + (" (the input is empty)" if records == 0 else "")
+    return None
