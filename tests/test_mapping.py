@@ -161,6 +161,9 @@ def test_a_mapped_record_missing_a_path_names_it(mapped: specs.Spec) -> None:
     p = read(encode(good))
     assert (p.decision_id, p.ts, p.model, p.score, p.segment, p.variant) == ("a", 1767225600000, "m", 0.4,
                                                                              {"country": "FR"}, None)
+    nulls = read(encode({**good, "geo": None, "model": {"name": "m", "version": None}, "experiment": None}))
+    assert (nulls.segment, nulls.model_version, nulls.variant) == (None, None, None)  # an optional level as null
+    assert read(encode({**good, "geo": {}})).segment is None  # a group whose members are all missing
     with pytest.raises(RecordError, match=r"`id`.*request"):
         read(encode({**good, "request": {}}))
     with pytest.raises(RecordError, match=r"Expected `float`, got `str`.*output\.probability"):
