@@ -2,9 +2,7 @@
 on a real broker; the group ends with replay's exact numbers.
 
 `benchmarks/nemesis.py` is the long form (40,000 decisions, several seeds, kills between the freezes);
-docs/performance.md gives its figures. No record is lost any more, and the last ten long runs were exact; one
-rare difference seen earlier is not explained (docs/workers.md): this test is marked as expected to fail, not
-strictly, until it is.
+docs/performance.md gives its figures (the last fifteen long runs exact).
 """
 
 from __future__ import annotations
@@ -20,10 +18,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.nemesis]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.xfail(strict=False, reason="two runs of earlier code ended with one metrics partition's totals off by "
-                   "a few decisions, not explained (docs/workers.md, 'A frozen worker comes back'); zombie writes, "
-                   "stale acks, skipped batches and final-id generations are fixed, and tests/test_zombie.py, "
-                   "tests/test_batch_intake.py and tests/test_stream.py hold that")
 def test_a_worker_frozen_past_its_session_three_times_loses_and_doubles_nothing(bootstrap: str,
                                                                                 tmp_path: Path) -> None:
     out = tmp_path / "nemesis.json"
