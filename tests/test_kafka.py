@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -435,3 +436,26 @@ def test_a_worker_joining_mid_stream_takes_over_exactly(setup: Deployment) -> No
     alone = setup.settle([port], lines)
     assert counts == stream_counts(alone, [port])
     assert_same(totals(both, ["variant", "segment_country"]), totals(alone, ["variant", "segment_country"]))
+
+
+def test_a_mapped_topic_on_a_worker_equals_replay(deploy: Any, bootstrap: str, bundled_spec_path: Path) -> None:
+    """Records as a company publishes them (renamed, nested, epoch milliseconds), read through the spec's
+    [predictions] and [outcomes] tables: the worker's numbers are replay's, and replay's are those of the
+    same stream in the contract's shape."""
+    from monitor.apps.reshape import MAPPING, in_ms, reshaped
+    from monitor.apps.simulate import simulate
+
+    setup = deploy({"KAFKA_BOOTSTRAP": bootstrap}, spec_text=bundled_spec_path.read_text() + MAPPING)
+    names = {"predictions": setup.spec.topics.predictions, "outcomes": setup.spec.topics.outcomes}
+    records = in_ms(simulate("business_drop", 12_000, seed=8))
+    contract, shaped = setup.tmp / "contract.jsonl", setup.tmp / "shaped.jsonl"
+    write_jsonl([{**r, "topic": names.get(str(r["topic"]), r["topic"])} for r in records], contract)
+    write_jsonl([{**r, "topic": names.get(str(r["topic"]), r["topic"]), "value": reshaped(str(r["topic"]), r["value"])}
+                 for r in records], shaped)
+    port, scraped = setup.run(shaped)
+    counts = assert_equals_replay(setup, shaped, port, scraped)
+    assert counts["matched"] > 1000 and counts["invalid"] > 0
+    plain = replace(load(bundled_spec_path), topics=setup.spec.topics)  # the contract's shape, the same topics
+    (want_counts, want_totals), (got_counts, got_totals) = replay_view(plain, contract), replay_view(setup.spec, shaped)
+    assert got_counts == want_counts
+    assert_same(got_totals, want_totals)
