@@ -286,6 +286,7 @@ class Fetched(NamedTuple):
 
     offset: int
     value: bytes | None
+    timestamp: int | None = None
 
 
 def worker_totals(worker: Worker) -> dict[tuple[str, ...], dict[str, Any]]:

@@ -20,7 +20,7 @@ from monitor.contract.decode import event_time
 from monitor.contract.errors import RecordError, SpecError
 from monitor.contract.report import Report, write
 from monitor.engine.monitor import Monitor
-from monitor.testing import InMemoryWorker, encode
+from monitor.testing import Fetched, InMemoryWorker, encode
 from tests.test_stream import assert_same_report, fresh
 
 
@@ -179,3 +179,41 @@ def test_the_documented_mapping_parses(spec_text_module: str) -> None:
     assert dict(spec.predictions.paths)["segment.plan"] == ("account", "plan")
     assert spec.outcomes.ts_unit == "ms" and spec.outcomes.divisor == 1000
     assert spec.reader.mapped
+
+
+def test_a_time_far_ahead_of_its_kafka_timestamp_is_refused_and_the_rest_is_exact(tmp_path: Path,
+                                                                                   spec_text_module: str) -> None:
+    """One record dated 2150 would move the watermark past every horizon and close every window."""
+    spec = specs.parse(spec_text_module)
+    records = simulate("business_drop", 20_000, seed=6)
+    i = next(i for i, r in enumerate(records) if r["topic"] == "predictions" and i > 5_000)
+    ahead = {**records[i], "value": {**records[i]["value"], "ts": 5_680_281_600.0}}  # type: ignore[dict-item]
+    paths = tmp_path / "ahead.jsonl", tmp_path / "without.jsonl"
+    write_jsonl([*records[:i], ahead, *records[i + 1:]], paths[0])
+    write_jsonl([*records[:i], *records[i + 1:]], paths[1])
+    got, want = replay(spec, paths[0]).report(), replay(spec, paths[1]).report()
+    (reason, count), = ((k, v) for k, v in got.invalid_reasons.items() if "Kafka timestamp" in k)
+    assert count == 1 and "limits.max_future" in reason and got.join.invalid == want.join.invalid + 1
+    got.join.invalid, got.invalid_reasons = want.join.invalid, want.invalid_reasons
+    for a in [*want.alerts, *want.early_alerts, *got.alerts, *got.early_alerts]:
+        a.replay = ""
+    assert_same_report(msgspec.to_builtins(got), msgspec.to_builtins(want))
+    assert want.alerts  # the stream's own alerts, not a flood of windows closed at once
+
+
+def test_max_future_is_measured_from_the_record_timestamp_on_replay_and_worker(spec_text_module: str) -> None:
+    lenient = specs.parse(spec_text_module + '\n[limits]\nmax_future = "3d"')
+    strict = specs.parse(spec_text_module)
+    assert (strict.limits.max_future, lenient.limits.max_future) == (86_400.0, 3 * 86_400.0)
+    stamp = 1_767_225_600_000
+    value = encode({"decision_id": "a", "ts": stamp / 1000 + 2 * 86_400, "model": "m", "score": 0.5})
+    for spec, invalid in ((strict, 1), (lenient, 0)):
+        monitor = Monitor(spec)
+        monitor.process("predictions", value, 0, 0, stamp)
+        monitor.process("predictions", value, 0, 1, None)  # no Kafka timestamp: nothing to measure from
+        assert monitor.joiner.counts().invalid == invalid
+        worker = InMemoryWorker(spec, fresh())
+        worker.worker.join.take("predictions", 0, [Fetched(0, value, stamp)], 0.0)
+        assert worker.worker.join.counts().invalid == invalid
+    with pytest.raises(SpecError, match=r"limits\.max_future"):
+        specs.parse(spec_text_module + '\n[limits]\nmax_future = "soon"')

@@ -66,7 +66,7 @@ def _feed(feed: Feed, source: RecordSource, progress: bool,
                 continue
             for observe in observers:
                 observe(record.topic, record.value)
-            process(record.topic, record.value, record.partition, record.offset)
+            process(record.topic, record.value, record.partition, record.offset, record.timestamp)
         feed.finish()
 
 

@@ -81,3 +81,4 @@ class Limits:
     max_held: int = 100_000  # about 400 bytes each
     max_finals: int = 3_000_000  # about 270 bytes each
     max_record_bytes: int = 1 << 20
+    max_future: float = 86_400.0  # seconds an event time may be ahead of its record's Kafka timestamp

@@ -317,9 +317,12 @@ def _topics(table: dict[str, Any]) -> Topics:
 
 def _limits(table: dict[str, Any]) -> Limits:
     keys = ("max_pending", "max_held", "max_finals", "max_record_bytes")
-    known(table, "limits", set(keys))
+    known(table, "limits", {*keys, "max_future"})
+    future = table.get("max_future")
     return Limits(**{key: int(number(table, f"limits.{key}", default(Limits, key), low=1, integer=True))
-                     for key in keys})
+                     for key in keys},
+                  max_future=default(Limits, "max_future") if future is None
+                  else parse_duration(future, "limits.max_future"))
 
 
 def duration(table: dict[str, Any], key: str) -> float:

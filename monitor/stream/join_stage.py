@@ -37,6 +37,9 @@ class Record(Protocol):
     @property
     def value(self) -> bytes | None: ...
 
+    @property
+    def timestamp(self) -> int | None: ...  # milliseconds
+
 
 OVERALL_KEY = b"\x00all"
 CHECKPOINT_RECORDS = DRAIN_RECORDS  # records per checkpoint at most: the in-process monitor drains alike
@@ -147,7 +150,8 @@ class JoinStage:
         letters = []
         for record in records:
             value = record.value
-            letter = handle(topic, b"" if value is None else value, partition, record.offset)  # None: a tombstone
+            letter = handle(topic, b"" if value is None else value, partition, record.offset,  # None: a tombstone
+                            record.timestamp)
             if letter is not None:
                 letters.append(letter)
         return letters
