@@ -10,7 +10,7 @@ from monitor.contract.report import Report
 from monitor.contract.spec import Spec
 from monitor.debug.explain import Collector
 from monitor.debug.kafka_range import KafkaRange
-from monitor.debug.records import FileRecords, Narrowed, RecordSource, TimeRange, parse_segments
+from monitor.debug.records import FileRecords, Narrowed, RawFiles, RecordSource, TimeRange, parse_segments
 from monitor.engine.monitor import Feed
 from monitor.infra.connection import Connection, connect_checked
 
@@ -19,14 +19,29 @@ Period = tuple[float, float]
 
 def open_source(spec: Spec, input: Path | None, bootstrap: str | None, since_ms: int | None,
                 until_ms: int | None, segments: list[str],
-                connect: Callable[[str], Connection] = connect_checked) -> tuple[RecordSource, str]:
+                connect: Callable[[str], Connection] = connect_checked,
+                raw: tuple[Path | None, Path | None] = (None, None)) -> tuple[RecordSource, str]:
     """The records to replay, and how an alert's replay command names them; `connect` makes the Kafka
-    connection (with its security) once the options are known to be right."""
-    if (input is None) == (bootstrap is None):
-        raise MonitorError("give one input: --input FILE, or --bootstrap HOST:PORT with --from and --to")
+    connection (with its security) once the options are known to be right. `raw` holds the files of
+    bare predictions and outcomes (`--predictions`, `--outcomes`)."""
+    given = (input is not None) + (bootstrap is not None) + (raw != (None, None))
+    if given != 1:
+        raise MonitorError("give one input: --input FILE, --predictions P --outcomes O, or --bootstrap HOST:PORT "
+                           "with --from and --to")
     window = TimeRange.of(spec, since_ms, until_ms)
     source: RecordSource
-    if bootstrap is not None:
+    if raw != (None, None):
+        predictions, outcomes = raw
+        if predictions is None or outcomes is None:
+            raise MonitorError("--predictions and --outcomes go together: give both files")
+        for path, flag in ((predictions, "--predictions"), (outcomes, "--outcomes")):
+            if not path.is_file():
+                raise MonitorError(f"{flag} {path} is not a readable file")
+        if since_ms is not None or until_ms is not None:
+            raise MonitorError("--from/--to select by Kafka record timestamp, which bare values do not have")
+        source = RawFiles(spec, predictions, outcomes)
+        named = f"--predictions {predictions} --outcomes {outcomes}"
+    elif bootstrap is not None:
         if since_ms is None or until_ms is None:
             raise MonitorError("--bootstrap reads a time range: give --from and --to")
         kafka = connect(bootstrap)

@@ -31,6 +31,10 @@ def replay(
         "--input", help="Replay file: one Kafka record per JSON line.")] = None,
     bootstrap: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Read the range --from/--to from this Kafka broker (HOST:PORT) instead of a file.")] = None,
+    predictions: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--predictions", help="With --outcomes: files of bare values, one per line, merged by event time.")] = None,
+    outcomes: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--outcomes", help="The outcomes' file of bare values, with --predictions.")] = None,
     since: Annotated[Optional[str], typer.Option("--from", help="Only records from this time (RFC 3339).")] = None,  # noqa: UP045
     until: Annotated[Optional[str], typer.Option("--to", help="Only records before this time.")] = None,  # noqa: UP045
     segment: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
@@ -76,7 +80,8 @@ def replay(
         table = None if joined is None else JoinedTable(loaded)
         source, named = ranges.open_source(loaded, input, bootstrap, epoch_ms(since, "--from"),
                                            epoch_ms(until, "--to"), segment or [],
-                                           connect=lambda servers: connect(servers, loaded))
+                                           connect=lambda servers: connect(servers, loaded),
+                                           raw=(predictions, outcomes))
         progress = sys.stderr.isatty()
         monitor: Feed
         if two:

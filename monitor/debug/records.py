@@ -7,12 +7,14 @@ definition of a time range (`TimeRange`), so a capture of a range replays exactl
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from monitor.contract.decode import decode_record
+from monitor.contract.decode import decode_record, event_time
 from monitor.contract.errors import MonitorError, RecordError
 from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
@@ -140,6 +142,43 @@ class FileRecords:
                 except RecordError as exc:
                     yield Bad(exc.reason, line)
         self.done = self.total
+
+
+class RawFiles:
+    """Two files of bare values, one per line, as a warehouse export or a `kcat` dump gives them: the
+    predictions' and the outcomes'. Each is read in its own order; the two are merged by event time
+    (the head with the earlier `ts` goes first, a prediction before an outcome of the same time), so
+    the join meets them as they happened. A line whose time cannot be read goes at once, for the
+    engine to dead-letter. The records have no Kafka timestamp, key, partition or offset."""
+
+    unit = "bytes"
+
+    def __init__(self, spec: Spec, predictions: Path, outcomes: Path) -> None:
+        self.spec = spec
+        self.paths = ((predictions, spec.topics.predictions, 0), (outcomes, spec.topics.outcomes, 1))
+        self.total = predictions.stat().st_size + outcomes.stat().st_size
+        self.done = 0
+
+    def __iter__(self) -> Iterator[Incoming | Bad]:
+        files = [self._timed(*where) for where in self.paths]
+        for _, _, record in heapq.merge(*files, key=lambda item: (item[0], item[1])):
+            yield record
+        self.done = self.total
+
+    def _timed(self, path: Path, topic: str, rank: int) -> Iterator[tuple[float, int, Raw]]:
+        read = self.spec.reader.prediction if rank == 0 else self.spec.reader.outcome
+        table = self.spec.predictions if rank == 0 else self.spec.outcomes
+        with path.open("rb") as stream:
+            for line in stream:
+                self.done += len(line)
+                value = line.rstrip(b"\r\n")
+                if not value or value.isspace():
+                    continue
+                try:
+                    ts = event_time(read(value).ts, table.divisor, "predictions" if rank == 0 else "outcomes")
+                except RecordError:
+                    ts = -math.inf  # the engine says why
+                yield ts, rank, Raw(topic, value)
 
 
 # --segment: the prediction fields a replay can be narrowed by, as `segments.by` names them
