@@ -4,7 +4,8 @@ The spec's `[predictions]` and `[outcomes]` tables map each contract field to a 
 record's value (`decision_id = "request.id"`), `segment` and `kpis` to a table of such paths, and
 say the unit of a numeric `ts` (`ts_unit = "ms"`). A field left out is read from its own name, as
 in the contract. `Reader` compiles a mapping once into one msgspec type shaped like the records,
-which decodes only the mapped paths and checks their types, and a getter per field.
+which decodes only the mapped paths and checks their types, and one generated function that reads
+every field off it.
 """
 
 from __future__ import annotations

@@ -167,7 +167,8 @@ class RawFiles:
 
     def _timed(self, path: Path, topic: str, rank: int) -> Iterator[tuple[float, int, Raw]]:
         read = self.spec.reader.prediction if rank == 0 else self.spec.reader.outcome
-        table = self.spec.predictions if rank == 0 else self.spec.outcomes
+        divisor = (self.spec.predictions if rank == 0 else self.spec.outcomes).divisor
+        table = "predictions" if rank == 0 else "outcomes"
         with path.open("rb") as stream:
             for line in stream:
                 self.done += len(line)
@@ -175,7 +176,7 @@ class RawFiles:
                 if not value or value.isspace():
                     continue
                 try:
-                    ts = event_time(read(value).ts, table.divisor, "predictions" if rank == 0 else "outcomes")
+                    ts = event_time(read(value).ts, divisor, table)
                 except RecordError:
                     ts = -math.inf  # the engine says why
                 yield ts, rank, Raw(topic, value)

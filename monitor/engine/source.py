@@ -141,13 +141,11 @@ class Source:
         self._predictions, self._outcomes = spec.topics.predictions, spec.topics.outcomes
         self._limit = spec.limits.max_record_bytes
         self._prediction, self._outcome = spec.reader.prediction, spec.reader.outcome
-        self._future = spec.limits.max_future
 
     def handle(self, topic: str, value: Payload, partition: int | None = None,
                offset: int | None = None, timestamp: int | None = None) -> DeadLetter | None:
-        """Take one raw record of `predictions` or `outcomes`; returns it as a dead letter if unusable.
-        An event time more than `limits.max_future` ahead of the record's Kafka `timestamp` (ms) is refused:
-        the watermark would read it, and close every window before it."""
+        """Take one raw record of `predictions` or `outcomes` (`timestamp`: its Kafka timestamp in ms, if
+        known); returns it as a dead letter if unusable."""
         tracked = NO_OFFSET
         if self.offsets is not None and offset is not None:
             if offset <= self.offsets.get(topic, -1):  # delivered again after a restart: already counted
@@ -163,18 +161,13 @@ class Source:
         try:
             if topic == self._predictions:
                 p = self._prediction(value)
-                ts, score, predicted = check_prediction(spec, p)
-                if timestamp is not None and ts > timestamp * 0.001 + self._future:
-                    raise RecordError(_ahead(ts, timestamp, self._future))
+                ts, score, predicted = check_prediction(spec, p, timestamp)
                 segment = self.segments.of(p)
                 if joiner.prediction(p.decision_id, ts, score, segment, predicted, tracked):
                     self.parts.early.see(ts, segment, score)  # a new decision: early readings count it
             elif topic == self._outcomes:
                 o = self._outcome(value)
-                ts = check_outcome(spec, o)
-                if timestamp is not None and ts > timestamp * 0.001 + self._future:
-                    raise RecordError(_ahead(ts, timestamp, self._future))
-                joiner.outcome(o, ts, tracked)
+                joiner.outcome(o, check_outcome(spec, o, timestamp), tracked)
             else:
                 raise RecordError(f"topic {topic!r} is neither predictions nor outcomes")
         except RecordError as exc:
@@ -211,8 +204,3 @@ class Source:
     def watermark(self) -> float:
         return self.joiner.watermark
 
-
-def _ahead(ts: float, timestamp: int, limit: float) -> str:
-    ahead = ts - timestamp / 1000
-    return (f"ts {ts!r} is {ahead / 3600:.1f} h ahead of the record's Kafka timestamp ({timestamp} ms), more than"
-            f" limits.max_future ({limit / 3600:g} h): a clock or unit error; the watermark must not read it")
