@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from monitor.contract.errors import MonitorError
 from monitor.contract.report import Report
@@ -17,11 +18,18 @@ from monitor.infra.connection import Connection, connect_checked
 Period = tuple[float, float]
 
 
+class Opened(NamedTuple):
+    source: RecordSource
+    named: str  # the input as a replay command gives it
+    spec: Spec  # the spec, reading Avro container files as the decoded records they hold
+
+
 def open_source(spec: Spec, input: Path | None, bootstrap: str | None, since_ms: int | None,
                 until_ms: int | None, segments: list[str],
                 connect: Callable[[str], Connection] = connect_checked,
-                raw: tuple[Path | None, Path | None] = (None, None)) -> tuple[RecordSource, str]:
-    """The records to replay, and how an alert's replay command names them; `connect` makes the Kafka
+                raw: tuple[Path | None, Path | None] = (None, None)) -> Opened:
+    """The records to replay, how an alert's replay command names them, and the spec to read them with;
+    `connect` makes the Kafka
     connection (with its security) once the options are known to be right. `raw` holds the files of
     bare predictions and outcomes (`--predictions`, `--outcomes`)."""
     given = (input is not None) + (bootstrap is not None) + (raw != (None, None))
@@ -40,6 +48,7 @@ def open_source(spec: Spec, input: Path | None, bootstrap: str | None, since_ms:
         if since_ms is not None or until_ms is not None:
             raise MonitorError("--from/--to select by Kafka record timestamp, which bare values do not have")
         source = RawFiles(spec, predictions, outcomes)
+        spec = source.spec
         named = f"--predictions {predictions} --outcomes {outcomes}"
     elif bootstrap is not None:
         if since_ms is None or until_ms is None:
@@ -55,7 +64,7 @@ def open_source(spec: Spec, input: Path | None, bootstrap: str | None, since_ms:
     if wanted:
         source = Narrowed(source, spec, wanted)
         named += "".join(f" --segment {field}={value}" for field, value in wanted.items())
-    return source, named
+    return Opened(source, named, spec)
 
 
 def report(monitor: Feed, collector: Collector | None, periods: tuple[Period, Period] | None) -> Report:

@@ -78,7 +78,7 @@ def replay(
         if joined is not None:
             check_path(joined)
         table = None if joined is None else JoinedTable(loaded)
-        source, named = ranges.open_source(loaded, input, bootstrap, epoch_ms(since, "--from"),
+        source, named, loaded = ranges.open_source(loaded, input, bootstrap, epoch_ms(since, "--from"),
                                            epoch_ms(until, "--to"), segment or [],
                                            connect=lambda servers: connect(servers, loaded),
                                            raw=(predictions, outcomes))
@@ -150,7 +150,7 @@ def capture(
     try:
         loaded = specs.load(spec)
         kafka = connect(bootstrap, loaded)
-        source, _ = ranges.open_source(loaded, None, kafka.bootstrap, epoch_ms(since, "--from"),
+        source, _, _ = ranges.open_source(loaded, None, kafka.bootstrap, epoch_ms(since, "--from"),
                                        epoch_ms(until, "--to"), segment or [], connect=lambda _: kafka)
         count = capturing(tracked(source, sys.stderr.isatty(), "capture"), out)
     except MonitorError as exc:

@@ -10,19 +10,23 @@ every field off it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any, TypeVar, cast
 
 import msgspec
 
+from monitor.contract.avro import WireFormat, parse_schema
 from monitor.contract.decode import decode_id, decode_outcome, decode_prediction, decode_tags, strict
 from monitor.contract.errors import RecordError, SpecError
 from monitor.contract.events import Outcome, Payload, Prediction, Tags
+from monitor.contract.registry import RegistrySettings, Schemas, resolve
 from monitor.contract.toml_values import NAME, known
 
 T = TypeVar("T", Prediction, Outcome)
+FORMATS = ("json", "avro")
 UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # divisors to epoch seconds
 GROUPS: dict[type, str] = {Prediction: "segment", Outcome: "kpis"}  # the contract field that is a table of named values
 
@@ -34,6 +38,7 @@ class FieldMap:
 
     paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
     ts_unit: str = "s"
+    format: str = "json"  # or "avro": the Confluent wire format, schemas from the registry
 
     @cached_property
     def divisor(self) -> int:
@@ -46,10 +51,13 @@ def parse_map(table: dict[str, Any], which: str) -> FieldMap:
     cls = Prediction if which == "predictions" else Outcome
     group = GROUPS[cls]
     names = [f.name for f in msgspec.structs.fields(cls)]
-    known(table, which, {*names, "ts_unit"})
+    known(table, which, {*names, "ts_unit", "format"})
     unit = table.get("ts_unit", FieldMap.ts_unit)
     if unit not in UNITS:
         raise SpecError(f"{which}.ts_unit", unit, 'one of "s", "ms", "us", "ns" (the unit of a numeric ts)')
+    form = table.get("format", FieldMap.format)
+    if form not in FORMATS:
+        raise SpecError(f"{which}.format", form, '"json", or "avro" (the schema registry\'s wire format)')
     paths: list[tuple[str, tuple[str, ...]]] = []
     for name in names:
         if name not in table:
@@ -65,7 +73,7 @@ def parse_map(table: dict[str, Any], which: str) -> FieldMap:
                 paths.append((f"{name}.{member}", _path(path, f"{which}.{name}.{member}")))
         else:
             paths.append((name, _path(table[name], f"{which}.{name}")))
-    found = FieldMap(tuple(paths), unit)
+    found = FieldMap(tuple(paths), unit, form)
     _check_prefixes(found, which)
     return found
 
@@ -112,14 +120,23 @@ def _effective(found: FieldMap, cls: type) -> list[tuple[str, tuple[str, ...]]]:
 
 
 class Reader:
-    """How a spec reads its topics' values: the contract's own decoders when nothing is mapped."""
+    """How a spec reads its topics' values: the contract's own decoders when nothing is mapped, and
+    Avro values turned into JSON first (`monitor.contract.avro`)."""
 
-    def __init__(self, predictions: FieldMap, outcomes: FieldMap) -> None:
-        self.prediction: Callable[[Payload], Prediction] = (
+    def __init__(self, predictions: FieldMap, outcomes: FieldMap, registry: RegistrySettings | None = None,
+                 environ: Mapping[str, str] = os.environ) -> None:
+        prediction: Callable[[Payload], Prediction] = (
             _compiled(Prediction, predictions) if predictions.paths else decode_prediction)
-        self.outcome: Callable[[Payload], Outcome] = (
-            _compiled(Outcome, outcomes) if outcomes.paths else decode_outcome)
-        self.mapped = bool(predictions.paths or outcomes.paths)
+        outcome: Callable[[Payload], Outcome] = _compiled(Outcome, outcomes) if outcomes.paths else decode_outcome
+        self.avro = None
+        if "avro" in (predictions.format, outcomes.format):
+            if registry is None:
+                raise SpecError("schema_registry.url", None, 'the registry\'s address, for format = "avro"')
+            self.avro = WireFormat(Schemas(resolve(registry, environ), parse=parse_schema))
+            prediction = _after(self.avro.json, prediction) if predictions.format == "avro" else prediction
+            outcome = _after(self.avro.json, outcome) if outcomes.format == "avro" else outcome
+        self.prediction, self.outcome = prediction, outcome
+        self.mapped = bool(predictions.paths or outcomes.paths or self.avro)
 
     def tags(self, raw: Payload) -> Tags | Prediction | None:
         """What `--segment` reads of a prediction, or None if it cannot be read."""
@@ -147,6 +164,10 @@ class Reader:
         except (RecordError, msgspec.DecodeError):
             return None
         return (p.decision_id, found) if isinstance(found, dict) and found else None
+
+
+def _after(first: Callable[[Payload], bytes], then: Callable[[Payload], T]) -> Callable[[Payload], T]:
+    return lambda raw: then(first(raw))
 
 
 @cache

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from monitor.contract.errors import SpecError
 from monitor.contract.kafka import KafkaSettings, parse_table
 from monitor.contract.mapping import FieldMap, Reader, parse_map
+from monitor.contract.registry import RegistrySettings
+from monitor.contract.registry import parse_table as parse_registry
 from monitor.contract.settings import Alerts, Experiment, Kpi, Limits, Missing, Topics
 from monitor.contract.toml_values import NAME, choice, default, identifier, known, number, parse_duration, table
 from monitor.stats.metrics import CELLS, MODEL_METRIC_NAMES, QUANTILES, KpiMetric, Metric, model_metrics
@@ -69,6 +71,7 @@ class Spec:
     limits: Limits = field(default_factory=Limits)
     predictions: FieldMap = field(default_factory=FieldMap)  # where the contract's fields are read from
     outcomes: FieldMap = field(default_factory=FieldMap)
+    schema_registry: RegistrySettings | None = None  # where Avro values' schemas are fetched
     source: str = "<string>"
 
     @property
@@ -93,7 +96,7 @@ class Spec:
     @cached_property
     def reader(self) -> Reader:
         """The decoders of this spec's topics, compiled once from its field mapping."""
-        return Reader(self.predictions, self.outcomes)
+        return Reader(self.predictions, self.outcomes, self.schema_registry)
 
     @cached_property
     def model_metrics(self) -> tuple[Metric, ...]:
@@ -132,7 +135,8 @@ def parse(text: str, source: str = "<string>") -> Spec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("<toml>", source, f"valid TOML ({exc})") from None
     known(doc, "", {"decision", "model", "outcome", "business", "kpi", "windows", "segments",
-                     "alerts", "experiment", "topics", "stream", "kafka", "limits", "predictions", "outcomes"})
+                     "alerts", "experiment", "topics", "stream", "kafka", "limits", "predictions", "outcomes",
+                     "schema_registry"})
     decision = table(doc, "decision", required=True)
     known(decision, "decision", {"name"})
     model = table(doc, "model", required=True)
@@ -160,6 +164,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
         limits=_limits(table(doc, "limits")),
         predictions=parse_map(table(doc, "predictions"), "predictions"),
         outcomes=parse_map(table(doc, "outcomes"), "outcomes"),
+        schema_registry=parse_registry(table(doc, "schema_registry")) if "schema_registry" in doc else None,
         source=source,
     )
     for i, kpi in enumerate(spec.kpis):
@@ -167,6 +172,9 @@ def parse(text: str, source: str = "<string>") -> Spec:
             raise SpecError(f"kpi[{i}].name", kpi.name, "a name that is not a model metric")
     if "experiment" in doc:
         spec = replace(spec, experiment=_experiment(table(doc, "experiment"), spec.segment_by))
+    for which in ("predictions", "outcomes"):
+        if getattr(spec, which).format == "avro" and spec.schema_registry is None:
+            raise SpecError("schema_registry.url", None, f'the schema registry\'s address, for {which}.format = "avro"')
     if task == "regression" and "threshold" in model:
         raise SpecError("model.threshold", model["threshold"], "no threshold for a regression task")
     return spec

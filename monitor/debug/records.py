@@ -10,15 +10,18 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
+from monitor.contract.avro import container_values, is_container
 from monitor.contract.decode import decode_record, event_time
 from monitor.contract.errors import MonitorError, RecordError
 from monitor.contract.events import Payload
 from monitor.contract.spec import Spec
 from monitor.engine.segments import UNKNOWN
+
+TABLES = ("predictions", "outcomes")  # the spec's tables of the two topics, in RawFiles' rank order
 
 
 class Raw(NamedTuple):
@@ -145,17 +148,23 @@ class FileRecords:
 
 
 class RawFiles:
-    """Two files of bare values, one per line, as a warehouse export or a `kcat` dump gives them: the
-    predictions' and the outcomes'. Each is read in its own order; the two are merged by event time
-    (the head with the earlier `ts` goes first, a prediction before an outcome of the same time), so
-    the join meets them as they happened. A line whose time cannot be read goes at once, for the
-    engine to dead-letter. The records have no Kafka timestamp, key, partition or offset."""
+    """Two files of bare values, as a warehouse export or a `kcat` dump gives them: the predictions'
+    and the outcomes', each one JSON value per line or an Avro object container file. Each is read in
+    its own order; the two are merged by event time (the head with the earlier `ts` goes first, a
+    prediction before an outcome of the same time), so the join meets them as they happened. A value
+    whose time cannot be read goes at once, for the engine to dead-letter. The records have no Kafka
+    timestamp, key, partition or offset.
+
+    A container file holds decoded records, not the registry's wire format: `spec` reads them as JSON,
+    whatever the topic's `format` says, and is the spec to replay them with."""
 
     unit = "bytes"
 
     def __init__(self, spec: Spec, predictions: Path, outcomes: Path) -> None:
-        self.spec = spec
         self.paths = ((predictions, spec.topics.predictions, 0), (outcomes, spec.topics.outcomes, 1))
+        self.containers = tuple(map(_container, (predictions, outcomes)))
+        self.spec = replace(spec, **{table: replace(getattr(spec, table), format="json")
+                                     for table, container in zip(TABLES, self.containers, strict=True) if container})
         self.total = predictions.stat().st_size + outcomes.stat().st_size
         self.done = 0
 
@@ -165,21 +174,45 @@ class RawFiles:
             yield record
         self.done = self.total
 
-    def _timed(self, path: Path, topic: str, rank: int) -> Iterator[tuple[float, int, Raw]]:
+    def _timed(self, path: Path, topic: str, rank: int) -> Iterator[tuple[float, int, Raw | Bad]]:
         read = self.spec.reader.prediction if rank == 0 else self.spec.reader.outcome
-        divisor = (self.spec.predictions if rank == 0 else self.spec.outcomes).divisor
-        table = "predictions" if rank == 0 else "outcomes"
+        table = TABLES[rank]
+        divisor = getattr(self.spec, table).divisor
         with path.open("rb") as stream:
-            for line in stream:
-                self.done += len(line)
-                value = line.rstrip(b"\r\n")
-                if not value or value.isspace():
-                    continue
-                try:
-                    ts = event_time(read(value).ts, divisor, table)
-                except RecordError:
-                    ts = -math.inf  # the engine says why
-                yield ts, rank, Raw(topic, value)
+            try:
+                for value in self._values(stream, rank):
+                    try:
+                        ts = event_time(read(value).ts, divisor, table)
+                    except RecordError:
+                        ts = -math.inf  # the engine says why
+                    yield ts, rank, Raw(topic, value)
+            except _Damaged as exc:
+                yield -math.inf, rank, Bad(exc.reason, b"")
+
+    def _values(self, stream: BinaryIO, rank: int) -> Iterator[bytes]:
+        if self.containers[rank]:
+            try:
+                for value in container_values(stream):
+                    self.done = min(self.total, self.done + len(value))  # decoded bytes: the bar moves, roughly
+                    yield value
+            except Exception as exc:  # fastavro's own, for a file cut short or damaged: the rest is unreadable
+                raise _Damaged(f"{TABLES[rank]} file: Avro container unreadable from here on "
+                               f"({str(exc) or type(exc).__name__})") from None
+            return
+        for line in stream:
+            self.done += len(line)
+            value = line.rstrip(b"\r\n")
+            if value and not value.isspace():
+                yield value
+
+
+class _Damaged(RecordError):
+    """A container file that cannot be read on."""
+
+
+def _container(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return is_container(stream.read(4))
 
 
 # --segment: the prediction fields a replay can be narrowed by, as `segments.by` names them
