@@ -200,7 +200,7 @@ def test_a_wrong_registry_table_fails_at_start(table: dict[str, str], expected: 
 
 def test_avro_without_a_registry_fails_at_start() -> None:
     text = (ROOT / "monitor" / "checkout.toml").read_text()
-    with pytest.raises(SpecError, match="schema_registry.url"):
+    with pytest.raises(SpecError, match=r"schema_registry\.url"):
         specs.parse(text + '\n[outcomes]\nformat = "avro"\n')
     with pytest.raises(SpecError, match='"json", or "avro"'):
         specs.parse(text + '\n[outcomes]\nformat = "protobuf"\n')
