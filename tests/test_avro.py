@@ -265,3 +265,47 @@ def test_logical_types_come_out_as_json_writes_them() -> None:
     out.seek(0)
     (value,) = list(container_values(out))
     assert b'"occurred_at":"2026-01-01T00:00:00.123000Z"' in value
+
+
+def test_a_worker_holds_its_batch_through_a_registry_outage(fake: Registry) -> None:
+    """The registry is down for the first tries: the batch waits, then every value is read (none is
+    dead-lettered), and /healthz said why it waited meanwhile."""
+    import asyncio
+
+    from monitor.stream.schema_wait import SchemaWait
+    reader = avro_spec((ROOT / "monitor" / "checkout.toml").read_text()).reader
+    assert reader.avro is not None
+    value = fake.serializer(PREDICTION)({"request": {"id": "d1"}, "event_time": 1_767_225_600_000,
+                                         "model": {"name": "m"}, "output": {"probability": 0.5}, "inputs": {}},
+                                        SerializationContext("predictions", MessageField.VALUE))
+    wait = SchemaWait(reader.avro.schemas, pause=0.01)
+    fake.down = True
+    seen: list[str | None] = []
+
+    async def main() -> None:
+        task = asyncio.ensure_future(wait.ready([value, None, b"{}"], lambda: True))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            seen.append(wait.waiting)
+            if len(fake.asked) >= 9:
+                break
+        assert not task.done()
+        fake.down = False
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert any(reason and "did not answer" in reason for reason in seen) and wait.waiting is None
+    assert reader.prediction(value).decision_id == "d1"
+
+
+def test_a_revoked_partition_stops_waiting(fake: Registry) -> None:
+    import asyncio
+
+    from monitor.stream.schema_wait import SchemaWait
+    reader = avro_spec((ROOT / "monitor" / "checkout.toml").read_text()).reader
+    assert reader.avro is not None
+    fake.down = True
+    owned = [True, True, False]
+    wait = SchemaWait(reader.avro.schemas, pause=0.01)
+    asyncio.run(asyncio.wait_for(wait.ready([wire(1, b"")], lambda: owned.pop(0)), 5))
+    assert not owned

@@ -142,13 +142,13 @@ class Schemas:
     def __contains__(self, schema_id: int) -> bool:
         return schema_id in self._known
 
-    def get(self, schema_id: int) -> Any:
-        """The parsed writer schema of `schema_id`, or RecordError."""
+    def get(self, schema_id: int, fresh: bool = False) -> Any:
+        """The parsed writer schema of `schema_id`, or RecordError; `fresh` asks even in the quiet time."""
         found = self._known.get(schema_id)
         if found is not None:
             return found
         failed = self._failed.get(schema_id)
-        if failed is not None and self._clock() < failed[0]:
+        if failed is not None and not fresh and self._clock() < failed[0]:
             raise failed[1]
         try:
             found = self._known[schema_id] = self._fetch(schema_id)

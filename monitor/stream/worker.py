@@ -44,6 +44,7 @@ from monitor.stream.join_stage import (
     Record,
 )
 from monitor.stream.metrics_stage import SAVE_SECONDS, MetricsStage
+from monitor.stream.schema_wait import SchemaWait
 from monitor.stream.store import Store, Write
 
 BACKLOG_RECORDS = 2 * CHECKPOINT_RECORDS  # records one partition may hold unsaved while a checkpoint is in flight
@@ -88,6 +89,8 @@ class Worker:
         self.merged: dict[int, list[Ack]] = {}  # per metrics partition, the deltas its next save lets Kafka commit
         self.merged_since: dict[int, float] = {}  # per metrics partition, when the first of them was merged
         self.tasks: set[asyncio.Future[None]] = set()  # everything running in the background
+        avro = spec.reader.avro
+        self.schemas = None if avro is None else SchemaWait(avro.schemas)
 
     # -- partitions --------------------------------------------------------------------------------
     def assign(self, inputs: set[int], metrics: set[int], epoch: int) -> list[Awaitable[Any]]:
@@ -110,6 +113,8 @@ class Worker:
         Checkpoints fall every `CHECKPOINT_RECORDS` records, within a batch as between batches, and
         the event loop gets a turn every `SLICE_RECORDS`. If the partition is revoked meanwhile, the
         rest of the batch is left to the next owner, which reads it again from the committed offset."""
+        if self.schemas is not None:
+            await self.schemas.ready((r.value for r in batch), lambda: self.join.owns(partition))
         start = 0
         while start < len(batch) and self.join.owns(partition):
             now = self.clock()
@@ -271,6 +276,7 @@ class Worker:
                 "held_outcomes": self.join.held_outcomes(),
                 "fenced_deltas": self.metrics.fenced,  # a zombie owner's checkpoints, dropped
                 "stray_deltas": self.metrics.strays,  # fetched before a rebalance took their partition
+                "schema_registry": self.schemas and self.schemas.waiting,  # why records are held, if they are
                 "records": dict(self.join.record_counts()),  # taken by the join stage, per topic
                 "decisions": self.join.counts().as_dict(),  # how the join stage ended them
                 "segments": {"/".join(r.key(s)) or "(all)": r.windows.decisions(s)  # nothing built: polled often
