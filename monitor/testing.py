@@ -33,7 +33,7 @@ __all__ = ["Fetched", "InMemoryWorker", "Memory", "Record", "Sample", "Sink", "S
            "engine_build", "eventually", "free_port", "join_counts", "require", "same", "samples", "scrape",
            "worker_totals"]
 
-Record = tuple[str, int, int, bytes]  # topic, partition, offset, value
+Record = tuple[str, int, int, bytes] | tuple[str, int, int, bytes, int | None, bytes | None]  # + timestamp, key
 
 
 class Stream:
@@ -283,10 +283,10 @@ class Topics:
 
 class Fetched(NamedTuple):
     """A record as a Kafka fetch returns it, for the worker's batch intake."""
-
     offset: int
     value: bytes | None
     timestamp: int | None = None
+    key: bytes | None = None
 
 
 def worker_totals(worker: Worker) -> dict[tuple[str, ...], dict[str, Any]]:
@@ -391,9 +391,10 @@ def _batches(records: list[Record], most: int) -> list[tuple[str, int, list[Fetc
     """Runs of consecutive records of one topic and partition, at most `most` records each: batches
     as a fetch brings them, in the order of the records given."""
     found: list[tuple[str, int, list[Fetched]]] = []
-    for topic, partition, offset, value in records:
+    for record in records:
+        topic, partition, fetched = record[0], record[1], Fetched(*record[2:])
         if found and found[-1][:2] == (topic, partition) and len(found[-1][2]) < most:
-            found[-1][2].append(Fetched(offset, value))
+            found[-1][2].append(fetched)
         else:
-            found.append((topic, partition, [Fetched(offset, value)]))
+            found.append((topic, partition, [fetched]))
     return found

@@ -139,7 +139,9 @@ def test_absurd_times_never_stop_a_replay(tmp_path: Path, spec_text_module: str)
 
 @pytest.mark.parametrize("table, key, words", [
     ('[predictions]\nts_unit = "sec"', "predictions.ts_unit", '"s", "ms", "us", "ns"'),
-    ('[predictions]\ndecision_id = "@key"', "predictions.decision_id", "a dotted path"),
+    ('[predictions]\ndecision_id = "@keys"', "predictions.decision_id", "a dotted path"),
+    ('[predictions]\nscore = "@key"', "predictions.score", "reads the record key into"),
+    ('[outcomes]\nts = "@timestamp"\nts_unit = "s"', "outcomes.ts_unit", "Kafka timestamps are in ms"),
     ('[predictions]\ndecision_id = "request..id"', "predictions.decision_id", "a dotted path"),
     ('[predictions]\nscore = 3', "predictions.score", "a dotted path"),
     ('[predictions]\nmodel = "m"\nvariant = "m.arm"', "predictions.variant", "does not go inside 'm'"),
@@ -217,3 +219,48 @@ def test_max_future_is_measured_from_the_record_timestamp_on_replay_and_worker(s
         assert worker.worker.join.counts().invalid == invalid
     with pytest.raises(SpecError, match=r"limits\.max_future"):
         specs.parse(spec_text_module + '\n[limits]\nmax_future = "soon"')
+
+
+def test_the_id_in_the_record_key_and_the_time_in_its_kafka_timestamp(tmp_path: Path, spec_text_module: str) -> None:
+    """`@key` and `@timestamp`: the same decisions as the contract's records that carry them in the value."""
+    records = simulate("business_drop", 20_000, seed=6)
+    want_records, keyed = [], []
+    for r in records:
+        value = r["value"]
+        if not isinstance(value, dict):
+            want_records.append(r)
+            keyed.append({**r, "key": None})
+            continue
+        if r["topic"] == "predictions":
+            want_records.append(r)
+            keyed.append({**r, "key": value.get("decision_id"),
+                          "value": {k: v for k, v in value.items() if k != "decision_id"}})
+        else:
+            want_records.append({**r, "value": {**value, "ts": r["timestamp"] / 1000}})
+            keyed.append({**r, "key": "ignored", "value": {k: v for k, v in value.items() if k != "ts"}})
+    contract, shaped = tmp_path / "contract.jsonl", tmp_path / "keyed.jsonl"
+    write_jsonl(want_records, contract)
+    write_jsonl(keyed, shaped)
+    spec = specs.parse(spec_text_module + '[predictions]\ndecision_id = "@key"\n[outcomes]\nts = "@timestamp"\n')
+    want = replay(specs.parse(spec_text_module), contract).report()
+    got = replay(spec, shaped).report()
+    assert want.join.matched > 2_000 and got.join == want.join
+    for a in [*want.alerts, *want.early_alerts, *got.alerts, *got.early_alerts]:
+        a.replay = ""
+    same_but_reasons(got, want)
+    worker = InMemoryWorker(spec, fresh(), sources=1)
+    stream = [(r["topic"], 0, i, encode(r["value"]), r["timestamp"], None if r["key"] is None else r["key"].encode())
+              for i, r in enumerate(keyed)]
+    worker.finish(worker.feed(stream))  # type: ignore[arg-type]
+    counts = worker.worker.join.counts()
+    assert (counts.matched, counts.invalid, counts.expired) == (got.join.matched, got.join.invalid, got.join.expired)
+
+
+def test_a_record_without_a_key_is_dead_lettered_naming_it(spec_text_module: str) -> None:
+    spec = specs.parse(spec_text_module + '[predictions]\ndecision_id = "@key"\n')
+    value = b'{"ts": 1767225600, "model": "m", "score": 0.5}'
+    assert spec.reader.prediction(value, b"d1", None).decision_id == "d1"
+    with pytest.raises(RecordError, match="the record has no key, which @key reads"):
+        spec.reader.prediction(value, None, None)
+    with pytest.raises(RecordError, match="not UTF-8"):
+        spec.reader.prediction(value, b"\xff", None)

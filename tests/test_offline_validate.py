@@ -15,6 +15,7 @@ from monitor.apps.replay import replay
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.cli import app
 from monitor.contract.spec import Spec, parse
+from monitor.debug.records import Raw
 from monitor.engine.monitor import Monitor
 from monitor.export.joined import JoinedTable
 from monitor.offline import baselines
@@ -104,7 +105,7 @@ def test_a_prediction_matched_with_an_early_outcome_and_one_expired_at_once_keep
               .predict("old", ts=10.0, score=0.3, variant="control", segment={"country": "FR"}))
     for record in stream.records:
         value = json.dumps(record["value"]).encode()
-        table.see(record["topic"], value)
+        table.see(Raw(record["topic"], value))
         monitor.process(record["topic"], value)
     frame = table.frame().set_index("decision_id")
     assert frame.loc["early", "variant"] == "treatment" and frame.loc["early", "status"] == "matched"

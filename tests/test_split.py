@@ -17,9 +17,10 @@ from monitor.apps.replay import run, run_split
 from monitor.apps.simulate import SCENARIOS, simulate, write_jsonl
 from monitor.apps.split import RollupProcess, available
 from monitor.contract import spec as specs
+from monitor.contract.events import Incoming
 from monitor.contract.report import write
 from monitor.contract.spec import Spec
-from monitor.debug.records import Bad, FileRecords, Incoming, Narrowed, TimeRange
+from monitor.debug.records import Bad, FileRecords, Narrowed, TimeRange
 from monitor.engine.source import EarlyPart, Part
 from monitor.export.joined import JoinedTable
 from monitor.stats.readings import Ages

@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from monitor.apps.gcpause import paused_gc
-from monitor.contract.events import Payload
+from monitor.contract.events import Incoming
 from monitor.contract.spec import Spec
 from monitor.debug.explain import Collector
-from monitor.debug.records import Bad, FileRecords, Incoming, RecordSource, TimeRange
+from monitor.debug.records import Bad, FileRecords, RecordSource, TimeRange
 from monitor.engine.monitor import Feed, Monitor
 from monitor.engine.source import Source
 from monitor.export.joined import JoinedTable
@@ -57,7 +57,7 @@ def run_split(spec: Spec, source: RecordSource, replay_source: str, progress: bo
 
 
 def _feed(feed: Feed, source: RecordSource, progress: bool,
-          observers: Sequence[Callable[[str, Payload], None]]) -> None:
+          observers: Sequence[Callable[[Incoming], None]]) -> None:
     process = feed.process
     with paused_gc():
         for record in tracked(source, progress):
@@ -65,8 +65,8 @@ def _feed(feed: Feed, source: RecordSource, progress: bool,
                 feed.reject("<replay>", record.reason, record.line)
                 continue
             for observe in observers:
-                observe(record.topic, record.value)
-            process(record.topic, record.value, record.partition, record.offset, record.timestamp)
+                observe(record)
+            process(record.topic, record.value, record.partition, record.offset, record.timestamp, record.key)
         feed.finish()
 
 

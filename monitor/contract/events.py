@@ -26,6 +26,28 @@ class Payload(Protocol):
     def __len__(self) -> int: ...
 
 
+class Incoming(Protocol):
+    """What the engine reads of a record: a replay source's `Raw`, or a replay file's decoded line as it is."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def value(self) -> Payload: ...
+
+    @property
+    def key(self) -> str | None: ...
+
+    @property
+    def timestamp(self) -> int | None: ...
+
+    @property
+    def partition(self) -> int | None: ...
+
+    @property
+    def offset(self) -> int | None: ...
+
+
 class Prediction(msgspec.Struct, frozen=True):
     """One decision taken by a model."""
 

@@ -11,7 +11,7 @@ every field off it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any, TypeVar, cast
@@ -27,6 +27,8 @@ from monitor.contract.toml_values import NAME, known
 
 T = TypeVar("T", Prediction, Outcome)
 FORMATS = ("json", "avro")
+KEY, STAMP = "@key", "@timestamp"  # paths to the record's key (text) and Kafka timestamp (epoch ms)
+KEYED = {"decision_id", "model", "model_version", "variant", "action"}  # the text fields a key can hold
 UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # divisors to epoch seconds
 GROUPS: dict[type, str] = {Prediction: "segment", Outcome: "kpis"}  # the contract field that is a table of named values
 
@@ -43,7 +45,12 @@ class FieldMap:
     @cached_property
     def divisor(self) -> int:
         """What a numeric `ts` is divided by to give epoch seconds: read once per record."""
-        return UNITS[self.ts_unit]
+        return UNITS["ms"] if dict(self.paths).get("ts") == (STAMP,) else UNITS[self.ts_unit]
+
+    @cached_property
+    def keyed(self) -> bool:
+        """Whether a field is read off the record rather than its value (`@key`, `@timestamp`)."""
+        return any(path[0] in (KEY, STAMP) for _, path in self.paths)
 
 
 def parse_map(table: dict[str, Any], which: str) -> FieldMap:
@@ -72,14 +79,23 @@ def parse_map(table: dict[str, Any], which: str) -> FieldMap:
                     raise SpecError(f"{which}.{name}", member, "names of letters, digits and '_'")
                 paths.append((f"{name}.{member}", _path(path, f"{which}.{name}.{member}")))
         else:
-            paths.append((name, _path(table[name], f"{which}.{name}")))
+            paths.append((name, _path(table[name], f"{which}.{name}", name)))
+    if dict(paths).get("ts") == (STAMP,) and unit != "ms" and "ts_unit" in table:
+        raise SpecError(f"{which}.ts_unit", unit, f'no ts_unit with ts = "{STAMP}" (Kafka timestamps are in ms)')
     found = FieldMap(tuple(paths), unit, form)
     _check_prefixes(found, which)
     return found
 
 
-def _path(value: object, key: str) -> tuple[str, ...]:
+def _path(value: object, key: str, name: str = "") -> tuple[str, ...]:
     expected = 'a dotted path into the record\'s value, such as "request.id"'
+    if value == KEY and name in KEYED:
+        return (KEY,)
+    if value == STAMP and name == "ts":
+        return (STAMP,)
+    if isinstance(value, str) and value.startswith("@"):
+        expected += f' ("{KEY}" reads the record key into {", ".join(sorted(KEYED))}; "{STAMP}" its Kafka' \
+                    " timestamp into ts)"
     if not isinstance(value, str) or not value or value.startswith("@"):
         raise SpecError(key, value, expected)
     parts = tuple(value.split("."))
@@ -92,6 +108,8 @@ def _check_prefixes(found: FieldMap, which: str) -> None:
     """One path cannot be a value and hold another: "model" and "model.name" cannot both be read."""
     full: dict[tuple[str, ...], str] = {}
     for name, path in _effective(found, Prediction if which == "predictions" else Outcome):
+        if path[0] in (KEY, STAMP):
+            continue
         if path in full:
             raise SpecError(f"{which}.{name}", ".".join(path), f"a path no other field reads ({which}."
                             f"{full[path]} reads it)")
@@ -121,62 +139,83 @@ def _effective(found: FieldMap, cls: type) -> list[tuple[str, tuple[str, ...]]]:
 
 class Reader:
     """How a spec reads its topics' values: the contract's own decoders when nothing is mapped, and
-    Avro values turned into JSON first (`monitor.contract.avro`)."""
+    Avro values turned into JSON first (`monitor.contract.avro`).
+
+    When a field is read off the record (`@key`, `@timestamp`), `keyed` is true and `prediction` and
+    `outcome` take the record's key and Kafka timestamp after its value; otherwise the value alone."""
 
     def __init__(self, predictions: FieldMap, outcomes: FieldMap, registry: RegistrySettings | None = None,
                  environ: Mapping[str, str] = os.environ) -> None:
-        prediction: Callable[[Payload], Prediction] = (
-            _compiled(Prediction, predictions) if predictions.paths else decode_prediction)
-        outcome: Callable[[Payload], Outcome] = _compiled(Outcome, outcomes) if outcomes.paths else decode_outcome
+        self.keyed = predictions.keyed or outcomes.keyed
         self.avro = None
         if "avro" in (predictions.format, outcomes.format):
             if registry is None:
                 raise SpecError("schema_registry.url", None, 'the registry\'s address, for format = "avro"')
             self.avro = WireFormat(Schemas(resolve(registry, environ), parse=parse_schema))
-            prediction = _after(self.avro.json, prediction) if predictions.format == "avro" else prediction
-            outcome = _after(self.avro.json, outcome) if outcomes.format == "avro" else outcome
-        self.prediction, self.outcome = prediction, outcome
+        self.prediction: Callable[..., Prediction] = self._reader(Prediction, predictions, decode_prediction)
+        self.outcome: Callable[..., Outcome] = self._reader(Outcome, outcomes, decode_outcome)
         self.mapped = bool(predictions.paths or outcomes.paths or self.avro)
 
-    def tags(self, raw: Payload) -> Tags | Prediction | None:
+    def _reader(self, cls: type[T], found: FieldMap, contract: Callable[[Payload], T]) -> Callable[..., T]:
+        read: Callable[..., T] = _compiled(cls, found) if found.paths else contract
+        if self.avro is not None and found.format == "avro":
+            read = _after(self.avro.json, read, found.keyed)
+        if self.keyed and not found.keyed:  # the other topic reads its key: this one is handed it too
+            plain = read
+            read = lambda raw, key=None, stamp=None: plain(raw)  # noqa: E731
+        return read
+
+    def read_prediction(self, raw: Payload, key: bytes | str | None = None, stamp: int | None = None) -> Prediction:
+        """A prediction, for code off the hot path that has the record at hand."""
+        return self.prediction(raw, key, stamp) if self.keyed else self.prediction(raw)
+
+    def read_outcome(self, raw: Payload, key: bytes | str | None = None, stamp: int | None = None) -> Outcome:
+        return self.outcome(raw, key, stamp) if self.keyed else self.outcome(raw)
+
+    def tags(self, raw: Payload, key: bytes | str | None = None, stamp: int | None = None) -> Tags | Prediction | None:
         """What `--segment` reads of a prediction, or None if it cannot be read."""
         if not self.mapped:
             return decode_tags(raw)
         try:
-            return self.prediction(raw)
+            return self.read_prediction(raw, key, stamp)
         except RecordError:
             return None
 
-    def decision_id(self, raw: Payload) -> str | None:
+    def decision_id(self, raw: Payload, key: bytes | str | None = None, stamp: int | None = None) -> str | None:
         """An outcome's decision id, or None if it has none."""
         if not self.mapped:
             return decode_id(raw)
         try:
-            return self.outcome(raw).decision_id
+            return self.read_outcome(raw, key, stamp).decision_id
         except RecordError:
             return None
 
-    def features(self, raw: Payload) -> tuple[str, dict[str, Any]] | None:
+    def features(self, raw: Payload, key: bytes | str | None = None,
+                 stamp: int | None = None) -> tuple[str, dict[str, Any]] | None:
         """A prediction's decision id and features, if it has a table of them."""
         try:
-            p = self.prediction(raw)
+            p = self.read_prediction(raw, key, stamp)
             found = msgspec.json.decode(p.features)
         except (RecordError, msgspec.DecodeError):
             return None
         return (p.decision_id, found) if isinstance(found, dict) and found else None
 
 
-def _after(first: Callable[[Payload], bytes], then: Callable[[Payload], T]) -> Callable[[Payload], T]:
+def _after(first: Callable[[Payload], bytes], then: Callable[..., T], keyed: bool) -> Callable[..., T]:
+    if keyed:
+        return lambda raw, key=None, stamp=None: then(first(raw), key, stamp)
     return lambda raw: then(first(raw))
 
 
 @cache
-def _compiled(cls: type[T], found: FieldMap) -> Callable[[Payload], T]:
+def _compiled(cls: type[T], found: FieldMap) -> Callable[..., T]:
     """A decoder of records shaped as `found` says, returning the contract's type."""
     fields = {f.name: f for f in msgspec.structs.fields(cls)}
     tree: dict[str, Any] = {}  # the record's shape: key -> subtree, or a leaf (type, required, default)
     leaves = _effective(found, cls)
     for name, path in leaves:
+        if path[0] in (KEY, STAMP):
+            continue
         if "." in name:  # a group's member: optional, and left out of the table when missing
             leaf: tuple[Any, bool, Any] = (str | None if cls is Prediction else float | None, False, None)
         else:
@@ -189,12 +228,14 @@ def _compiled(cls: type[T], found: FieldMap) -> Callable[[Payload], T]:
     shape, _ = _struct(cls.__name__, tree)
     decoder = msgspec.json.Decoder(shape)
     what = "prediction" if cls is Prediction else "outcome"
-    chains = [_chain(tree, path) for _, path in leaves]
+    chains = [path if path[0] in (KEY, STAMP) else _chain(tree, path) for _, path in leaves]
     members = [name.partition(".")[2] for name, _ in leaves if "." in name]
+    key_of, stamp_of = _off_record(what)
 
-    def slow(record: Any) -> T:
+    def slow(record: Any, key: bytes | str | None, stamp: int | None) -> T:
         """The same reading, for a record that wrote an optional level as null."""
-        values = [_walk(record, chain) for chain in chains]
+        values: list[Any] = [key_of(key) if chain[0] == KEY else stamp_of(stamp) if chain[0] == STAMP
+                             else _walk(record, chain) for chain in chains]
         if members:
             first = next(i for i, (name, _) in enumerate(leaves) if "." in name)
             table = {k: v for k, v in zip(members, values[first:], strict=False) if v is not None}
@@ -205,7 +246,7 @@ def _compiled(cls: type[T], found: FieldMap) -> Callable[[Payload], T]:
     args: list[str] = []
     lines: list[str] = []
     for (name, _), chain in zip(leaves, chains, strict=True):
-        value = "r." + ".".join(chain)
+        value = {KEY: "key_of(key)", STAMP: "stamp_of(stamp)"}.get(chain[0], "r." + ".".join(chain))
         if "." not in name:
             args.append(value)
             continue
@@ -216,7 +257,7 @@ def _compiled(cls: type[T], found: FieldMap) -> Callable[[Payload], T]:
             lines.append("t = {k: v for k, v in t.items() if v is not None} or None if None in t.values() else t")
             args.append("t")
     body = "\n        ".join([*lines, f"return cls({', '.join(args)})"])
-    source = f"""def decode(raw):
+    source = f"""def decode(raw, key=None, stamp=None):
     try:
         r = decoder.decode(raw)
     except (DecodeError, RecursionError):
@@ -225,12 +266,31 @@ def _compiled(cls: type[T], found: FieldMap) -> Callable[[Payload], T]:
     try:
         {body}
     except AttributeError:
-        return slow(r)
+        return slow(r, key, stamp)
 """
     scope: dict[str, Any] = {"decoder": decoder, "cls": cls, "strict": strict, "what": what, "slow": slow,
-             "DecodeError": msgspec.DecodeError}
+                             "DecodeError": msgspec.DecodeError, "key_of": key_of, "stamp_of": stamp_of}
     exec(compile(source, f"<{what} mapping>", "exec"), scope)  # our own text: names are f<i>
-    return cast(Callable[[Payload], T], scope["decode"])
+    return cast(Callable[..., T], scope["decode"])
+
+
+def _off_record(what: str) -> tuple[Callable[[bytes | str | None], str], Callable[[int | None], int]]:
+    """Readers of the record's key and Kafka timestamp, for fields mapped to `@key` and `@timestamp`."""
+
+    def key_of(key: bytes | str | None) -> str:
+        if key is None:
+            raise RecordError(f"{what}: the record has no key, which {KEY} reads")
+        try:
+            return key if isinstance(key, str) else key.decode()
+        except UnicodeDecodeError:
+            raise RecordError(f"{what}: the record key is not UTF-8 text, which {KEY} reads") from None
+
+    def stamp_of(stamp: int | None) -> int:
+        if stamp is None:
+            raise RecordError(f"{what}: the record has no Kafka timestamp, which {STAMP} reads")
+        return stamp
+
+    return key_of, stamp_of
 
 
 def _struct(name: str, tree: dict[str, Any]) -> tuple[type[msgspec.Struct], bool]:
@@ -262,7 +322,7 @@ def _chain(tree: dict[str, Any], path: tuple[str, ...]) -> list[str]:
     return chain
 
 
-def _walk(record: Any, chain: list[str]) -> Any:
+def _walk(record: Any, chain: Sequence[str]) -> Any:
     for attr in chain:
         if record is None:
             return None

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import msgspec
 
-from monitor.debug.records import Bad, Incoming
+from monitor.contract.events import Incoming
+from monitor.debug.records import Bad
 
 
 class _Line(msgspec.Struct, omit_defaults=True):

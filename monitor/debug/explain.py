@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from monitor.contract import report
-from monitor.contract.events import Payload
+from monitor.contract.events import Incoming
 from monitor.contract.report import Explained as Explanation
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert, Detector
@@ -67,11 +67,11 @@ class Collector:
 
         source.joiner.on_final = final
 
-    def observe(self, topic: str, value: Payload) -> None:
+    def observe(self, record: Incoming) -> None:
         """See a record before the engine does: keep a prediction's features until it is final."""
-        if topic != self.spec.topics.predictions:
+        if record.topic != self.spec.topics.predictions:
             return
-        found = self.spec.reader.features(value)
+        found = self.spec.reader.features(record.value, record.key, record.timestamp)
         if found is not None:
             self._waiting.setdefault(*found)
 

@@ -17,7 +17,7 @@ from typing import BinaryIO, NamedTuple, Protocol
 from monitor.contract.avro import container_values, is_container
 from monitor.contract.decode import decode_record, event_time
 from monitor.contract.errors import MonitorError, RecordError
-from monitor.contract.events import Payload
+from monitor.contract.events import Incoming, Payload
 from monitor.contract.spec import Spec
 from monitor.engine.segments import UNKNOWN
 
@@ -33,28 +33,6 @@ class Raw(NamedTuple):
     timestamp: int | None = None  # ms
     partition: int | None = None
     offset: int | None = None
-
-
-class Incoming(Protocol):
-    """What the engine reads of a record: a `Raw`, or a replay file's decoded line as it is."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def value(self) -> Payload: ...
-
-    @property
-    def key(self) -> str | None: ...
-
-    @property
-    def timestamp(self) -> int | None: ...
-
-    @property
-    def partition(self) -> int | None: ...
-
-    @property
-    def offset(self) -> int | None: ...
 
 
 class Bad(NamedTuple):
@@ -161,6 +139,11 @@ class RawFiles:
     unit = "bytes"
 
     def __init__(self, spec: Spec, predictions: Path, outcomes: Path) -> None:
+        for table in TABLES:
+            for name, path in getattr(spec, table).paths:
+                if path[0].startswith("@"):
+                    raise MonitorError(f"{table}.{name} = {path[0]!r}: bare values have no record key or Kafka"
+                                       " timestamp; replay an envelope file (--input) or the topics instead")
         self.paths = ((predictions, spec.topics.predictions, 0), (outcomes, spec.topics.outcomes, 1))
         self.containers = tuple(map(_container, (predictions, outcomes)))
         self.spec = replace(spec, **{table: replace(getattr(spec, table), format="json")
@@ -260,14 +243,14 @@ class Narrowed:
         predictions, outcomes = self.spec.topics.predictions, self.spec.topics.outcomes
         for record in self.source:
             if not isinstance(record, Bad):
-                if record.topic == predictions and not self._matches(record.value):
+                if record.topic == predictions and not self._matches(record):
                     continue
-                if record.topic == outcomes and self.dropped and self._dropped(record.value):
+                if record.topic == outcomes and self.dropped and self._dropped(record):
                     continue
             yield record
 
-    def _matches(self, value: Payload) -> bool:
-        tags = self.spec.reader.tags(value)
+    def _matches(self, record: Incoming) -> bool:
+        tags = self.spec.reader.tags(record.value, record.key, record.timestamp)
         if tags is None:
             return True
         for field, want in self.wanted.items():
@@ -277,6 +260,6 @@ class Narrowed:
                 return False
         return True
 
-    def _dropped(self, value: Payload) -> bool:
-        decision_id = self.spec.reader.decision_id(value)
+    def _dropped(self, record: Incoming) -> bool:
+        decision_id = self.spec.reader.decision_id(record.value, record.key, record.timestamp)
         return decision_id is not None and decision_id in self.dropped

@@ -45,11 +45,11 @@ class Feed:
         self.on_dead_letter = on_dead_letter
         self._undrained = 0
 
-    def process(self, topic: str, value: Payload, partition: int | None = None,
-                offset: int | None = None, timestamp: int | None = None) -> None:
+    def process(self, topic: str, value: Payload, partition: int | None = None, offset: int | None = None,
+                timestamp: int | None = None, key: bytes | str | None = None) -> None:
         """Handle one raw record from `predictions` or `outcomes` (`timestamp`: its Kafka timestamp in
         milliseconds, if it has one); a bad one is dead-lettered."""
-        letter = self.source.handle(topic, value, partition, offset, timestamp)
+        letter = self.source.handle(topic, value, partition, offset, timestamp, key)
         if letter is not None and self.on_dead_letter is not None:
             self.on_dead_letter(letter)
         self._undrained += 1

@@ -141,9 +141,10 @@ class Source:
         self._predictions, self._outcomes = spec.topics.predictions, spec.topics.outcomes
         self._limit = spec.limits.max_record_bytes
         self._prediction, self._outcome = spec.reader.prediction, spec.reader.outcome
+        self._keyed = spec.reader.keyed
 
-    def handle(self, topic: str, value: Payload, partition: int | None = None,
-               offset: int | None = None, timestamp: int | None = None) -> DeadLetter | None:
+    def handle(self, topic: str, value: Payload, partition: int | None = None, offset: int | None = None,
+               timestamp: int | None = None, key: bytes | str | None = None) -> DeadLetter | None:
         """Take one raw record of `predictions` or `outcomes` (`timestamp`: its Kafka timestamp in ms, if
         known); returns it as a dead letter if unusable."""
         tracked = NO_OFFSET
@@ -160,13 +161,13 @@ class Source:
         letter = None
         try:
             if topic == self._predictions:
-                p = self._prediction(value)
+                p = self._prediction(value, key, timestamp) if self._keyed else self._prediction(value)
                 ts, score, predicted = check_prediction(spec, p, timestamp)
                 segment = self.segments.of(p)
                 if joiner.prediction(p.decision_id, ts, score, segment, predicted, tracked):
                     self.parts.early.see(ts, segment, score)  # a new decision: early readings count it
             elif topic == self._outcomes:
-                o = self._outcome(value)
+                o = self._outcome(value, key, timestamp) if self._keyed else self._outcome(value)
                 joiner.outcome(o, check_outcome(spec, o, timestamp), tracked)
             else:
                 raise RecordError(f"topic {topic!r} is neither predictions nor outcomes")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from monitor.contract.errors import MonitorError
-from monitor.contract.events import Payload, Prediction
+from monitor.contract.events import Incoming, Prediction
 from monitor.contract.spec import Spec
 from monitor.engine.intake import check_prediction
 from monitor.engine.join import DONE, HeldOutcome
@@ -54,12 +54,12 @@ class JoinedTable:
         self._finals: dict[str, Decision] = {}
         self._status: dict[str, int] = {}
 
-    def see(self, topic: str, value: Payload) -> None:
+    def see(self, record: Incoming) -> None:
         """Note a record before the engine handles it (only predictions carry fields the join drops)."""
         self._current = None
-        if topic == self.spec.topics.predictions:
+        if record.topic == self.spec.topics.predictions:
             with contextlib.suppress(MonitorError):  # the engine dead-letters it
-                self._current = self.spec.reader.prediction(value)
+                self._current = self.spec.reader.read_prediction(record.value, record.key, record.timestamp)
 
     # -- the join's journal -----------------------------------------------------------------------
     def pending(self, decision_id: str, packed: bytes | None) -> None:

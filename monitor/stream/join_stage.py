@@ -40,6 +40,9 @@ class Record(Protocol):
     @property
     def timestamp(self) -> int | None: ...  # milliseconds
 
+    @property
+    def key(self) -> bytes | None: ...
+
 
 OVERALL_KEY = b"\x00all"
 CHECKPOINT_RECORDS = DRAIN_RECORDS  # records per checkpoint at most: the in-process monitor drains alike
@@ -151,7 +154,7 @@ class JoinStage:
         for record in records:
             value = record.value
             letter = handle(topic, b"" if value is None else value, partition, record.offset,  # None: a tombstone
-                            record.timestamp)
+                            record.timestamp, record.key)
             if letter is not None:
                 letters.append(letter)
         return letters
