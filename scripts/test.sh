@@ -2,13 +2,14 @@
 # The full test run, from a fresh machine: install into .venv, lint, type-check, build the compiled
 # engine into .compiled (tests/test_compiled.py compares it with the pure-Python one), install
 # promtool, amtool and chromium when missing (as root, from Debian's packages), start a private
-# Kafka broker, run every test, stop the broker.
+# Kafka broker and schema registry (Java 17 and Java 21+), run every test, stop them.
 #
 #   scripts/test.sh [pytest args]
 #   scripts/test.sh --fast [pytest args]   the inner loop, under 3 minutes: lint, types, the docs, and the
 #                                          tests that need no broker, no compiled build and no Debian tool
 #
-# With KAFKA_BOOTSTRAP set, the tests use that broker and none is started.
+# With KAFKA_BOOTSTRAP set, the tests use that broker and none is started; with MONITOR_TEST_REGISTRY
+# (a Confluent-compatible API's URL), that registry.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
@@ -64,14 +65,23 @@ if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! comma
   install_ops_tools || { echo "test.sh: installing prometheus, prometheus-alertmanager and chromium failed" >&2; exit 1; }
 fi
 
+stops=()
+trap 'for stop in "${stops[@]}"; do eval "$stop" >&2 || true; done' EXIT
 if [[ -z "${KAFKA_BOOTSTRAP:-}" ]]; then
   # A broker of the tests' own, on its own port and data dir, wiped afterwards.
   export KAFKA_PORT="${KAFKA_TEST_PORT:-19092}" KAFKA_HOME_DIR=.kafka-test
-  trap 'KAFKA_WIPE=1 bash scripts/kafka-down.sh >&2 || true' EXIT
+  stops+=("KAFKA_WIPE=1 bash scripts/kafka-down.sh")
   KAFKA_BOOTSTRAP="$(bash scripts/kafka-up.sh | tail -n 1)"
   export KAFKA_BOOTSTRAP
 fi
+if [[ -z "${MONITOR_TEST_REGISTRY:-}" ]]; then
+  # A schema registry of the tests' own (Apicurio Registry, in memory; needs Java 21+), stopped afterwards.
+  export REGISTRY_PORT="${REGISTRY_TEST_PORT:-18081}" REGISTRY_HOME_DIR=.registry-test
+  stops+=("bash scripts/registry-down.sh")
+  MONITOR_TEST_REGISTRY="$(bash scripts/registry-up.sh | tail -n 1)"
+  export MONITOR_TEST_REGISTRY
+fi
 export MONITOR_REQUIRE_KAFKA=1  # integration and ops tests fail, never skip, when the broker or tools are missing
-echo "Kafka broker: $KAFKA_BOOTSTRAP" >&2
+echo "Kafka broker: $KAFKA_BOOTSTRAP; schema registry: $MONITOR_TEST_REGISTRY" >&2
 
 python -m pytest "$@"

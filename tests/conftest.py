@@ -84,6 +84,17 @@ def bootstrap() -> str:
     return servers
 
 
+@pytest.fixture(scope="session")
+def registry_url() -> str:
+    """The test schema registry's Confluent-compatible API (from scripts/test.sh or $MONITOR_TEST_REGISTRY)."""
+    url = os.environ.get("MONITOR_TEST_REGISTRY")
+    if not url:
+        if os.environ.get("MONITOR_REQUIRE_KAFKA"):
+            pytest.fail("MONITOR_TEST_REGISTRY is not set, yet the integration tests are required")
+        pytest.skip("no schema registry: run scripts/test.sh, or scripts/registry-up.sh and set MONITOR_TEST_REGISTRY")
+    return url
+
+
 ROOT = Path(__file__).parent.parent
 ARTIFACTS = ROOT / "artifacts"  # screenshots of reports opened in the browser
 

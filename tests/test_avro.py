@@ -19,7 +19,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from monitor.apps.replay import replay, run
-from monitor.apps.reshape import MAPPING, in_ms, reshaped
+from monitor.apps.reshape import MAPPING, OUTCOME, PREDICTION, in_ms, reshaped
 from monitor.apps.simulate import simulate, write_jsonl
 from monitor.contract import registry
 from monitor.contract import spec as specs
@@ -30,30 +30,6 @@ from tests.test_mapping import same_but_reasons
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "http://registry.invalid:8081"
-ANY = ["null", "boolean", "long", "double", "string"]  # a JSON leaf, so that odd values serialize as they are
-
-
-def nested(name: str, fields: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "record", "name": name, "fields": [
-        {"name": k, "type": v if isinstance(v, list) else ["null", v], "default": None} for k, v in fields.items()]}
-
-
-PREDICTION = nested("Decision", {
-    "request": nested("Request", {"id": ANY}),
-    "event_time": ANY,
-    "model": nested("Model", {"name": ANY, "version": ANY}),
-    "experiment": nested("Experiment", {"arm": ANY}),
-    "output": nested("Output", {"probability": ANY, "action": ANY}),
-    "geo": nested("Geo", {"country": ANY}),
-    "inputs": {"type": "map", "values": ANY},
-})
-OUTCOME = nested("Purchase", {
-    "attribution": nested("Attribution", {"request_id": ANY}),
-    "occurred_at": ["null", {"type": "long", "logicalType": "timestamp-millis"}, "string"],
-    "converted": ANY,
-    "amount_eur": ANY,
-    "basket": nested("Basket", {"items": ANY}),
-})
 AVRO = f"""
 [schema_registry]
 url = "{URL}"

@@ -1,5 +1,6 @@
 """The simulated stream as a company might publish it: other names, nesting, numeric times in milliseconds,
-and the spec tables that read it (`[predictions]`, `[outcomes]`). For the mapping's tests and benchmark."""
+and the spec tables that read it (`[predictions]`, `[outcomes]`), and Avro schemas that can write it. For the
+mapping's and Avro's tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -69,3 +70,30 @@ def in_ms(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if isinstance(value, dict) and isinstance(value.get("ts"), float):
             value["ts"] = round(value["ts"] * 1000) / 1000
     return records
+
+
+# Avro schemas of the reshaped records, each leaf any JSON scalar so that odd values serialize as they are
+ANY = ["null", "boolean", "long", "double", "string"]
+
+
+def _nested(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "record", "name": name, "fields": [
+        {"name": k, "type": v if isinstance(v, list) else ["null", v], "default": None} for k, v in fields.items()]}
+
+
+PREDICTION = _nested("Decision", {
+    "request": _nested("Request", {"id": ANY}),
+    "event_time": ANY,
+    "model": _nested("Model", {"name": ANY, "version": ANY}),
+    "experiment": _nested("Experiment", {"arm": ANY}),
+    "output": _nested("Output", {"probability": ANY, "action": ANY}),
+    "geo": _nested("Geo", {"country": ANY}),
+    "inputs": {"type": "map", "values": ANY},
+})
+OUTCOME = _nested("Purchase", {
+    "attribution": _nested("Attribution", {"request_id": ANY}),
+    "occurred_at": ["null", {"type": "long", "logicalType": "timestamp-millis"}, "string"],
+    "converted": ANY,
+    "amount_eur": ANY,
+    "basket": _nested("Basket", {"items": ANY}),
+})

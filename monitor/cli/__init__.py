@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli import debugging, running  # noqa: F401  (their commands join the app)
+from monitor.cli import debugging, inspecting, running  # noqa: F401  (their commands join the app)
 from monitor.cli.common import app, say_error
 from monitor.contract.errors import MonitorError
 

@@ -141,11 +141,12 @@ def produce(path: Path, kafka: Connection, rate: float | None = None,
                     continue
                 try:
                     record = decode_record(line)
+                    value = bytes(record.payload())  # a capture's raw bytes (Avro, say) exactly as Kafka held them
                 except RecordError:
                     skipped += 1
                     continue
                 key = record.key.encode() if record.key is not None else None
-                producer.send(rename.get(record.topic, record.topic), key=key, value=bytes(record.value),
+                producer.send(rename.get(record.topic, record.topic), key=key, value=value,
                               timestamp_ms=record.timestamp)
                 sent += 1
                 if rate:
