@@ -264,3 +264,85 @@ def test_a_record_without_a_key_is_dead_lettered_naming_it(spec_text_module: str
         spec.reader.prediction(value, None, None)
     with pytest.raises(RecordError, match="not UTF-8"):
         spec.reader.prediction(value, b"\xff", None)
+
+
+# -- property: a mapping read off a reshaped record equals the contract read off the record itself ------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from monitor.contract.decode import decode_outcome, decode_prediction  # noqa: E402
+from monitor.contract.mapping import parse_map  # noqa: E402
+
+NAMES = st.text("abcdefgh_", min_size=1, max_size=6)
+TEXT = st.text(max_size=8)
+NUMBER = st.floats(allow_nan=False, allow_infinity=False, width=64)
+FIELDS = {  # contract field -> values it may hold, with a chance of a wrong type
+    "predictions": {"decision_id": TEXT, "ts": st.floats(0, 4e9), "model": TEXT, "score": st.floats(0, 1),
+                    "model_version": TEXT, "variant": TEXT, "action": TEXT, "prediction": st.booleans(),
+                    "segment": st.dictionaries(NAMES, TEXT, max_size=2)},
+    "outcomes": {"decision_id": TEXT, "ts": st.floats(0, 4e9), "label": st.booleans() | NUMBER, "value": NUMBER,
+                 "kpis": st.dictionaries(NAMES, NUMBER, max_size=2)},
+}
+
+
+@st.composite
+def mapped_records(draw: st.DrawFn) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A topic, its mapping table, a contract record and the same record reshaped by the mapping (with noise)."""
+    topic = draw(st.sampled_from(["predictions", "outcomes"]))
+    fields = FIELDS[topic]
+    record = {name: draw(values | st.sampled_from([None, "x", 1.5, [1]])) for name, values in fields.items()
+              if draw(st.booleans()) or name in ("decision_id", "ts")}
+    record = {k: v for k, v in record.items() if v is not None}
+    table: dict[str, Any] = {}
+    shaped: dict[str, Any] = {"noise": draw(TEXT)}
+    for i, name in enumerate(fields):
+        if not draw(st.booleans()):
+            if name in record:
+                shaped[name] = record[name]
+            continue
+        if name in ("segment", "kpis"):  # a group is mapped member by member
+            members = record.get(name, {"m": None})
+            if not isinstance(members, dict) or not members:  # an empty table reads as None when mapped
+                shaped[name] = members
+                continue
+            table[name] = {}
+            for j, (member, value) in enumerate(members.items()):
+                path = [f"k{i}_{j}", *draw(st.lists(NAMES, max_size=2))]
+                table[name][member] = ".".join(path)
+                if value is not None:
+                    _put_path(shaped, path, value)
+            continue
+        path = [f"k{i}", *draw(st.lists(NAMES, max_size=2))]
+        table[name] = ".".join(path)
+        if name in record:
+            _put_path(shaped, path, record[name])
+    return topic, table, record, shaped
+
+
+def _put_path(shaped: dict[str, Any], path: list[str], value: Any) -> None:
+    node = shaped
+    for step in path[:-1]:
+        node = node.setdefault(step, {"noise": 1})
+    node[path[-1]] = value
+
+
+@given(mapped_records())
+@settings(max_examples=400, deadline=None)
+def test_mapping_then_decoding_equals_decoding_the_record(case: tuple[str, dict[str, Any], dict[str, Any],
+                                                                      dict[str, Any]]) -> None:
+    topic, table, record, shaped = case
+    found = parse_map(table, topic)
+    if not found.paths:
+        return
+    read = specs.Reader(found, specs.FieldMap()) if topic == "predictions" else specs.Reader(specs.FieldMap(), found)
+    mapped = read.prediction if topic == "predictions" else read.outcome
+    contract = decode_prediction if topic == "predictions" else decode_outcome
+    try:
+        want: Any = contract(orjson.dumps(record))
+    except RecordError:
+        want = RecordError
+    try:
+        got: Any = mapped(orjson.dumps(shaped))
+    except RecordError:
+        got = RecordError
+    assert got == want
