@@ -25,6 +25,6 @@ WORKDIR /home/monitor
 # /metrics and /healthz of the worker
 EXPOSE 6066
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:6066/healthz', timeout=4)"]
+    CMD ["monitor", "health", "--web-port", "6066"]
 CMD ["monitor", "worker", "--spec", "/etc/monitor/checkout.toml", "--bootstrap", "kafka:9092", \
      "--web-host", "0.0.0.0", "--web-port", "6066"]

@@ -241,6 +241,8 @@ def _acker(stream: Any, event: faust.EventT[bytes]) -> Any:
 def run(app: faust.App, loglevel: str = "warning") -> None:
     """Run the worker until SIGTERM or Ctrl-C; shutdown commits offsets and flushes the producer."""
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    if not worker.stdout.isatty():  # its start-up spinner would write cursor codes into a log file
+        worker.spinner = None
     worker.execute_from_commandline()
 
 

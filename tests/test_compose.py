@@ -223,7 +223,9 @@ def test_dockerfile_is_pinned_unprivileged_and_checks_health() -> None:
     users = [args for op, args in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     healthchecks = [args for op, args in instructions if op == "HEALTHCHECK"]
-    assert healthchecks and "NONE" not in healthchecks[-1] and f"127.0.0.1:{WEB_PORT}/healthz" in healthchecks[-1]
+    assert healthchecks and "NONE" not in healthchecks[-1]
+    probe = yaml.safe_load(healthchecks[-1].split("CMD", 1)[1])  # the worker's own probe, credentials from the env
+    assert probe[:2] == ["monitor", "health"] and cli(probe)[1]["web_port"] == WEB_PORT
     assert ("EXPOSE", str(WEB_PORT)) in instructions
     cmd = [args for op, args in instructions if op == "CMD"][-1]
     command, options = cli(list(yaml.safe_load(cmd)))  # the exec form is a JSON list

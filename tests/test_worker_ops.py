@@ -138,6 +138,16 @@ def test_web_port_with_basic_auth_and_tls_shows_no_table_or_secret(bootstrap: st
         fetch(base_url + "/metrics", ssl.create_default_context(cafile=str(certificates / "rogue.pem")))
     assert site.get(port, "/metrics") == ""  # plain HTTP gets no answer
     assert prometheus_scrapes(site.tmp, port, certificates, password) > 0
+    # The container's HEALTHCHECK: `monitor health` with the worker's settings from the environment.
+    probe = {"MONITOR_WEB_PORT": str(port), "MONITOR_WEB_CERTFILE": str(certificates / "broker.pem"),
+             "MONITOR_WEB_KEYFILE": str(certificates / "broker.key")}
+    def health(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "monitor.cli", "health"], capture_output=True, text=True,
+                              timeout=60, env={**site.env, **probe, **env})
+    assert health({"MONITOR_WEB_USER": "prometheus"}).returncode == 0
+    refused = health({"MONITOR_WEB_PASSWORD": "wrong", "MONITOR_WEB_USER": "prometheus"})
+    assert refused.returncode == 1 and "no healthy worker" in refused.stderr and password not in refused.stderr
+    assert "\x1b[" not in site.log(port)  # no terminal codes in a log file
     site.stop(port)
     assert password not in site.log(port) + "".join(site.outputs)
     assert f"on https://127.0.0.1:{port} (https, basic auth as 'prometheus')" in site.log(port)

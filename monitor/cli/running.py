@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from monitor.cli.common import (
     connect,
     fail,
     one_blas_thread,
+    say_error,
     seconds,
 )
 from monitor.contract.errors import MonitorError
@@ -172,6 +175,44 @@ def worker(
     typer.echo(f"worker {loaded.name}: Kafka at {kafka.describe()}, {partitions} input partitions;"
                f" /metrics and /healthz on {access.scheme}://{web_host}:{web_port} ({access.describe()})", err=True)
     run(create_app(loaded, kafka, partitions, web_port, snapshot_bytes, web_host=web_host, access=access), loglevel)
+
+
+@app.command()
+def health(
+    web_port: Annotated[int, typer.Option(envvar="MONITOR_WEB_PORT", help="The worker's web port.")] = 6066,
+    web_user: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="MONITOR_WEB_USER", help="Basic-auth user, as the worker's --web-user; the password from "
+        "$MONITOR_WEB_PASSWORD or $MONITOR_WEB_PASSWORD_FILE.")] = None,
+    web_certfile: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="MONITOR_WEB_CERTFILE", help="Set when the worker serves HTTPS: ask over HTTPS.")] = None,
+    web_keyfile: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="MONITOR_WEB_KEYFILE", help="The worker's --web-keyfile (checked with the certificate).")] = None,
+) -> None:
+    """Ask the worker on this machine whether it is healthy (a container's HEALTHCHECK): exit 0 if so."""
+    import ssl
+    import urllib.request
+
+    from monitor.infra.web_access import web_access
+
+    try:
+        access = web_access(web_user, web_certfile, web_keyfile, os.environ)
+    except MonitorError as exc:
+        fail(exc)
+    request = urllib.request.Request(f"{access.scheme}://127.0.0.1:{web_port}/healthz")
+    if access.user and access.password is not None:
+        token = base64.b64encode(f"{access.user}:{access.password.reveal()}".encode()).decode()
+        request.add_header("Authorization", "Basic " + token)
+    # The worker's own certificate names its public host, not 127.0.0.1: this loopback probe does not check it.
+    context = ssl._create_unverified_context() if access.certfile else None
+    try:
+        with urllib.request.urlopen(request, timeout=4, context=context) as response:
+            status = json.loads(response.read()).get("status")
+    except (OSError, ValueError) as exc:
+        say_error(f"no healthy worker on port {web_port}: {getattr(exc, 'reason', exc)}")
+        raise typer.Exit(1) from None
+    if status != "ok":
+        say_error(f"the worker on port {web_port} says {status!r}")
+        raise typer.Exit(1)
 
 
 @app.command()
