@@ -25,7 +25,7 @@ from monitor.engine.intake import DeadLetter
 from monitor.engine.join import PENDING, HeldOutcome, JoinCounts
 from monitor.engine.source import DRAIN_RECORDS, Source
 from monitor.stream import wire
-from monitor.stream.store import Store, Write
+from monitor.stream.store import Ownership, Store, Write
 
 
 class Record(Protocol):
@@ -129,19 +129,8 @@ class JoinStage:
         self.snapshot_min_bytes = snapshot_min_bytes
         self.checkpoint_seconds = checkpoint_seconds
         self.partitions: dict[int, _Partition] = {}
-        self.epochs: dict[int, int] = {}  # per partition, the epoch this worker was given it in
-        self.revoked: set[int] = set()  # taken away and not given back
-
-    def assign(self, partitions: set[int], epoch: int) -> None:
-        """This worker owns `partitions` from `epoch` on (the group generation that gave them)."""
-        for partition in partitions:
-            self.epochs[partition] = epoch
-        self.revoked -= partitions
-
-    def owns(self, partition: int) -> bool:
-        """False once the partition is revoked, until it is assigned again: a tick or a batch fetched
-        before the rebalance must not restore a copy of it beside its new owner's."""
-        return partition not in self.revoked
+        self.ownership = Ownership()
+        self.assign, self.owns = self.ownership.assign, self.ownership.owns  # `Ownership` says why
 
     def take(self, topic: str, partition: int, records: Sequence[Record], now: float) -> list[DeadLetter]:
         """Handle a partition's records of `predictions` or `outcomes`, in offset order; returns the
@@ -211,13 +200,13 @@ class JoinStage:
         """The partition's source, restored from the store the first time it is needed."""
         part = self.partitions.get(partition)
         if part is None:
-            part = _Partition(partition, self.spec, now, self.epochs.get(partition, 0))
+            part = _Partition(partition, self.spec, now, self.ownership.epoch(partition))
             self.partitions[partition] = part
             self._restore(part)
         return part
 
     def revoke(self, partitions: set[int]) -> None:
-        self.revoked |= partitions
+        self.ownership.revoke(partitions)
         for partition in partitions:
             self.partitions.pop(partition, None)
 

@@ -23,7 +23,7 @@ from monitor.engine.source import Part
 from monitor.engine.windows import NEVER, SegmentKey
 from monitor.stats.summary import Summary
 from monitor.stream import wire
-from monitor.stream.store import Store, Write
+from monitor.stream.store import Ownership, Store, Write
 
 SAVE_SECONDS = 0.5  # the age of a metrics partition's unsaved merges: acks and alerts wait for a save, gauges do not
 log = logging.getLogger(__name__)
@@ -83,12 +83,9 @@ class MetricsStage:
         self.sources = sources  # input partitions: windows close once all of them have passed
         self.store = store
         self.partitions: dict[int, _Partition] = {}
-        self.epochs: dict[int, int] = {}  # per partition, the epoch this worker was given it in
         self.fenced = 0  # deltas of a zombie owner's checkpoints, dropped
-        # Partitions taken away and not given back: Faust may still hand this worker a delta or a tick
-        # of theirs that it fetched before the rebalance, and touching one would restore a copy of the
-        # partition here, beside its new owner's, and save it under the new owner's epoch.
-        self.revoked: set[int] = set()
+        self.ownership = Ownership()
+        self.assign, self.owns = self.ownership.assign, self.ownership.owns  # `Ownership` says why
         self.strays = 0  # deltas of a revoked partition, left to its new owner
         self._fired: list[Alert | EarlyAlert] = []
         self._quiet = False
@@ -97,19 +94,9 @@ class MetricsStage:
     def rollups(self) -> dict[int, Rollup]:
         return {q: part.rollup for q, part in self.partitions.items()}
 
-    def assign(self, partitions: set[int], epoch: int) -> None:
-        """This worker owns `partitions` from `epoch` on (the group generation that gave them)."""
-        for partition in partitions:
-            self.epochs[partition] = epoch
-        self.revoked -= partitions
-
-    def owns(self, partition: int) -> bool:
-        """False once the partition is revoked, until it is assigned again."""
-        return partition not in self.revoked
-
     def handle(self, partition: int, raw: bytes) -> None:
         """Merge one Delta in memory; `save` returns what makes it durable."""
-        if partition in self.revoked:
+        if not self.owns(partition):
             self.strays += 1
             log.info("left a delta of revoked metrics partition %d to its new owner", partition)
             return
@@ -245,12 +232,12 @@ class MetricsStage:
         part = self.partitions.get(partition)
         if part is None:
             rollup = Rollup(self.spec, self.replay_source, on_alert=self._alert, on_early=self._alert)
-            part = self.partitions[partition] = _Partition(rollup, self.epochs.get(partition, 0))
+            part = self.partitions[partition] = _Partition(rollup, self.ownership.epoch(partition))
             self._restore(partition, part)
         return part
 
     def revoke(self, partitions: set[int]) -> list[Rollup]:
-        self.revoked |= partitions
+        self.ownership.revoke(partitions)
         return [self.partitions.pop(p).rollup for p in partitions if p in self.partitions]
 
     def frontier(self, part: _Partition) -> float:

@@ -38,3 +38,29 @@ class Store(Protocol):
 
 
 Write = tuple[bytes, bytes | None]  # a key and its new value; None deletes it
+
+
+class Ownership:
+    """The partitions a stage was given, each with its epoch, and those taken away since.
+
+    Faust may still hand a stage a batch, a tick or a delta of a partition it has just lost, fetched
+    before the rebalance: touching it would restore a copy of the partition beside its new owner's,
+    and save it under the new owner's epoch. `owns` is false for such a partition until it is given back."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, int] = {}  # per partition, the epoch this worker was given it in
+        self.revoked: set[int] = set()  # taken away and not given back
+
+    def assign(self, partitions: set[int], epoch: int) -> None:
+        for partition in partitions:
+            self.epochs[partition] = epoch
+        self.revoked -= partitions
+
+    def revoke(self, partitions: set[int]) -> None:
+        self.revoked |= partitions
+
+    def owns(self, partition: int) -> bool:
+        return partition not in self.revoked
+
+    def epoch(self, partition: int) -> int:
+        return self.epochs.get(partition, 0)
