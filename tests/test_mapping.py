@@ -262,7 +262,7 @@ def test_a_record_without_a_key_is_dead_lettered_naming_it(spec_text_module: str
     assert spec.reader.prediction(value, b"d1", None).decision_id == "d1"
     with pytest.raises(RecordError, match="the record has no key, which @key reads"):
         spec.reader.prediction(value, None, None)
-    with pytest.raises(RecordError, match="not UTF-8"):
+    with pytest.raises(RecordError, match="not Unicode text"):
         spec.reader.prediction(value, b"\xff", None)
 
 
@@ -346,3 +346,23 @@ def test_mapping_then_decoding_equals_decoding_the_record(case: tuple[str, dict[
     except RecordError:
         got = RecordError
     assert got == want
+
+
+def test_a_key_that_is_not_text_is_kept_exactly_and_refused_by_at_key(tmp_path: Path, spec_text_module: str) -> None:
+    """A capture keeps a non-UTF-8 key's bytes (`key_base64`); `@key` dead-letters it, in replay as on a worker."""
+    from monitor.debug.capture import line
+    from monitor.debug.records import FileRecords, Raw
+
+    value = b'{"ts": 1767225600, "model": "m", "score": 0.5}'
+    path = tmp_path / "keys.jsonl"
+    path.write_bytes(line(Raw("predictions", value, b"\xff\x00", 1_767_225_600_000)) +
+                     line(Raw("predictions", value, "d1", 1_767_225_600_000)))
+    assert b'"key_base64":"/wA="' in path.read_bytes()
+    read = list(FileRecords(path))
+    assert [r.key for r in read] == [b"\xff\x00", "d1"]  # type: ignore[union-attr]
+    spec = specs.parse(spec_text_module + '[predictions]\ndecision_id = "@key"\n')
+    monitor = Monitor(spec)
+    for r in read:
+        monitor.process(r.topic, r.value, None, None, r.timestamp, r.key)  # type: ignore[union-attr]
+    assert monitor.joiner.counts().predictions == 1 and monitor.joiner.counts().invalid == 1
+    assert any("not Unicode text" in reason for reason in monitor.source.reasons)

@@ -36,7 +36,7 @@ class Incoming(Protocol):
     def value(self) -> Payload: ...
 
     @property
-    def key(self) -> str | None: ...
+    def key(self) -> str | bytes | None: ...  # bytes: a key that is not UTF-8 text, kept exactly
 
     @property
     def timestamp(self) -> int | None: ...
@@ -77,7 +77,8 @@ class Record(msgspec.Struct, frozen=True):
     """One Kafka record as captured in a replay file; `value` stays undecoded until routed.
 
     A value that is not one line of JSON (raw bytes, a pretty-printed document) is kept exactly in
-    `value_base64`, with `value` null, so a capture gives the engine the bytes Kafka held."""
+    `value_base64`, with `value` null, so a capture gives the engine the bytes Kafka held; a key that
+    is not UTF-8 text likewise in `key_base64`."""
 
     topic: str
     value: msgspec.Raw
@@ -86,6 +87,16 @@ class Record(msgspec.Struct, frozen=True):
     partition: int | None = None
     offset: int | None = None
     value_base64: str | None = None
+    key_base64: str | None = None  # a key that is not UTF-8 text, kept exactly (`key` null)
+
+    def record_key(self) -> str | bytes | None:
+        """The key as the engine takes it: text, or the exact bytes of one that is not UTF-8."""
+        if self.key_base64 is None:
+            return self.key
+        try:
+            return base64.b64decode(self.key_base64, validate=True)
+        except ValueError:
+            raise RecordError("replay line: `key_base64` is not base64") from None
 
     def payload(self) -> Payload:
         """The value as the engine takes it."""

@@ -283,7 +283,7 @@ def _off_record(what: str) -> tuple[Callable[[bytes | str | None], str], Callabl
         try:
             return key if isinstance(key, str) else key.decode()
         except UnicodeDecodeError:
-            raise RecordError(f"{what}: the record key is not UTF-8 text, which {KEY} reads") from None
+            raise RecordError(f"{what}: the record key is not Unicode text, which {KEY} reads") from None
 
     def stamp_of(stamp: int | None) -> int:
         if stamp is None:

@@ -2,7 +2,8 @@
 
 Each record becomes one line, `{"topic", "key", "timestamp", "value", "partition", "offset"}`, in the
 order the engine takes them, so replaying the file gives the report the range itself gives. A value
-that is not one line of JSON goes into `value_base64` instead, so the engine sees the exact bytes.
+that is not one line of JSON goes into `value_base64` instead, so the engine sees the exact bytes; a key
+that is not UTF-8 text into `key_base64`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class _Line(msgspec.Struct, omit_defaults=True):
     partition: int | None
     offset: int | None
     value_base64: str | None = None
+    key_base64: str | None = None
 
 
 _NULL = msgspec.Raw(b"null")
@@ -35,8 +37,11 @@ def line(record: Incoming) -> bytes:
     """One record as a replay-file line (with its newline)."""
     value = bytes(record.value)
     kept = _as_json(value)
-    found = _Line(record.topic, record.key, record.timestamp, _NULL if kept is None else kept, record.partition,
-                  record.offset, base64.b64encode(value).decode() if kept is None else None)
+    key = record.key
+    found = _Line(record.topic, None if isinstance(key, bytes) else key, record.timestamp,
+                  _NULL if kept is None else kept, record.partition, record.offset,
+                  base64.b64encode(value).decode() if kept is None else None,
+                  base64.b64encode(key).decode() if isinstance(key, bytes) else None)
     return msgspec.json.encode(found) + b"\n"
 
 

@@ -108,7 +108,7 @@ class KafkaRange:
             record = buffers[tp].popleft()
             self.done += 1
             if self.window.holds(record.topic, record.timestamp):
-                key = None if record.key is None else record.key.decode("utf-8", "replace")
+                key = None if record.key is None else _text(record.key)
                 yield Raw(record.topic, record.value if record.value is not None else b"", key, record.timestamp,
                           record.partition, record.offset)
             waiting.add(tp)
@@ -139,3 +139,11 @@ class KafkaRange:
             if time.monotonic() > deadline:
                 raise MonitorError(f"no records from {self.servers} for {STALL_SECONDS:.0f} s while reading the "
                                    "range; is the broker up?")
+
+
+def _text(key: bytes) -> str | bytes:
+    """A key as text, or its exact bytes if it is not UTF-8 (`@key` then refuses it, as a worker does)."""
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return key

@@ -29,7 +29,7 @@ class Raw(NamedTuple):
 
     topic: str
     value: Payload
-    key: str | None = None
+    key: str | bytes | None = None  # bytes: not UTF-8 text
     timestamp: int | None = None  # ms
     partition: int | None = None
     offset: int | None = None
@@ -115,11 +115,11 @@ class FileRecords:
                     record = decode_record(line)
                     if not (whole or window.holds(record.topic, record.timestamp)):
                         continue
-                    if record.value_base64 is None:
+                    if record.value_base64 is None and record.key_base64 is None:
                         yield record  # the decoded line serves as it is: no copy on the hot path
                     else:
-                        yield Raw(record.topic, record.payload(), record.key, record.timestamp, record.partition,
-                                  record.offset)
+                        yield Raw(record.topic, record.payload(), record.record_key(), record.timestamp,
+                                  record.partition, record.offset)
                 except RecordError as exc:
                     yield Bad(exc.reason, line)
         self.done = self.total

@@ -142,10 +142,11 @@ def produce(path: Path, kafka: Connection, rate: float | None = None,
                 try:
                     record = decode_record(line)
                     value = bytes(record.payload())  # a capture's raw bytes (Avro, say) exactly as Kafka held them
+                    key = record.record_key()
                 except RecordError:
                     skipped += 1
                     continue
-                key = record.key.encode() if record.key is not None else None
+                key = key.encode() if isinstance(key, str) else key
                 producer.send(rename.get(record.topic, record.topic), key=key, value=value,
                               timestamp_ms=record.timestamp)
                 sent += 1
