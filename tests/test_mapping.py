@@ -366,3 +366,38 @@ def test_a_key_that_is_not_text_is_kept_exactly_and_refused_by_at_key(tmp_path: 
         monitor.process(r.topic, r.value, None, None, r.timestamp, r.key)  # type: ignore[union-attr]
     assert monitor.joiner.counts().predictions == 1 and monitor.joiner.counts().invalid == 1
     assert any("not Unicode text" in reason for reason in monitor.source.reasons)
+
+
+def test_simulated_records_shaped_by_a_spec_are_what_it_reads(spec_text_module: str) -> None:
+    """`as_mapped` (what the demo streams for a mapped spec) gives the records this module's MAPPING reads,
+    and a keyed spec's records read to the same decisions as the contract's."""
+    from monitor.apps.reshape import as_mapped
+
+    records = in_ms(simulate("business_drop", 3_000, seed=2))
+    mapped = specs.parse(spec_text_module + MAPPING)
+    assert [as_mapped(mapped, r)["value"] for r in records] == [reshaped(r["topic"], r["value"]) for r in records]
+    keyed = specs.parse(spec_text_module + '[predictions]\ndecision_id = "@key"\nts = "@timestamp"\n')
+    plain, shaped = Monitor(specs.parse(spec_text_module)), Monitor(keyed)
+    for r in records:
+        plain.process(r["topic"], encode(r["value"]))
+        s = as_mapped(keyed, r)
+        shaped.process(s["topic"], encode(s["value"]), None, None, s["timestamp"], s["key"])
+    plain.finish()
+    shaped.finish()
+    assert shaped.joiner.counts() == plain.joiner.counts() and plain.joiner.counts().matched > 200
+
+
+def test_the_demo_streams_what_a_mapped_spec_reads(tmp_path: Path, spec_text_module: str) -> None:
+    """`monitor demo --spec` with a mapping (and the id in the key) gives the bundled spec's numbers."""
+    from monitor.apps import demo
+    from monitor.testing import free_port
+
+    keyed = MAPPING.replace('decision_id = "request.id"', 'decision_id = "@key"')
+    path = tmp_path / "mapped.toml"
+    path.write_text(spec_text_module + keyed)
+    plain = demo.run("business_drop", free_port(), 0.5, 4_000, None).report()
+    got = demo.run("business_drop", free_port(), 0.5, 4_000, path).report()
+    assert plain.join.matched > 300 and got.join == plain.join
+    for a in [*plain.alerts, *plain.early_alerts, *got.alerts, *got.early_alerts]:
+        a.replay = ""
+    same_but_reasons(got, plain)

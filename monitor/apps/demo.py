@@ -5,12 +5,14 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 
+from monitor.apps.reshape import as_mapped
 from monitor.apps.simulate import encode, simulate, write_jsonl
 from monitor.contract import spec as specs
 from monitor.engine.monitor import Monitor
@@ -28,7 +30,14 @@ def default_spec() -> specs.Spec:
 def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Path | None) -> Monitor:
     console = Console()
     spec = specs.load(spec_path) if spec_path else default_spec()
-    records = simulate(scenario, decisions, seed=7)
+    if "avro" in (spec.predictions.format, spec.outcomes.format):  # the demo has no registry: it writes JSON
+        console.print("[yellow]the demo streams JSON: the spec's Avro topics are read as JSON here[/]")
+        spec = replace(spec, predictions=replace(spec.predictions, format="json"),
+                       outcomes=replace(spec.outcomes, format="json"), schema_registry=None)
+    names = {"predictions": spec.topics.predictions, "outcomes": spec.topics.outcomes}
+    # Shaped as the spec reads its topics (its names, its mapping), so any spec's demo reads real records.
+    records = [{**shaped, "topic": names.get(str(shaped["topic"]), shaped["topic"])}
+               for shaped in (as_mapped(spec, r) for r in simulate(scenario, decisions, seed=7))]
     capture = Path(tempfile.gettempdir()) / f"monitor-demo-{scenario}.jsonl"
     write_jsonl(records, capture)  # so each alert's replay command works as printed
     monitor = Monitor(spec, replay_source=f"--input {capture}", on_alert=lambda a: print_alert(a, console))
@@ -36,7 +45,7 @@ def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Pa
     registry = CollectorRegistry()
     registry.register(MonitorCollector(spec, monitor, lock=lock))
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    stamps = [int(r["timestamp"]) for r in records]  # type: ignore[call-overload]
+    stamps = [int(r["timestamp"]) for r in records]
     first, last = stamps[0], stamps[-1]
     speed = (last - first) / 1000 / duration  # simulated seconds per wall second
     console.print(f"[bold]{spec.name}[/]: streaming {decisions:,} decisions ({scenario}), "
@@ -51,7 +60,7 @@ def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Pa
             if due > now:
                 time.sleep(due - now)
             with lock:
-                monitor.process(str(record["topic"]), encode(record["value"]))
+                monitor.process(str(record["topic"]), encode(record["value"]), None, None, stamp, record["key"])
                 if time.monotonic() >= next_drain:
                     monitor.drain()  # fresh gauges between the engine's own drains
                     next_drain = time.monotonic() + DRAIN_EVERY

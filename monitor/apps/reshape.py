@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from monitor.contract.spec import Spec
+
 MAPPING = """
 [predictions]
 decision_id = "request.id"
@@ -97,3 +99,32 @@ OUTCOME = _nested("Purchase", {
     "amount_eur": ANY,
     "basket": _nested("Basket", {"items": ANY}),
 })
+
+
+def as_mapped(spec: Spec, record: dict[str, Any]) -> dict[str, Any]:
+    """A simulated record (the contract's shape) as the spec's `[predictions]`/`[outcomes]` tables read it:
+    each field at its path, a numeric time in the table's `ts_unit`, the key and Kafka timestamp where
+    `@key` and `@timestamp` read them. So the demo streams what a mapped spec expects. JSON only."""
+    topic, value = str(record["topic"]), record["value"]
+    found = {"predictions": spec.predictions, "outcomes": spec.outcomes}.get(topic)
+    if found is None or not found.paths or not isinstance(value, dict):
+        return record
+    paths = dict(found.paths)
+    shaped: dict[str, Any] = {}
+    out = {**record, "value": shaped}
+    for key, v in value.items():
+        if isinstance(v, dict) and any(name.startswith(key + ".") for name in paths):  # a group, member by member
+            for member, x in v.items():
+                _put(shaped, ".".join(paths.get(f"{key}.{member}", (key, member))), x)
+            continue
+        where = paths.get(key, (key,))
+        number = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if key == "ts" and number and where != ("@timestamp",) and found.divisor > 1:
+            v = round(v * found.divisor)
+        if where == ("@key",):
+            out["key"] = v
+        elif where == ("@timestamp",):
+            out["timestamp"] = round(v * 1000) if isinstance(v, int | float) else v
+        else:
+            _put(shaped, ".".join(where), v)
+    return out
