@@ -128,3 +128,16 @@ def test_intake_topics_get_the_records_as_parsed_and_every_other_topic_consumer_
     for records in made.values():
         assert [(r.offset, r.key, r.value, r.timestamp) for r in records] == [(1, b"k1", b"v1", 1_001),
                                                                             (2, b"k2", b"v2", 1_002)]
+
+
+def test_faust_recovery_resumes_from_the_offsets_the_worker_forgets() -> None:
+    # `ChangelogTable.forget` drops a revoked partition's keys from the memory store and these offsets, so
+    # that Faust reads its changelog from the start when it comes back (`_add` sets None: from the start).
+    from faust.stores.memory import Store
+    from faust.tables.recovery import Recovery
+
+    source = inspect.getsource(Recovery._add)
+    assert "offsets.setdefault(tp, None)" in source and "persisted_offset" in source
+    assert "self.active_offsets" in inspect.getsource(Recovery.add_active)
+    assert "self.standby_offsets" in inspect.getsource(Recovery.add_standby)
+    assert Store.persisted_offset(Store.__new__(Store), None) is None  # type: ignore[arg-type]  # memory: none kept

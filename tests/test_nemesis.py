@@ -2,9 +2,10 @@
 on a real broker; the group ends with replay's exact numbers.
 
 `benchmarks/nemesis.py` is the long form (40,000 decisions, several seeds, kills between the freezes);
-docs/performance.md gives its figures. The last fifteen long runs were exact, but this short form differed
-once in a full test run (docs/workers.md): it is marked as expected to fail, not strictly, until that is
-explained.
+docs/performance.md gives its figures. Seed 9 freezes the worker holding the most segments' decisions and
+has it take a metrics partition back after a thaw: before the thawed worker read its partitions afresh, two
+runs in three of it lost decisions of one segment. Still marked as expected to fail, not strictly, until
+more runs have confirmed the fix (docs/workers.md, 'A frozen worker comes back').
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ pytestmark = [pytest.mark.kafka, pytest.mark.nemesis]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.xfail(strict=False, reason="one full test run ended with the totals of four segments (FR and US, "
-                   "both arms) off by a fraction of a percent, with every join count and the overall segment exact: "
-                   "one metrics partition's merges after the freezes, not explained (docs/workers.md, 'A frozen "
-                   "worker comes back')")
+@pytest.mark.xfail(strict=False, reason="a thawed worker restoring a metrics partition from its own copy in memory "
+                   "lost decisions of one segment (seed 9, two runs in three); it now reads the changelog afresh, "
+                   "and every run since was exact, but the runs are still few (docs/workers.md, 'A frozen worker "
+                   "comes back')")
 def test_a_worker_frozen_past_its_session_three_times_loses_and_doubles_nothing(bootstrap: str,
                                                                                 tmp_path: Path) -> None:
     out = tmp_path / "nemesis.json"
-    done = subprocess.run([sys.executable, "benchmarks/nemesis.py", "--bootstrap", bootstrap, "--seeds", "7",
+    done = subprocess.run([sys.executable, "benchmarks/nemesis.py", "--bootstrap", bootstrap, "--seeds", "9",
                            "--decisions", "24000", "--rate", "500", "--session", "6", "--kills", "0",
                            "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
