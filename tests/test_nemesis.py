@@ -4,8 +4,7 @@ on a real broker; the group ends with replay's exact numbers.
 `benchmarks/nemesis.py` is the long form (40,000 decisions, several seeds, kills between the freezes);
 docs/performance.md gives its figures. Seed 9 freezes the worker holding the most segments' decisions and
 has it take a metrics partition back after a thaw: before the thawed worker read its partitions afresh, two
-runs in three of it lost decisions of one segment. Still marked as expected to fail, not strictly, until
-more runs have confirmed the fix (docs/workers.md, 'A frozen worker comes back').
+runs in three of it lost decisions of one segment (docs/workers.md, 'A frozen worker comes back').
 """
 
 from __future__ import annotations
@@ -21,10 +20,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.nemesis]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.xfail(strict=False, reason="a thawed worker restoring a metrics partition from its own copy in memory "
-                   "lost decisions of one segment (seed 9, two runs in three); it now reads the changelog afresh, "
-                   "and every run since was exact, but the runs are still few (docs/workers.md, 'A frozen worker "
-                   "comes back')")
 def test_a_worker_frozen_past_its_session_three_times_loses_and_doubles_nothing(bootstrap: str,
                                                                                 tmp_path: Path) -> None:
     out = tmp_path / "nemesis.json"
