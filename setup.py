@@ -27,6 +27,7 @@ COMPILED = [
     "monitor/engine/comparisons.py",
     "monitor/engine/early_windows.py",
     "monitor/engine/early_alerts.py",
+    "monitor/engine/event_join.py",
     "monitor/engine/intake.py",
     "monitor/engine/join.py",
     "monitor/engine/monitor.py",

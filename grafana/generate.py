@@ -191,6 +191,15 @@ def model_vs_business(layout: Layout) -> dash.Dashboard:
                 .thresholds(steps((None, "red"), (-3, "transparent"), (3, "red")))
                 .thresholds_style(common_b.GraphThresholdsStyleConfig().mode(
                     common.GraphThresholdsStyleMode.DASHED_AND_AREA)))
+            .with_panel(graph(
+                "$kpi by age, all decisions", "The KPI of the overall segment's latest window read at each early"
+                " age (window=\"early\", one line per age) and at the horizon (the latest complete window). With"
+                " outcome events each reading holds the events seen by its age (purchases, then refunds): the"
+                " lines are the curve of the KPI as decisions age. Lines that part from their usual spacing show"
+                " where it changed: the late ages falling while the early ones hold is refunds rising.", "short",
+                query(f'monitor_kpi{{{overall}, window="early", kpi="$kpi"}}', "{{age}}"),
+                query(f'monitor_kpi{{{overall}, window="rolling", kpi="$kpi"}}', "horizon", "B"),
+                width=24, decimals=3))
             .with_row(dash.Row("Per segment, latest complete window"))
             .with_panel(graph(
                 "Model: $metric per segment", "The model metric of each segment over its latest complete window"

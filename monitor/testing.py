@@ -370,7 +370,7 @@ class InMemoryWorker:
 
     def report(self) -> Report:
         join = self.worker.join
-        return report(self.spec, join.counts(), join.reasons(), self.worker.rollups())
+        return report(self.spec, join.counts(), join.reasons(), self.worker.rollups(), join.event_counts())
 
     def committed(self, topic: str, partition: int, offset: int) -> bool:
         """Whether Kafka may commit this input record."""

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from monitor.apps.simulate import SCENARIOS, simulate, write_jsonl
+from monitor.apps.simulate import EVENT_SCENARIOS, SCENARIOS, simulate, spec_file, write_jsonl
 
 ROOT = Path(__file__).parent.parent
-SPEC = ROOT / "monitor" / "checkout.toml"
 # The engine's own tests that run again on the compiled engine: the worker's parity with replay, the join's
 # properties, summaries, limits and bad input.
 AGAIN = ["tests/test_stream.py", "tests/test_join.py", "tests/test_summary.py", "tests/test_limits.py",
-         "tests/test_bad_input.py"]
+         "tests/test_bad_input.py", "tests/test_outcome_events.py"]
 
 
 def compiled_modules() -> list[str]:
@@ -70,12 +69,14 @@ def test_every_listed_module_is_compiled(tree: Path, tmp_path: Path) -> None:
 def test_replay_reports_are_the_references_byte_for_byte(tree: Path, tmp_path: Path, scenario: str) -> None:
     # Every scenario carries duplicates, orphans, late outcomes and malformed records besides its alerts.
     path = tmp_path / f"{scenario}.jsonl"
-    write_jsonl(simulate(scenario, 8_000, seed=5), path)
+    events = scenario in EVENT_SCENARIOS  # their spec's horizon is 3 days: five days of decisions
+    write_jsonl(simulate(scenario, 8_000, seed=5, per_day=1_500 if events else 20_000), path)
+    spec = ROOT / "monitor" / spec_file(scenario)
     reports = {}
     # The reference in one process; the compiled build in as many as the machine gives it (two, where it can).
     for build, where, processes in (("reference", None, ["--processes", "1"]), ("compiled", tree, [])):
         out = tmp_path / f"{build}.json"
-        done = run([sys.executable, "-P", "-m", "monitor.cli", "replay", "--spec", str(SPEC), "--input", str(path),
+        done = run([sys.executable, "-P", "-m", "monitor.cli", "replay", "--spec", str(spec), "--input", str(path),
                     "--report", str(out), *processes], tmp_path, where)
         assert done.returncode == 0, done.stderr
         reports[build] = out.read_bytes()

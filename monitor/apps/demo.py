@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 
 from monitor.apps.reshape import as_mapped
-from monitor.apps.simulate import encode, simulate, write_jsonl
+from monitor.apps.simulate import encode, simulate, spec_file, write_jsonl
 from monitor.contract import spec as specs
 from monitor.engine.monitor import Monitor
 from monitor.export.console import print_alert, summary_table
@@ -22,14 +22,14 @@ from monitor.export.prometheus import MonitorCollector
 DRAIN_EVERY = 0.5  # wall seconds between drains of final decisions into the metrics
 
 
-def default_spec() -> specs.Spec:
-    """The bundled checkout example."""
-    return specs.load(Path(str(resources.files("monitor").joinpath("checkout.toml"))))
+def default_spec(scenario: str = "healthy") -> specs.Spec:
+    """The bundled checkout example that reads the scenario's records (`simulate.spec_file`)."""
+    return specs.load(Path(str(resources.files("monitor").joinpath(spec_file(scenario)))))
 
 
 def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Path | None) -> Monitor:
     console = Console()
-    spec = specs.load(spec_path) if spec_path else default_spec()
+    spec = specs.load(spec_path) if spec_path else default_spec(scenario)
     if "avro" in (spec.predictions.format, spec.outcomes.format):  # the demo has no registry: it writes JSON
         console.print("[yellow]the demo streams JSON: the spec's Avro topics are read as JSON here[/]")
         spec = replace(spec, predictions=replace(spec.predictions, format="json"),

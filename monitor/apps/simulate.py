@@ -24,8 +24,11 @@ import orjson
 
 from monitor.apps.gcpause import paused_gc
 
+# Outcome-event scenarios: each outcome is a business event (purchases, refunds), read with the bundled
+# events spec (`spec_file`); the others publish one outcome per converting decision.
+EVENT_SCENARIOS = ("refunds", "repeat_purchases")
 SCENARIOS: tuple[str, ...] = ("healthy", "business_drop", "model_rot", "both_drop", "label_delay", "mix_shift",
-                             "slower_outcomes")
+                             "slower_outcomes", *EVENT_SCENARIOS)
 
 MODEL = "checkout-propensity"
 MODEL_VERSION = "v3"
@@ -42,6 +45,13 @@ ROT_SIGNAL = 0.25  # model_rot: share of the buyer signal left in the scores aft
 WEAK_COUNTRY = "FR"  # mix_shift: a purchase there is worth this much less, before and after the change
 WEAK_VALUE = 0.5
 MIX_SHIFT = 0.6  # mix_shift: the share of other countries' traffic that moves to the weak one after the change
+REFUND_SHARE = 0.10  # refunds: purchases refunded in full, before the change
+REFUND_SHARE_AFTER = 0.30  # and after it; conversion and scores hold
+REFUND_MEDIAN = 8 * 3600.0  # seconds from purchase to refund (lognormal), at most REFUND_MAX
+REFUND_MAX = 2.5 * 86400.0  # within the events spec's 3-day horizon
+REPEATS = 4  # repeat_purchases: later purchases ~ Binomial(REPEATS, 1/2): three purchases per buyer on average
+REPEAT_GAP = 3 * 3600.0  # mean seconds between a buyer's purchases (exponential)
+REPEAT_DROP = 0.5  # repeat_purchases: the second and later purchases are worth this much after the change
 DUPLICATE_SHARE = 0.01  # of predictions, and of outcomes, re-sent later
 EARLY_SHARE = 0.005  # of outcomes seen before their prediction
 ORPHAN_SHARE = 0.002  # of decisions
@@ -148,7 +158,11 @@ def draw(scenario: str, n: int, rng: np.random.Generator, start: float, gap: flo
     outcome_ts = np.round(ts[buyers] + delay[buyers], 3)
     observed = _ms(outcome_ts)
     buyer_ids = [ids[i] for i in buyers.tolist()]
-    outcomes = _outcomes(buyer_ids, outcome_ts, value[buyers], items[buyers], observed)
+    if scenario in EVENT_SCENARIOS:  # a child stream: the draws every scenario shares stay the same
+        outcomes, observed = _events(scenario, rng.spawn(1)[0], buyer_ids, outcome_ts, value[buyers],
+                                     after[buyers], delay_scale)
+    else:
+        outcomes = _outcomes(buyer_ids, outcome_ts, value[buyers], items[buyers], observed)
     records: list[Record] = predictions + outcomes
     arrivals: list[Ints] = [predicted, observed]
 
@@ -166,7 +180,8 @@ def draw(scenario: str, n: int, rng: np.random.Generator, start: float, gap: flo
         orphan_value = np.exp(rng.normal(3.75, 0.6, orphans))
         orphan_items = 1 + rng.poisson(1.0, orphans)
         orphan_ms = _ms(orphan_ts)
-        records += _outcomes(orphan_ids, orphan_ts, orphan_value, orphan_items, orphan_ms)
+        records += _purchases(orphan_ids, orphan_ts, orphan_value, "p0") if scenario in EVENT_SCENARIOS else \
+            _outcomes(orphan_ids, orphan_ts, orphan_value, orphan_items, orphan_ms)
         arrivals.append(orphan_ms)
 
         malformed = round(MALFORMED_SHARE * n)
@@ -227,6 +242,46 @@ def _outcomes(ids: list[str], ts: Floats, value: Floats, items: Ints, arrival: I
         }}
         for d, t, v, k, ms in rows
     ]
+
+
+def _events(scenario: str, rng: np.random.Generator, ids: list[str], ts: Floats, value: Floats, after: Bools,
+            delay_scale: float) -> tuple[list[Record], Ints]:
+    """Each buyer's purchase events (at `ts`, worth `value`), and refunds or later purchases, with arrivals."""
+    records = _purchases(ids, ts, value, "p0")
+    times = [ts]
+    if scenario == "refunds":
+        share = np.where(after, REFUND_SHARE_AFTER, REFUND_SHARE)
+        refunded = np.flatnonzero(rng.random(len(ids)) < share)
+        wait = np.minimum(np.exp(rng.normal(np.log(REFUND_MEDIAN), 1.0, refunded.size)), REFUND_MAX)
+        at = np.round(ts[refunded] + np.maximum(wait * delay_scale, 1.0), 3)
+        records += _purchases([ids[i] for i in refunded.tolist()], at, value[refunded], "r0", "refund")
+        times.append(at)
+    else:
+        later = rng.binomial(REPEATS, 0.5, len(ids))
+        at = ts.copy()
+        for k in range(1, REPEATS + 1):
+            again = np.flatnonzero(later >= k)
+            at[again] = np.round(at[again] + np.maximum(rng.exponential(REPEAT_GAP, again.size) * delay_scale, 1.0), 3)
+            worth = np.exp(rng.normal(3.4, 0.6, again.size)) * np.where(after[again], REPEAT_DROP, 1.0)
+            records += _purchases([ids[i] for i in again.tolist()], at[again], worth, f"p{k}")
+            times.append(at[again].copy())
+    return records, _ms(np.concatenate(times))
+
+
+def _purchases(ids: list[str], ts: Floats, value: Floats, suffix: str, event: str = "purchase") -> list[Record]:
+    """Outcome events of one type, one per id; `suffix` makes each event's id."""
+    rows = zip(ids, ts.tolist(), np.round(value, 2).tolist(), _ms(ts).tolist(), strict=True)
+    return [
+        {"topic": "outcomes", "key": d, "timestamp": ms, "value": {
+            "decision_id": d, "ts": t, "event": event, "event_id": f"{d}-{suffix}", "amount": v,
+        }}
+        for d, t, v, ms in rows
+    ]
+
+
+def spec_file(scenario: str) -> str:
+    """The bundled spec that reads a scenario's records: the events spec for outcome-event scenarios."""
+    return "checkout_events.toml" if scenario in EVENT_SCENARIOS else "checkout.toml"
 
 
 def _resend(record: Record, arrival: int) -> Record:

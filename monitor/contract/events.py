@@ -73,6 +73,21 @@ class Outcome(msgspec.Struct, frozen=True):
     kpis: dict[str, float] | None = None
 
 
+class Event(msgspec.Struct, frozen=True, array_like=True):
+    """One business event of a decision, with what its type contributes (`[outcome.events]`).
+
+    `amounts` has one entry per field of a combination (label, value, then the events' KPIs): the
+    number this event adds, or None where its type leaves the field alone; `kind` is the type's
+    position in the spec's table, or -1 for a type the table does not name (`amounts` is then empty)."""
+
+    decision_id: str
+    ts: float | str
+    type: str
+    kind: int
+    event_id: str | None
+    amounts: list[float | None]
+
+
 class Record(msgspec.Struct, frozen=True):
     """One Kafka record as captured in a replay file; `value` stays undecoded until routed.
 

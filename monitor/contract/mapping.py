@@ -11,7 +11,7 @@ every field off it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any, TypeVar, cast
@@ -21,13 +21,15 @@ import msgspec
 from monitor.contract.avro import WireFormat, parse_schema
 from monitor.contract.decode import decode_id, decode_outcome, decode_prediction, decode_tags, strict
 from monitor.contract.errors import RecordError, SpecError
-from monitor.contract.events import Outcome, Payload, Prediction, Tags
+from monitor.contract.event_reader import event_reader
+from monitor.contract.events import Event, Outcome, Payload, Prediction, Tags
+from monitor.contract.outcome_events import OutcomeEvents
+from monitor.contract.paths import KEY, STAMP, chain, off_record, shape_of, walk
 from monitor.contract.registry import RegistrySettings, Schemas, resolve
 from monitor.contract.toml_values import NAME, known
 
-T = TypeVar("T", Prediction, Outcome)
+T = TypeVar("T", Prediction, Outcome, Event)
 FORMATS = ("json", "avro")
-KEY, STAMP = "@key", "@timestamp"  # paths to the record's key (text) and Kafka timestamp (epoch ms)
 KEYED = {"decision_id", "model", "model_version", "variant", "action"}  # the text fields a key can hold
 UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # divisors to epoch seconds
 GROUPS: dict[type, str] = {Prediction: "segment", Outcome: "kpis"}  # the contract field that is a table of named values
@@ -145,19 +147,23 @@ class Reader:
     `outcome` take the record's key and Kafka timestamp after its value; otherwise the value alone."""
 
     def __init__(self, predictions: FieldMap, outcomes: FieldMap, registry: RegistrySettings | None = None,
-                 environ: Mapping[str, str] = os.environ) -> None:
+                 environ: Mapping[str, str] = os.environ, events: OutcomeEvents | None = None) -> None:
         self.keyed = predictions.keyed or outcomes.keyed
         self.avro = None
         if "avro" in (predictions.format, outcomes.format):
             if registry is None:
                 raise SpecError("schema_registry.url", None, 'the registry\'s address, for format = "avro"')
             self.avro = WireFormat(Schemas(resolve(registry, environ), parse=parse_schema))
-        self.prediction: Callable[..., Prediction] = self._reader(Prediction, predictions, decode_prediction)
-        self.outcome: Callable[..., Outcome] = self._reader(Outcome, outcomes, decode_outcome)
-        self.mapped = bool(predictions.paths or outcomes.paths or self.avro)
+        self.events = events
+        self.prediction: Callable[..., Prediction] = self._reader(
+            predictions, _compiled(Prediction, predictions) if predictions.paths else decode_prediction)
+        # With outcome events an outcome record is an `Event` (`monitor.contract.event_reader`)
+        outcome = event_reader(outcomes, events) if events else \
+            _compiled(Outcome, outcomes) if outcomes.paths else decode_outcome
+        self.outcome: Callable[..., Outcome | Event] = self._reader(outcomes, outcome)
+        self.mapped = bool(predictions.paths or outcomes.paths or self.avro or events)
 
-    def _reader(self, cls: type[T], found: FieldMap, contract: Callable[[Payload], T]) -> Callable[..., T]:
-        read: Callable[..., T] = _compiled(cls, found) if found.paths else contract
+    def _reader(self, found: FieldMap, read: Callable[..., T]) -> Callable[..., T]:
         if self.avro is not None and found.format == "avro":
             read = _after(self.avro.json, read, found.keyed)
         if self.keyed and not found.keyed:  # the other topic reads its key: this one is handed it too
@@ -169,7 +175,9 @@ class Reader:
         """A prediction, for code off the hot path that has the record at hand."""
         return self.prediction(raw, key, stamp) if self.keyed else self.prediction(raw)
 
-    def read_outcome(self, raw: Payload, key: bytes | str | None = None, stamp: int | None = None) -> Outcome:
+    def read_outcome(self, raw: Payload, key: bytes | str | None = None,
+                     stamp: int | None = None) -> Outcome | Event:
+        """An outcome, or with `[outcome.events]` an outcome event."""
         return self.outcome(raw, key, stamp) if self.keyed else self.outcome(raw)
 
     def tags(self, raw: Payload, key: bytes | str | None = None, stamp: int | None = None) -> Tags | Prediction | None:
@@ -225,17 +233,17 @@ def _compiled(cls: type[T], found: FieldMap) -> Callable[..., T]:
         for step in path[:-1]:
             node = node.setdefault(step, {})
         node[path[-1]] = leaf
-    shape, _ = _struct(cls.__name__, tree)
+    shape = shape_of(cls.__name__, tree)
     decoder = msgspec.json.Decoder(shape)
     what = "prediction" if cls is Prediction else "outcome"
-    chains = [path if path[0] in (KEY, STAMP) else _chain(tree, path) for _, path in leaves]
+    chains = [path if path[0] in (KEY, STAMP) else chain(tree, path) for _, path in leaves]
     members = [name.partition(".")[2] for name, _ in leaves if "." in name]
-    key_of, stamp_of = _off_record(what)
+    key_of, stamp_of = off_record(what)
 
     def slow(record: Any, key: bytes | str | None, stamp: int | None) -> T:
         """The same reading, for a record that wrote an optional level as null."""
         values: list[Any] = [key_of(key) if chain[0] == KEY else stamp_of(stamp) if chain[0] == STAMP
-                             else _walk(record, chain) for chain in chains]
+                             else walk(record, chain) for chain in chains]
         if members:
             first = next(i for i, (name, _) in enumerate(leaves) if "." in name)
             table = {k: v for k, v in zip(members, values[first:], strict=False) if v is not None}
@@ -245,8 +253,8 @@ def _compiled(cls: type[T], found: FieldMap) -> Callable[..., T]:
     # Straight-line code, generated once: reading ten fields this way costs a third of a loop over getters.
     args: list[str] = []
     lines: list[str] = []
-    for (name, _), chain in zip(leaves, chains, strict=True):
-        value = {KEY: "key_of(key)", STAMP: "stamp_of(stamp)"}.get(chain[0], "r." + ".".join(chain))
+    for (name, _), steps in zip(leaves, chains, strict=True):
+        value = {KEY: "key_of(key)", STAMP: "stamp_of(stamp)"}.get(steps[0], "r." + ".".join(steps))
         if "." not in name:
             args.append(value)
             continue
@@ -272,59 +280,3 @@ def _compiled(cls: type[T], found: FieldMap) -> Callable[..., T]:
                              "DecodeError": msgspec.DecodeError, "key_of": key_of, "stamp_of": stamp_of}
     exec(compile(source, f"<{what} mapping>", "exec"), scope)  # our own text: names are f<i>
     return cast(Callable[..., T], scope["decode"])
-
-
-def _off_record(what: str) -> tuple[Callable[[bytes | str | None], str], Callable[[int | None], int]]:
-    """Readers of the record's key and Kafka timestamp, for fields mapped to `@key` and `@timestamp`."""
-
-    def key_of(key: bytes | str | None) -> str:
-        if key is None:
-            raise RecordError(f"{what}: the record has no key, which {KEY} reads")
-        try:
-            return key if isinstance(key, str) else key.decode()
-        except UnicodeDecodeError:
-            raise RecordError(f"{what}: the record key is not Unicode text, which {KEY} reads") from None
-
-    def stamp_of(stamp: int | None) -> int:
-        if stamp is None:
-            raise RecordError(f"{what}: the record has no Kafka timestamp, which {STAMP} reads")
-        return stamp
-
-    return key_of, stamp_of
-
-
-def _struct(name: str, tree: dict[str, Any]) -> tuple[type[msgspec.Struct], bool]:
-    """A struct type for one level of the record (field `f<i>` for its i-th key in sorted order), and
-    whether anything below is required."""
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-    rename: dict[str, str] = {}
-    needed = False
-    for i, key in enumerate(sorted(tree)):
-        attr, leaf = f"f{i}", tree[key]
-        rename[attr] = key
-        if isinstance(leaf, dict):
-            inner, required = _struct(f"{name}_{i}", leaf)
-            fields.append((attr, inner) if required else (attr, inner | None, msgspec.field(default_factory=inner)))
-        else:
-            kind, required, fallback = leaf
-            fields.append((attr, kind) if required else (attr, kind, fallback))
-        needed = needed or required
-    return msgspec.defstruct(name, fields, kw_only=True, rename=rename), needed
-
-
-def _chain(tree: dict[str, Any], path: tuple[str, ...]) -> list[str]:
-    """The struct attributes that lead along a path."""
-    chain = []
-    node = tree
-    for step in path:
-        chain.append(f"f{sorted(node).index(step)}")
-        node = node[step]
-    return chain
-
-
-def _walk(record: Any, chain: Sequence[str]) -> Any:
-    for attr in chain:
-        if record is None:
-            return None
-        record = getattr(record, attr)
-    return record

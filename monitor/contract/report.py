@@ -25,6 +25,9 @@ class Report(msgspec.Struct, kw_only=True, omit_defaults=True):
     alerts: list[Alert]
     early_alerts: list[EarlyAlert]
     what_changed: WhatChanged | None = None  # with `--reference` and `--current`
+    # with [outcome.events]: per event type, how many events were counted, late, duplicate, orphan,
+    # unknown (a type not in the table) or over_limit
+    outcome_events: dict[str, dict[str, int]] | None = None
 
 
 class Join(msgspec.Struct, kw_only=True):

@@ -82,3 +82,4 @@ class Limits:
     max_finals: int = 3_000_000  # about 270 bytes each
     max_record_bytes: int = 1 << 20
     max_future: float = 86_400.0  # seconds an event time may be ahead of its record's Kafka timestamp
+    max_events_per_decision: int = 1_000  # outcome events folded into one decision; later ones are counted only

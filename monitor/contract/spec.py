@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from monitor.contract.errors import SpecError
+from monitor.contract.event_reader import check_paths
 from monitor.contract.kafka import KafkaSettings, parse_table
 from monitor.contract.mapping import FieldMap, Reader, parse_map
+from monitor.contract.outcome_events import OutcomeEvents, parse_events
 from monitor.contract.registry import RegistrySettings
 from monitor.contract.registry import parse_table as parse_registry
 from monitor.contract.settings import Alerts, Experiment, Kpi, Limits, Missing, Topics
@@ -72,6 +74,7 @@ class Spec:
     predictions: FieldMap = field(default_factory=FieldMap)  # where the contract's fields are read from
     outcomes: FieldMap = field(default_factory=FieldMap)
     schema_registry: RegistrySettings | None = None  # where Avro values' schemas are fetched
+    events: OutcomeEvents | None = None  # several business events per decision (`[outcome.events]`)
     source: str = "<string>"
 
     @property
@@ -96,7 +99,7 @@ class Spec:
     @cached_property
     def reader(self) -> Reader:
         """The decoders of this spec's topics, compiled once from its field mapping."""
-        return Reader(self.predictions, self.outcomes, self.schema_registry)
+        return Reader(self.predictions, self.outcomes, self.schema_registry, events=self.events)
 
     @cached_property
     def model_metrics(self) -> tuple[Metric, ...]:
@@ -142,7 +145,7 @@ def parse(text: str, source: str = "<string>") -> Spec:
     model = table(doc, "model", required=True)
     known(model, "model", {"task", "threshold"})
     outcome = table(doc, "outcome", required=True)
-    known(outcome, "outcome", {"horizon", "missing", "early"})
+    known(outcome, "outcome", {"horizon", "missing", "early", "events"})
     task = choice(model, "model.task", ("binary", "regression"), None)
     kpis = _kpis(doc.get("kpi", []))
     horizon = parse_duration(outcome.get("horizon"), "outcome.horizon")
@@ -167,6 +170,8 @@ def parse(text: str, source: str = "<string>") -> Spec:
         schema_registry=parse_registry(table(doc, "schema_registry")) if "schema_registry" in doc else None,
         source=source,
     )
+    if "events" in outcome:
+        spec = replace(spec, events=_events(table({"outcome.events": outcome["events"]}, "outcome.events"), spec))
     for i, kpi in enumerate(spec.kpis):
         if kpi.name in MODEL_METRIC_NAMES:
             raise SpecError(f"kpi[{i}].name", kpi.name, "a name that is not a model metric")
@@ -178,6 +183,16 @@ def parse(text: str, source: str = "<string>") -> Spec:
     if task == "regression" and "threshold" in model:
         raise SpecError("model.threshold", model["threshold"], "no threshold for a regression task")
     return spec
+
+
+def _events(found: dict[str, Any], spec: Spec) -> OutcomeEvents:
+    events = parse_events(found, tuple(k.field for k in spec.kpis))
+    for name, path in spec.outcomes.paths:
+        if name.split(".")[0] in ("label", "value", "kpis"):
+            raise SpecError(f"outcomes.{name}", ".".join(path), "no label, value or kpis in [outcomes] with "
+                            "[outcome.events]: each event type says what it gives")
+    check_paths(spec.outcomes, events)
+    return events
 
 
 def _missing(value: object, kpis: tuple[Kpi, ...]) -> Missing | None:
@@ -324,7 +339,7 @@ def _topics(table: dict[str, Any]) -> Topics:
 
 
 def _limits(table: dict[str, Any]) -> Limits:
-    keys = ("max_pending", "max_held", "max_finals", "max_record_bytes")
+    keys = ("max_pending", "max_held", "max_finals", "max_record_bytes", "max_events_per_decision")
     known(table, "limits", {*keys, "max_future"})
     future = table.get("max_future")
     return Limits(**{key: int(number(table, f"limits.{key}", default(Limits, key), low=1, integer=True))

@@ -18,6 +18,7 @@ from monitor.contract.report import SHIFT_SHARE, Alert, Explained, FeatureDrift,
 from monitor.export.html import Page
 
 SHOWN_MODEL = ("roc_auc", "precision", "recall", "log_loss", "business_value", "mae", "rmse")
+REFERENCE_WINDOWS = 4  # windows of each age averaged into the reference curve (alerts.reference's default)
 MAX_EPISODES = 3  # alert groups drawn in "What changed"; the rest are listed in a table
 OVERALL_COLOR = "#1f2328"
 ALERT_COLOR = "#cf222e"
@@ -34,11 +35,18 @@ def render(report: Report, spec_text: str, source: str = "") -> str:
                 f"{source} · {decisions:,} final decisions · {len(report.alerts)} alerts")
     _what_changed(page, report)
     _over_time(page, report)
+    if report.outcome_events is not None:
+        _by_age(page, report)
     page.section("Join health", "How every record ended up. Matched and expired decisions are final and "
                  "counted in the metrics; pending ones had not reached their horizon when the input ended.")
     page.figure(_join_figure(report.join), height=300)
     if report.invalid_reasons:
         page.table(["invalid records: reason", "records"], list(report.invalid_reasons.items()))
+    if report.outcome_events:
+        statuses = sorted({s for counts in report.outcome_events.values() for s in counts})
+        page.table(["outcome events: type", *statuses],
+                   [[kind, *(f"{counts.get(s, 0):,}" for s in statuses)]
+                    for kind, counts in report.outcome_events.items()])
     _totals(page, report)
     page.section("Spec").code(spec_text)
     return page.render()
@@ -165,6 +173,39 @@ def _over_time(page: Page, report: Report) -> None:
                  "(all decisions in black). A red × marks an alert on its subject; dotted lines mark alerts on all "
                  "decisions. Click a legend entry to hide a segment.")
     page.figure(fig, height=height)
+
+
+def _by_age(page: Page, report: Report) -> None:
+    """Each KPI as it accumulates with the age of the decisions (outcome events): the reference windows
+    against the latest, per segment, like cohort curves."""
+    segments = [s for s in report.segments if s.early][:1 + len(PALETTE)]
+    if not segments:
+        return
+    kpis = list(segments[0].early[0].kpi)
+    fig = make_subplots(rows=1, cols=len(kpis), subplot_titles=kpis, horizontal_spacing=0.08)
+    for i, segment in enumerate(segments):
+        where = _where(segment.segment)
+        color = OVERALL_COLOR if not segment.segment else PALETTE[(i - 1) % len(PALETTE)]
+        by_age: dict[str, list[Any]] = {}
+        for reading in segment.early:
+            by_age.setdefault(reading.age, []).append(reading)
+        ages = list(by_age)
+        for col, name in enumerate(kpis, start=1):
+            for label, first, last, dash in (("reference", 0, REFERENCE_WINDOWS, "dot"), ("latest", -1, None, "solid")):
+                values = [[r.kpi[name] for r in by_age[a][first:last] if r.kpi.get(name) is not None] for a in ages]
+                fig.add_trace(go.Scatter(
+                    x=ages, y=[sum(v) / len(v) if v else None for v in values], mode="lines+markers",
+                    name=f"{where}, {label}", legendgroup=f"{where}, {label}", showlegend=col == 1,
+                    line={"color": color, "dash": dash, "width": 2.2 if not segment.segment else 1.2},
+                    hovertemplate=f"{where} ({label})<br>{name} at %{{x}}: %{{y:.4g}}<extra></extra>"),
+                    row=1, col=col)
+    fig.update_xaxes(title_text="age of the decisions")
+    fig.update_layout(legend={"orientation": "h", "y": -0.25}, margin={"t": 50, "b": 110, "l": 60, "r": 24})
+    page.section("KPIs by age", "With outcome events a decision's outcome grows as its events come (purchases,"
+                 " refunds). Each KPI read at each age: dotted, the first windows (the reference); solid, the"
+                 " latest window. A latest curve below its reference at the same ages is a business that does worse"
+                 " for decisions of the same age.")
+    page.figure(fig, height=420)
 
 
 def _join_figure(join: Join) -> go.Figure:

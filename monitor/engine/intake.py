@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from monitor.contract.decode import event_time
 from monitor.contract.errors import RecordError
-from monitor.contract.events import Outcome, Prediction
+from monitor.contract.events import Event, Outcome, Prediction
 from monitor.contract.spec import Spec
 
 _VALUES = re.compile(r"'[^']*'|\"[^\"]*\"|\(byte \d+\)|(?<!\w)-?\d+(?:\.\d+)?(?:e-?\d+)?")
@@ -59,6 +59,15 @@ def check_outcome(spec: Spec, o: Outcome, timestamp: int | None = None) -> float
     numbers = [float(o.label), *([] if o.value is None else [o.value]), *(o.kpis or {}).values()]
     if not all(math.isfinite(x) for x in numbers):
         raise RecordError("outcome: label, value and kpis must be finite numbers")
+    return ts
+
+
+def check_event(spec: Spec, e: Event, timestamp: int | None = None) -> float:
+    """Event time of an outcome event the decoder accepted, or RecordError."""
+    ts = _event_time(spec, e.ts, spec.outcomes.divisor, "outcomes", timestamp)
+    label = e.amounts[0] if e.amounts else None
+    if label is not None and spec.task == "binary" and label not in (0, 1):
+        raise RecordError(f"outcome event {e.type!r}: label {label:g} is not 0 or 1")
     return ts
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Protocol
 
-from monitor.contract.events import Outcome
+from monitor.contract.events import Event, Outcome
 from monitor.contract.spec import Spec
 from monitor.stats.decision import Decision
 
@@ -34,6 +34,7 @@ _MATCHED, _EXPIRED, _LATE = 1, 2, 3
 NO_OFFSET = -1
 
 HeldOutcome = tuple[float, Outcome, int]  # event time, outcome, offset of its record
+HeldEvent = tuple[float, Event, int, bytes]  # event time, outcome event, offset of its record, fingerprint
 
 
 class Journal(Protocol):
@@ -44,6 +45,8 @@ class Journal(Protocol):
     def held(self, decision_id: str, entry: HeldOutcome | None) -> None: ...
 
     def done(self, decision_id: str, packed: bytes | None) -> None: ...
+
+    def held_events(self, decision_id: str, events: list[HeldEvent] | None) -> None: ...  # outcome events only
 
 
 @dataclass
@@ -136,7 +139,7 @@ class Joiner:
                 if packed is None:  # matched meanwhile
                     order.popleft()
                     continue
-                deadline = PENDING.unpack(packed)[0] + horizon
+                deadline = PENDING.unpack_from(packed)[0] + horizon
                 if deadline > ts:
                     self._next_expiry = deadline
                     break
@@ -168,22 +171,14 @@ class Joiner:
         done = self._done.get(decision_id) or self._done_before.get(decision_id)
         if known is not None or done is not None:
             redelivered = offset != NO_OFFSET and offset == (
-                PENDING.unpack(known)[4] if known is not None else DONE.unpack_from(done)[1])  # type: ignore[arg-type]
+                PENDING.unpack_from(known)[4] if known is not None else DONE.unpack_from(done)[1])  # type: ignore[arg-type]
             if not redelivered:
                 self.tally.duplicates += 1
             return False
         self.tally.predictions += 1
-        held = self.held.pop(decision_id, None)
-        if held is not None:
-            if self.journal is not None:
-                self.journal.held(decision_id, None)
-            if held[0] < ts + self.horizon:
-                self._match(decision_id, ts, score, segment, predicted, held[0], held[1])
-                self._finalize(decision_id, _MATCHED, offset, held[2])
-                return True
-            self.tally.late += 1  # the outcome came after this decision's horizon
-            self._finalize(decision_id, _LATE, offset, held[2])  # so a repeat of it is a duplicate
-        packed = PENDING.pack(ts, score, segment, predicted, offset)
+        packed = self._with_held(decision_id, PENDING.pack(ts, score, segment, predicted, offset))
+        if packed is None:
+            return True
         self.pending[decision_id] = packed
         if ts + self.horizon <= self.watermark:
             self._expire(decision_id, packed)
@@ -194,6 +189,22 @@ class Joiner:
         if len(self.pending) > self.max_pending:
             self._evict_pending()
         return True
+
+    def _with_held(self, decision_id: str, packed: bytes) -> bytes | None:
+        """A new decision with what was held for it: None if that made it final, else what it keeps pending."""
+        held = self.held.pop(decision_id, None)
+        if held is None:
+            return packed
+        if self.journal is not None:
+            self.journal.held(decision_id, None)
+        ts, score, segment, predicted, offset = PENDING.unpack(packed)
+        if held[0] < ts + self.horizon:
+            self._match(decision_id, ts, score, segment, predicted, held[0], held[1])
+            self._finalize(decision_id, _MATCHED, offset, held[2])
+            return None
+        self.tally.late += 1  # the outcome came after this decision's horizon
+        self._finalize(decision_id, _LATE, offset, held[2])  # so a repeat of it is a duplicate
+        return packed
 
     def outcome(self, outcome: Outcome, ts: float, offset: int = NO_OFFSET) -> None:
         """Handle one valid outcome (its event time already parsed)."""
@@ -213,12 +224,12 @@ class Joiner:
             self._finalize(decision_id, _LATE, status[1], offset)
             return
         packed = self.pending.get(decision_id)
-        if packed is not None and ts >= PENDING.unpack(packed)[0] + self.horizon:
+        if packed is not None and ts >= PENDING.unpack_from(packed)[0] + self.horizon:
             # Past the horizon, though the prediction topic has not yet moved the watermark there.
             # The decision stays pending until it expires; its status says an outcome came late, so a
             # repeat of this outcome is a duplicate, as it is when the decision has expired first.
             self.tally.late += 1
-            self._finalize(decision_id, _LATE, PENDING.unpack(packed)[4], offset)
+            self._finalize(decision_id, _LATE, PENDING.unpack_from(packed)[4], offset)
             return
         if packed is None:
             self.held[decision_id] = (ts, outcome, offset)
@@ -231,7 +242,7 @@ class Joiner:
         del self.pending[decision_id]
         if self.journal is not None:
             self.journal.pending(decision_id, None)
-        decision_ts, score, segment, predicted, prediction_offset = PENDING.unpack(packed)
+        decision_ts, score, segment, predicted, prediction_offset = PENDING.unpack_from(packed)
         self._match(decision_id, decision_ts, score, segment, predicted, ts, outcome)
         self._finalize(decision_id, _MATCHED, prediction_offset, offset)
 
@@ -241,15 +252,15 @@ class Joiner:
         """Rebuild the state a journal persisted (after a restart or a rebalance). `rotation` is the
         generation of the newer final ids and when the next rotation falls; without it (state of older
         workers) every final id is of the newer generation and the clock starts at the watermark."""
-        for decision_id, packed in sorted(pending, key=lambda item: PENDING.unpack(item[1])[0]):
+        for decision_id, packed in sorted(pending, key=lambda item: PENDING.unpack_from(item[1])[0]):
             self.pending[decision_id] = packed
-            self._enqueue(decision_id, PENDING.unpack(packed)[0])
+            self._enqueue(decision_id, PENDING.unpack_from(packed)[0])
         for decision_id, entry in held:
             self.held[decision_id] = entry
             heapq.heappush(self._held_order, (entry[0], decision_id))
         newer = (rotation[0] if rotation is not None else 0) & 1
         for decision_id, packed in done:
-            older = len(packed) == _STORED.size and packed[DONE.size] != newer
+            older = len(packed) >= _STORED.size and packed[DONE.size] != newer  # a tail: event fingerprints
             (self._done_before if older else self._done)[decision_id] = packed
         self.newest_prediction, self.newest_outcome = newest
         self.watermark = min(newest)
@@ -320,7 +331,7 @@ class Joiner:
                 order.popleft()
             while stragglers and stragglers[0][1] not in pending:
                 heapq.heappop(stragglers)
-            straggler = bool(stragglers) and (not order or stragglers[0][0] < PENDING.unpack(pending[order[0]])[0])
+            straggler = bool(stragglers) and (not order or stragglers[0][0] < PENDING.unpack_from(pending[order[0]])[0])
             decision_id = heapq.heappop(stragglers)[1] if straggler else order.popleft()
             self.tally.evicted_pending += 1
             self._expire(decision_id, pending[decision_id])
@@ -344,7 +355,7 @@ class Joiner:
 
     def _expire(self, decision_id: str, packed: bytes) -> None:
         del self.pending[decision_id]
-        ts, score, segment, predicted, offset = PENDING.unpack(packed)
+        ts, score, segment, predicted, offset = PENDING.unpack_from(packed)
         self.tally.expired += 1
         if self.journal is not None:
             self.journal.pending(decision_id, None)

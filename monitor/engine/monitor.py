@@ -74,7 +74,8 @@ class Feed:
 
     def report(self) -> Report:
         """The replay report: join counts, per-segment totals and timelines, alerts."""
-        return _report(self.spec, self.joiner.counts(), self.source.reasons, self.sink.sections())
+        return _report(self.spec, self.joiner.counts(), self.source.reasons, self.sink.sections(),
+                       self.source.event_counts())
 
 
 class Monitor(Feed):
@@ -101,6 +102,9 @@ class Monitor(Feed):
     def record_counts(self) -> Mapping[str, int]:
         return self.records
 
+    def event_counts(self) -> Mapping[tuple[str, str], int]:
+        return self.source.event_counts()
+
     def rollups(self) -> list[Rollup]:
         return [self.rollup]
 
@@ -111,12 +115,18 @@ class Monitor(Feed):
         return True  # one process holds every segment
 
 
-def report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], rollups: Iterable[Rollup]) -> Report:
+def report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], rollups: Iterable[Rollup],
+           events: Mapping[tuple[str, str], int] | None = None) -> Report:
     """The report of a run, from its join counts and the rollups that hold its segments."""
-    return _report(spec, counts, reasons, sections(rollups))
+    return _report(spec, counts, reasons, sections(rollups), events or {})
 
 
-def _report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], held: Sections) -> Report:
+def _report(spec: Spec, counts: JoinCounts, reasons: Mapping[str, int], held: Sections,
+            events: Mapping[tuple[str, str], int]) -> Report:
+    by_type: dict[str, dict[str, int]] = {}
+    for (kind, status), n in sorted(events.items()):
+        by_type.setdefault(kind, {})[status] = n
     return Report(decision=spec.name, join=Join(**counts.as_dict()),
                   invalid_reasons=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-                  segments=held.segments, alerts=held.alerts, early_alerts=held.early_alerts)
+                  segments=held.segments, alerts=held.alerts, early_alerts=held.early_alerts,
+                  outcome_events=by_type if spec.events is not None else None)

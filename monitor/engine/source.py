@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 from collections import Counter
 from collections.abc import Callable
-from typing import NamedTuple
+from hashlib import blake2b
+from typing import NamedTuple, cast
 
 from monitor.contract.errors import RecordError
-from monitor.contract.events import Payload
+from monitor.contract.events import Event, Outcome, Payload
 from monitor.contract.spec import Spec
-from monitor.engine.intake import DeadLetter, check_outcome, check_prediction, reason_group
+from monitor.engine.event_join import EventJoiner
+from monitor.engine.intake import DeadLetter, check_event, check_outcome, check_prediction, reason_group
 from monitor.engine.join import NO_OFFSET, Joiner, Journal
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.windows import NEVER, SegmentKey
@@ -67,7 +70,7 @@ class Parts:
         self.early = EarlyParts(spec.reading_ages, self.width, len(spec.kpis), OVERALL if self.derived else None)
 
     def add(self, d: Decision) -> None:
-        if d.delay is not None:
+        if d.delay is not None and d.events is None:  # with outcome events, the early readings took each change
             self.early.match(d)
         slice_id = int(d.ts // self.width)
         key = (d.segment, slice_id, slice_id < self.closed_before)
@@ -107,6 +110,16 @@ class Parts:
                 for (segment, slice_id), ages in sorted(self.early.drain().items(), key=lambda item: item[0][::-1])]
 
 
+def fingerprint(e: Event, value: Payload, ts: float) -> bytes:
+    """What tells an outcome event from the other events of its decision: its id when the spec names
+    one, else its exact bytes and event time (8 bytes of BLAKE2b, the same in every process)."""
+    if e.event_id is not None:
+        return blake2b(e.event_id.encode(), digest_size=8, person=b"event-id").digest()
+    found = blake2b(memoryview(value), digest_size=8, person=b"event-bytes")
+    found.update(struct.pack("<d", ts))
+    return found.digest()
+
+
 def _both(first: Callable[[Decision], None], then: Callable[[Decision], None]) -> Callable[[Decision], None]:
     def both(d: Decision) -> None:
         first(d)
@@ -132,7 +145,10 @@ class Source:
         self.spec = spec
         self.segments = Segments(spec)
         self.parts = Parts(spec)
-        self.joiner = Joiner(spec, self.parts.add if on_final is None else _both(self.parts.add, on_final), journal)
+        finals = self.parts.add if on_final is None else _both(self.parts.add, on_final)
+        self.events = spec.events is not None
+        self.joiner: Joiner = EventJoiner(spec, finals, journal, self.parts.early.change) if self.events else \
+            Joiner(spec, finals, journal)
         self.records: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()  # dead-letter reasons, grouped
         self.offsets: dict[str, int] | None = {} if offsets else None
@@ -168,7 +184,12 @@ class Source:
                     self.parts.early.see(ts, segment, score)  # a new decision: early readings count it
             elif topic == self._outcomes:
                 o = self._outcome(value, key, timestamp) if self._keyed else self._outcome(value)
-                joiner.outcome(o, check_outcome(spec, o, timestamp), tracked)
+                if self.events:
+                    e = cast(Event, o)
+                    ts = check_event(spec, e, timestamp)
+                    cast(EventJoiner, joiner).event(e, ts, fingerprint(e, value, ts), tracked)
+                else:
+                    joiner.outcome(cast(Outcome, o), check_outcome(spec, cast(Outcome, o), timestamp), tracked)
             else:
                 raise RecordError(f"topic {topic!r} is neither predictions nor outcomes")
         except RecordError as exc:
@@ -204,4 +225,8 @@ class Source:
     @property
     def watermark(self) -> float:
         return self.joiner.watermark
+
+    def event_counts(self) -> Counter[tuple[str, str]]:
+        """Outcome events per (type, status); empty without `[outcome.events]`."""
+        return self.joiner.event_counts if isinstance(self.joiner, EventJoiner) else Counter()
 

@@ -8,9 +8,11 @@ with each record just before the engine takes it. Nothing here runs unless a tab
 Columns, in order (docs/offline.md is the reference):
 `decision_id`, `ts` (UTC), `model`, `model_version`, `variant`, `action`, `segment.<key>`...,
 `score`, `prediction`, `label`, `value`, `kpi.<name>`... (one per spec KPI, as the engine read
-it), `status` (`matched`, `expired` or `late`), `delay` (seconds to the outcome; empty when
-expired), then `feature.<name>`... (nested objects flattened with dots, lists as JSON text; a
-`features` value that is not an object goes whole, as JSON text, into one `features` column).
+it), `status` (`matched`, `expired` or `late`), `delay` (seconds to the outcome, the first event's
+with outcome events; empty when expired), with `[outcome.events]` `events` and `events.<type>`...
+(how many events of each type made the outcome), then `feature.<name>`... (nested objects flattened
+with dots, lists as JSON text; a `features` value that is not an object goes whole, as JSON text,
+into one `features` column).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from monitor.contract.errors import MonitorError
 from monitor.contract.events import Incoming, Prediction
 from monitor.contract.spec import Spec
 from monitor.engine.intake import check_prediction
-from monitor.engine.join import DONE, HeldOutcome
+from monitor.engine.join import DONE, HeldEvent, HeldOutcome
 from monitor.stats.decision import Decision
 
 if TYPE_CHECKING:
@@ -66,6 +68,9 @@ class JoinedTable:
         self._keep(decision_id)
 
     def held(self, decision_id: str, entry: HeldOutcome | None) -> None:
+        pass
+
+    def held_events(self, decision_id: str, events: list[HeldEvent] | None) -> None:
         pass
 
     def done(self, decision_id: str, packed: bytes | None) -> None:
@@ -107,9 +112,13 @@ class JoinedTable:
                 row[f"kpi.{name}"] = math.nan if x is None else x
             row["status"] = STATUS[code]
             row["delay"] = math.nan if d is None or d.delay is None else d.delay
+            if spec.events is not None:  # how many events made the outcome, in all and per type
+                counts = d.events if d is not None and d.events is not None else (0,) * len(spec.events.types)
+                row["events"] = sum(counts)
+                row.update({f"events.{t.name}": n for t, n in zip(spec.events.types, counts, strict=True)})
             row.update(_features(p.features))
             rows.append(row)
-        frame = pd.DataFrame(rows, columns=_order(rows, kpi_names))
+        frame = pd.DataFrame(rows, columns=_order(rows, kpi_names, spec))
         for name in kpi_names:
             frame[f"kpi.{name}"] = frame[f"kpi.{name}"].astype("float64")
         frame["ts"] = pd.to_datetime(frame["ts"].astype("float64"), unit="s", utc=True)
@@ -129,13 +138,15 @@ class JoinedTable:
         return len(frame)
 
 
-def _order(rows: list[dict[str, Any]], kpi_names: list[str]) -> list[str]:
+def _order(rows: list[dict[str, Any]], kpi_names: list[str], spec: Spec) -> list[str]:
     seen: dict[str, None] = {}
     for row in rows:
         seen.update(dict.fromkeys(row))
     fixed = ["decision_id", "ts", *_FIELDS]
     segments = sorted(c for c in seen if c.startswith("segment."))
     outcome = ["score", "prediction", "label", "value", *(f"kpi.{n}" for n in kpi_names), "status", "delay"]
+    if spec.events is not None:
+        outcome += ["events", *(f"events.{t.name}" for t in spec.events.types)]
     features = sorted(c for c in seen if c.startswith("feature.") or c == "features")
     return [*fixed, *segments, *outcome, *features]
 

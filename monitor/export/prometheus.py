@@ -49,6 +49,10 @@ class Readings(Protocol):
 
     def record_counts(self) -> Mapping[str, int]: ...
 
+    def event_counts(self) -> Mapping[tuple[str, str], int]:
+        """Outcome events per (type, status); empty without `[outcome.events]`."""
+        ...
+
     def rollups(self) -> Iterable[Rollup]: ...
 
     def folded(self) -> int: ...
@@ -104,7 +108,8 @@ class MonitorCollector(Collector):
         self.lock = lock
 
     def describe(self) -> Iterable[Metric]:
-        return [*self._families(), early_alerts(self.prefix, self.spec.name, [])]
+        found = [*self._families(), early_alerts(self.prefix, self.spec.name, [])]
+        return found + ([self._events()] if self.spec.events is not None else [])
 
     def collect(self) -> Iterator[Metric]:
         with self.lock or contextlib.nullcontext():
@@ -113,6 +118,8 @@ class MonitorCollector(Collector):
             early = early_alerts(self.prefix, self.spec.name, self.readings.rollups())
         yield from families
         yield early
+        if self.spec.events is not None:
+            yield self._events()
 
     def _families(self) -> _Families:
         p, by = self.prefix, ["decision", *self.by]
@@ -149,6 +156,14 @@ class MonitorCollector(Collector):
                               " the experiment is broken.",
                               labels=["decision"]),
         )
+
+    def _events(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(f"{self.prefix}_outcome_events", "Outcome events per type and what became of"
+                                     " them: counted into their decision, late, duplicate, orphan, unknown (a type"
+                                     " not in [outcome.events]) or over_limit.", labels=["decision", "type", "status"])
+        for (kind, status), n in sorted(self.readings.event_counts().items()):
+            family.add_metric([self.spec.name, kind, status], n)
+        return family
 
     def _fill(self, families: _Families) -> None:
         model, kpi, decisions, records, pending, alerts, active, misalignment, delay, folded, evicted = families[:11]

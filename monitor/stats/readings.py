@@ -44,7 +44,7 @@ class Reading:
     eight bytes a value, and a window's statistics are computed once, with numpy, when it is read
     (scores binned to 1e-5 as the final numbers are)."""
 
-    __slots__ = ("delays", "kpis", "neg", "pos", "scores")
+    __slots__ = ("delays", "kpis", "neg", "out", "pos", "scores")
 
     def __init__(self, kpis: int) -> None:
         self.scores = array("d")  # every decision seen
@@ -52,6 +52,9 @@ class Reading:
         self.neg = array("d")  # and with a negative one
         self.delays = array("d")  # seconds from decision to outcome, of matched decisions
         self.kpis = [array("d") for _ in range(kpis)]  # per KPI, its values on matched decisions that carry it
+        # Entries taken back (outcome events): a decision whose outcome changed is taken out as it was and
+        # matched again as it is (`rematch`); `settle` removes them from the arrays above, exactly.
+        self.out: Reading | None = None
 
     @property
     def n(self) -> int:
@@ -61,7 +64,8 @@ class Reading:
     @property
     def matched(self) -> int:
         """Decisions seen whose outcome matched by the age."""
-        return len(self.pos) + len(self.neg)
+        out = self.out
+        return len(self.pos) + len(self.neg) - (0 if out is None else len(out.pos) + len(out.neg))
 
     def see(self, score: float) -> Reading:
         self.scores.append(score)
@@ -75,7 +79,34 @@ class Reading:
                 values.append(x)
         return self
 
+    def rematch(self, before: Decision, after: Decision) -> Reading:
+        """A matched decision's outcome changed (another event): count it as `after` instead of `before`."""
+        out = self.out
+        if out is None:
+            out = self.out = Reading(len(self.kpis))
+        (out.pos if before.label >= 0.5 else out.neg).append(before.score)
+        for values, x in zip(out.kpis, before.kpis):  # noqa: B905  # lengths agree by construction
+            if x is not None:
+                values.append(x)
+        (self.pos if after.label >= 0.5 else self.neg).append(after.score)
+        for values, x in zip(self.kpis, after.kpis):  # noqa: B905
+            if x is not None:
+                values.append(x)
+        return self
+
+    def settle(self) -> Reading:
+        """Remove the entries taken back from the arrays, exactly (each cancels one equal entry)."""
+        out = self.out
+        if out is None:
+            return self
+        self.pos, self.neg = _without(self.pos, out.pos), _without(self.neg, out.neg)
+        self.kpis = [_without(mine, gone) for mine, gone in zip(self.kpis, out.kpis, strict=True)]
+        self.out = None
+        return self
+
     def merge(self, other: Reading) -> Reading:
+        if other.out is not None:
+            self.out = (self.out or Reading(len(self.kpis))).merge(other.out)
         self.scores += other.scores
         self.pos += other.pos
         self.neg += other.neg
@@ -89,6 +120,7 @@ class Reading:
 
     def moments(self, i: int) -> Moments:
         """Count, mean and squared deviations of KPI `i` over the matched decisions."""
+        self.settle()
         values = np.frombuffer(self.kpis[i], dtype=np.float64)
         if not values.size:
             return Moments()
@@ -168,10 +200,18 @@ class Ages:
     def state(self) -> list[ReadingState | None]:
         return [None if p is None else p.state() for p in self.parts]
 
+    def taken_back(self) -> list[ReadingState | None]:
+        """The entries taken back per part (`Reading.out`), or [] when there are none."""
+        outs = [None if p is None or p.out is None else p.out.state() for p in self.parts]
+        return outs if any(o is not None for o in outs) else []
+
     @classmethod
-    def from_state(cls, state: list[ReadingState | None]) -> Ages:
+    def from_state(cls, state: list[ReadingState | None], taken_back: list[ReadingState | None] | None = None) -> Ages:
         found = cls(len(state))
         found.parts = [None if p is None else Reading.from_state(p) for p in state]
+        for part, out in zip(found.parts, taken_back or []):  # noqa: B905  # none, or one per part
+            if part is not None and out is not None:
+                part.out = Reading.from_state(out)
         return found
 
 
@@ -216,6 +256,25 @@ class EarlyParts:
         if part is None:
             part = self.found[key] = Reading(self.kpis)
         part.match(d)
+
+    def change(self, before: Decision | None, after: Decision, delay: float, floor: int) -> int:
+        """A pending decision's outcome changed with an event `delay` after it (outcome events): it counts
+        as `after` from the first age the watermark had not passed, its delay reached and `floor` (the
+        age of its previous change); returns that age's index."""
+        slice_id = int(after.ts // self.width)
+        ages = self.ages
+        j = max(floor, bisect_right(ages, self.watermark - (slice_id + 1) * self.width), bisect_right(ages, delay))
+        if j >= self.last:
+            return j
+        key = (after.segment, slice_id, j)
+        part = self.found.get(key)
+        if part is None:
+            part = self.found[key] = Reading(self.kpis)
+        if before is None:
+            part.match(after)
+        else:
+            part.rematch(before, after)
+        return j
 
     def drain(self) -> dict[tuple[int, int], Ages]:
         """The parts since the last drain, per (segment, slice)."""
@@ -290,6 +349,7 @@ def early_metrics(kpis: tuple[tuple[str, Better, bool], ...], binary: bool) -> t
 def _auc(r: Reading, filling: Filling | None) -> Estimate:
     """AUC of converted-by-then against the rest, over 1e-5 score bins (ties count one half), as
     `monitor.stats.histogram` computes the final one."""
+    r.settle()
     pos, neg = np.sort(_binned(r.pos)), np.sort(_binned(r.neg))
     if filling is None:
         return _auc_of(pos, neg, None)
@@ -321,3 +381,20 @@ def _mid_rank(sorted_bins: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> 
 
 def _binned(scores: array[float]) -> npt.NDArray[np.int64]:
     return np.floor(np.frombuffer(scores, dtype=np.float64) * BINS + 0.5).astype(np.int64)
+
+
+def _without(kept: array[float], gone: array[float]) -> array[float]:
+    """`kept` less one equal value for each value of `gone` (a multiset difference), sorted."""
+    if not gone:
+        return kept
+    mine = np.sort(np.frombuffer(kept, dtype=np.float64))
+    theirs, counts = np.unique(np.frombuffer(gone, dtype=np.float64), return_counts=True)
+    first = np.searchsorted(mine, theirs, side="left")  # each value of `gone` starts its run of equals here
+    # At most the equal entries there are: an entry whose part came too late to count is not there to drop.
+    counts = np.minimum(counts, np.searchsorted(mine, theirs, side="right") - first)
+    drop = np.zeros(mine.size + 1, dtype=np.int64)
+    np.add.at(drop, first, 1)
+    np.add.at(drop, np.minimum(first + counts, mine.size), -1)
+    left = array("d")
+    left.frombytes(mine[np.cumsum(drop[:-1]) == 0].tobytes())
+    return left

@@ -21,8 +21,9 @@ import msgspec
 
 from monitor.contract.decode import decode_outcome
 from monitor.contract.spec import Spec
+from monitor.engine.event_join import EventJoiner
 from monitor.engine.intake import DeadLetter
-from monitor.engine.join import PENDING, HeldOutcome, JoinCounts
+from monitor.engine.join import PENDING, HeldEvent, HeldOutcome, JoinCounts
 from monitor.engine.source import DRAIN_RECORDS, Source
 from monitor.stream import wire
 from monitor.stream.store import Ownership, Store, Write
@@ -76,6 +77,7 @@ class _Changes:
         self.pendings: dict[str, bytes | None] = {}
         self.helds: dict[str, wire.HeldEntry | None] = {}
         self.dones: dict[str, bytes | None] = {}
+        self.events: dict[str, list[HeldEvent] | None] = {}  # outcome events held, per decision
 
     def pending(self, decision_id: str, packed: bytes | None) -> None:
         self.pendings[decision_id] = packed
@@ -87,10 +89,17 @@ class _Changes:
     def done(self, decision_id: str, packed: bytes | None) -> None:
         self.dones[decision_id] = packed
 
+    def held_events(self, decision_id: str, events: list[HeldEvent] | None) -> None:
+        self.events[decision_id] = None if events is None else list(events)
+
     def take(self) -> tuple[dict[str, bytes | None], dict[str, wire.HeldEntry | None], dict[str, bytes | None]]:
-        """The changes so far; the journal starts empty again."""
+        """The changes so far (the events held: `take_events`); the journal starts empty again."""
         taken = self.pendings, self.helds, self.dones
         self.pendings, self.helds, self.dones = {}, {}, {}
+        return taken
+
+    def take_events(self) -> dict[str, list[HeldEvent] | None]:
+        taken, self.events = self.events, {}
         return taken
 
 
@@ -187,7 +196,7 @@ class JoinStage:
         part.resend, part.unsaved, part.saved_at = [], 0, now
         if part.fresh:  # the outbox rides in the snapshot: a restore from it sends what this never did
             return Checkpoint(self._snapshot(part, outbox), outbox)
-        blob = wire.encode(self._state(part, pending, held, done, deltas))
+        blob = wire.encode(self._state(part, pending, held, done, deltas, part.changes.take_events()))
         log_writes = _chunks(partition, part.epoch, "log", part.seq, blob)
         part.logs[part.seq] = [key for key, _ in log_writes]
         part.log_bytes += len(blob)
@@ -216,6 +225,9 @@ class JoinStage:
     def record_counts(self) -> Counter[str]:
         return sum((part.source.records for part in self.partitions.values()), Counter())
 
+    def event_counts(self) -> Counter[tuple[str, str]]:
+        return sum((part.source.event_counts() for part in self.partitions.values()), Counter())
+
     def reasons(self) -> Counter[str]:
         return sum((part.source.reasons for part in self.partitions.values()), Counter())
 
@@ -223,7 +235,8 @@ class JoinStage:
         return sum(part.source.segments.folded for part in self.partitions.values())
 
     def held_outcomes(self) -> int:
-        return sum(len(part.source.joiner.held) for part in self.partitions.values())
+        return sum(len(part.source.joiner.held) + sum(map(len, getattr(part.source.joiner, "held_events", {}).values()))
+                   for part in self.partitions.values())
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _deltas(self, part: _Partition) -> list[tuple[int, bytes]]:
@@ -242,14 +255,17 @@ class JoinStage:
                 for q, parts in enumerate(by_reducer)]
 
     def _state(self, part: _Partition, pending: dict[str, bytes | None], held: dict[str, wire.HeldEntry | None],
-               done: dict[str, bytes | None], outbox: list[tuple[int, bytes]]) -> wire.JoinState:
+               done: dict[str, bytes | None], outbox: list[tuple[int, bytes]],
+               held_events: dict[str, list[HeldEvent] | None]) -> wire.JoinState:
         source = part.source
         joiner = source.joiner
+        counts = [(kind, status, n) for (kind, status), n in joiner.event_counts.items()] \
+            if isinstance(joiner, EventJoiner) else []
         return wire.JoinState(part.seq, joiner.newest_prediction, joiner.newest_outcome,
                               list(joiner.counts().as_dict().values()), dict(source.records), dict(source.reasons),
                               source.segments.folded, dict(source.offsets or {}),
                               [list(key) for key in source.segments.known()], pending, held, done, outbox,
-                              joiner.rotation())
+                              joiner.rotation(), held_events, counts)
 
     def _snapshot(self, part: _Partition, outbox: list[tuple[int, bytes]]) -> list[Write]:
         """Everything as of the checkpoint just cut, with the deltas not yet durable; then the head,
@@ -257,7 +273,9 @@ class JoinStage:
         joiner = part.source.joiner
         held: dict[str, wire.HeldEntry | None] = {
             key: (ts, msgspec.json.encode(outcome), offset) for key, (ts, outcome, offset) in joiner.held.items()}
-        blob = wire.encode(self._state(part, dict(joiner.pending), held, dict(joiner.finals()), outbox))
+        held_events: dict[str, list[HeldEvent] | None] = dict(getattr(joiner, "held_events", {}))
+        part.changes.take_events()  # all of them are in the snapshot
+        blob = wire.encode(self._state(part, dict(joiner.pending), held, dict(joiner.finals()), outbox, held_events))
         p = part.number
         part.generation += 1
         writes = _chunks(p, part.epoch, "snap", part.generation, blob)
@@ -315,14 +333,20 @@ class JoinStage:
         pending: dict[str, bytes] = {}
         held: dict[str, HeldOutcome] = {}
         done: dict[str, bytes] = {}
+        held_events: dict[str, list[HeldEvent]] = {}
         for state in states:
+            for key, events in state.held_events.items():
+                if events is None:
+                    held_events.pop(key, None)
+                else:
+                    held_events[key] = events
             local = [source.segments.intern(tuple(key)) for key in state.segments]
             for key, packed in state.pending.items():
                 if packed is None:
                     pending.pop(key, None)
                 else:
-                    ts, score, segment, predicted, offset = PENDING.unpack(packed)
-                    pending[key] = PENDING.pack(ts, score, local[segment], predicted, offset)
+                    ts, score, segment, predicted, offset = PENDING.unpack_from(packed)
+                    pending[key] = PENDING.pack(ts, score, local[segment], predicted, offset) + packed[PENDING.size:]
             for key, entry in state.held.items():
                 if entry is None:
                     held.pop(key, None)
@@ -336,6 +360,8 @@ class JoinStage:
         last = states[-1]
         source.joiner.restore(pending.items(), held.items(), done.items(),
                               (last.newest_prediction, last.newest_outcome), JoinCounts(*last.counts), last.rotation)
+        if isinstance(source.joiner, EventJoiner):
+            source.joiner.restore_events(held_events.items(), ((k, st, n) for k, st, n in last.events))
         source.advance(source.joiner.watermark)  # the parts learn which slices have closed
         source.records.update(last.records)
         source.reasons.update(last.reasons)

@@ -7,6 +7,7 @@ import math
 import cramjam
 import msgspec
 
+from monitor.engine.join import HeldEvent
 from monitor.engine.source import EarlyPart, Part
 from monitor.engine.state import SegmentBase
 from monitor.stats.readings import Ages, ReadingState
@@ -35,13 +36,14 @@ class EarlySlice(msgspec.Struct, array_like=True):
     segment: list[str]
     slice_id: int
     ages: list[ReadingState | None]
+    taken_back: list[ReadingState | None] = []  # entries taken back per age (outcome events); older: none
 
     @classmethod
     def of(cls, part: EarlyPart) -> EarlySlice:
-        return cls(list(part.segment), part.slice_id, part.ages.state())
+        return cls(list(part.segment), part.slice_id, part.ages.state(), part.ages.taken_back())
 
     def part(self) -> EarlyPart:
-        return EarlyPart(tuple(self.segment), self.slice_id, Ages.from_state(self.ages))
+        return EarlyPart(tuple(self.segment), self.slice_id, Ages.from_state(self.ages, self.taken_back))
 
 
 class Delta(msgspec.Struct, array_like=True):
@@ -88,6 +90,8 @@ class JoinState(msgspec.Struct, array_like=True):
     done: dict[str, bytes | None]
     outbox: list[tuple[int, bytes]]  # (metrics partition, encoded Delta)
     rotation: tuple[int, float] | None = None  # the join's final-id generation and next rotation (older: none)
+    held_events: dict[str, list[HeldEvent] | None] = {}  # outcome events held for their prediction; None: removed
+    events: list[tuple[str, str, int]] = []  # outcome events per (type, status) so far
 
 
 class Head(msgspec.Struct, array_like=True):

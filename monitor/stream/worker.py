@@ -259,6 +259,9 @@ class Worker:
     def record_counts(self) -> Mapping[str, int]:
         return self.join.record_counts()
 
+    def event_counts(self) -> Mapping[tuple[str, str], int]:
+        return self.join.event_counts()
+
     def rollups(self) -> Iterable[Rollup]:
         return self.metrics.rollups.values()
 
