@@ -459,3 +459,43 @@ def test_a_mapped_topic_on_a_worker_equals_replay(deploy: Any, bootstrap: str, b
     (want_counts, want_totals), (got_counts, got_totals) = replay_view(plain, contract), replay_view(setup.spec, shaped)
     assert got_counts == want_counts
     assert_same(got_totals, want_totals)
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_outcome_events_on_workers_equal_replay_through_a_sigkill(deploy: Any, bootstrap: str,
+                                                                   partitions: int) -> None:
+    """Several business events per decision (purchases, then refunds): a worker killed mid-stream and
+    restarted ends with replay's numbers, on one partition and on four."""
+    from kafka.partitioner.default import murmur2
+
+    from monitor.apps.simulate import simulate
+
+    events_spec = (ROOT / "monitor" / "checkout_events.toml").read_text()
+    setup = deploy({"KAFKA_BOOTSTRAP": bootstrap}, partitions, events_spec)
+    names = {"predictions": setup.spec.topics.predictions, "outcomes": setup.spec.topics.outcomes}
+    records = simulate("refunds", 12_000, seed=3, per_day=2_000)  # six days: three past the horizon
+    end = max(r["value"]["ts"] for r in records if r["topic"] == "predictions"  # type: ignore[index]
+              and isinstance(r["value"], dict) and isinstance(r["value"].get("ts"), float))
+    tail = Stream()  # each partition ends far ahead, so every watermark passes everything, as replay's does
+    for p in range(partitions):
+        key = next(f"tail-{p}-{i}" for i in range(10**6)
+                   if (murmur2(f"tail-{p}-{i}".encode()) & 0x7FFFFFFF) % partitions == p)
+        tail.predict(key, end + 4 * 86400, 0.5).raw(
+            "outcomes", {"decision_id": key, "ts": end + 4 * 86400 + 1, "event": "refund", "event_id": key,
+                         "amount": 1.0}, key=key, ts=end + 4 * 86400 + 1)
+    path = setup.tmp / "refunds.jsonl"
+    write_jsonl([{**r, "topic": names.get(str(r["topic"]), r["topic"])} for r in records + tail.records], path)
+    first, second, lines = halves(path)
+    setup.produce(first)
+    port = setup.start("--snapshot-bytes", "20000")
+    setup.wait_for(port, lines // 4)
+    setup.stop(port, signal.SIGKILL)
+    setup.produce(second)
+    port = setup.start("--snapshot-bytes", "20000")
+    scraped = setup.settle([port], lines, timeout=240)
+    counts = assert_equals_replay(setup, path, port, scraped)
+    assert counts["matched"] > 1000 and counts["pending"] == partitions
+    replayed = replay(setup.spec, path).report().outcome_events or {}
+    got = {(labels["type"], labels["status"]): v for n, labels, v in scraped[0] if n == "monitor_outcome_events_total"}
+    want = {(kind, status): n for kind, statuses in replayed.items() for status, n in statuses.items()}
+    assert {k: v for k, v in got.items() if k[1] != "orphan"} == {k: v for k, v in want.items() if k[1] != "orphan"}

@@ -64,19 +64,21 @@ Record = dict[str, object]
 
 
 def simulate(scenario: str, decisions: int, seed: int, *, start: float = 1_767_225_600.0,
-             per_day: int = 20_000, value_drop: float = VALUE_DROP,
-             signal: float = ROT_SIGNAL) -> list[dict[str, object]]:
+             per_day: int = 20_000, value_drop: float = VALUE_DROP, signal: float = ROT_SIGNAL,
+             refund_after: float = REFUND_SHARE_AFTER) -> list[dict[str, object]]:
     """Kafka records in arrival order: {"topic", "key", "timestamp" (int ms), "value"}.
 
-    `value_drop` (revenue per purchase after a business drop, 0.6 = −40%) and `signal` (the share
-    of signal a rotten model keeps) set the effect sizes."""
+    `value_drop` (revenue per purchase after a business drop, 0.6 = −40%), `signal` (the share
+    of signal a rotten model keeps) and `refund_after` (the share of purchases refunded after the
+    change; REFUND_SHARE for none) set the effect sizes."""
     check_scenario(scenario)
     if decisions < 0 or per_day <= 0:
         raise ValueError(f"need decisions >= 0 and per_day > 0, got {decisions} and {per_day}")
     half = decisions // 2
     with paused_gc():
         records, arrivals = draw(scenario, decisions, np.random.default_rng(seed), start, 86_400 / per_day,
-                                 changed=lambda ts: np.arange(ts.size) >= half, value_drop=value_drop, signal=signal)
+                                 changed=lambda ts: np.arange(ts.size) >= half, value_drop=value_drop, signal=signal,
+                                 refund_after=refund_after)
         order = np.argsort(arrivals, kind="stable")  # ties keep construction order
         return [records[i] for i in order.tolist()]
 
@@ -103,7 +105,7 @@ class Numbering:
 def draw(scenario: str, n: int, rng: np.random.Generator, start: float, gap: float, *,
          changed: Callable[[Floats], Bools], delay_scale: float = 1.0,
          numbering: Numbering | None = None, value_drop: float = VALUE_DROP,
-         signal: float = ROT_SIGNAL) -> tuple[list[Record], Ints]:
+         signal: float = ROT_SIGNAL, refund_after: float = REFUND_SHARE_AFTER) -> tuple[list[Record], Ints]:
     """`n` decisions after `start` (mean `gap` seconds apart), their outcomes and the mess.
 
     Returns the records in construction order with their arrival times (ms). `changed(ts)` says which
@@ -160,7 +162,7 @@ def draw(scenario: str, n: int, rng: np.random.Generator, start: float, gap: flo
     buyer_ids = [ids[i] for i in buyers.tolist()]
     if scenario in EVENT_SCENARIOS:  # a child stream: the draws every scenario shares stay the same
         outcomes, observed = _events(scenario, rng.spawn(1)[0], buyer_ids, outcome_ts, value[buyers],
-                                     after[buyers], delay_scale)
+                                     after[buyers], delay_scale, refund_after)
     else:
         outcomes = _outcomes(buyer_ids, outcome_ts, value[buyers], items[buyers], observed)
     records: list[Record] = predictions + outcomes
@@ -245,12 +247,12 @@ def _outcomes(ids: list[str], ts: Floats, value: Floats, items: Ints, arrival: I
 
 
 def _events(scenario: str, rng: np.random.Generator, ids: list[str], ts: Floats, value: Floats, after: Bools,
-            delay_scale: float) -> tuple[list[Record], Ints]:
+            delay_scale: float, refund_after: float) -> tuple[list[Record], Ints]:
     """Each buyer's purchase events (at `ts`, worth `value`), and refunds or later purchases, with arrivals."""
     records = _purchases(ids, ts, value, "p0")
     times = [ts]
     if scenario == "refunds":
-        share = np.where(after, REFUND_SHARE_AFTER, REFUND_SHARE)
+        share = np.where(after, refund_after, REFUND_SHARE)
         refunded = np.flatnonzero(rng.random(len(ids)) < share)
         wait = np.minimum(np.exp(rng.normal(np.log(REFUND_MEDIAN), 1.0, refunded.size)), REFUND_MAX)
         at = np.round(ts[refunded] + np.maximum(wait * delay_scale, 1.0), 3)
