@@ -1,7 +1,7 @@
 """End-to-end throughput and latency of the streaming workers on a real Kafka broker.
 
     scripts/kafka-up.sh            # or any broker: --bootstrap HOST:PORT
-    python benchmarks/stream.py [--decisions 200000] [--partitions 4] [--per-day N] [--pairs 1]
+    python benchmarks/stream.py [--decisions 200000] [--partitions 4] [--per-day N] [--pairs 1] [--scenario S]
 
 Prints, in one run over the same produced records, as decisions/s and as ratios to one worker:
   1. one worker end to end: from its first record counted (polling /healthz, which computes no metric)
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from monitor.apps.replay import replay
-from monitor.apps.simulate import simulate, write_jsonl
+from monitor.apps.simulate import SCENARIOS, simulate, spec_file, write_jsonl
 from monitor.contract.spec import load
 from monitor.infra import brokers
 from monitor.infra.connection import Connection, connect
@@ -67,8 +67,8 @@ def total(pattern: re.Pattern[str], text: str) -> float:
     return sum(float(v) for v in pattern.findall(text))
 
 
-def make_spec(tmp: Path, tag: str) -> Path:
-    text = edit_spec((ROOT / "monitor" / "checkout.toml").read_text(), {
+def make_spec(tmp: Path, tag: str, scenario: str = "healthy") -> Path:
+    text = edit_spec((ROOT / "monitor" / spec_file(scenario)).read_text(), {
         "decision.name": f"bench_{tag}", "topics.predictions": f"bp-{tag}", "topics.outcomes": f"bo-{tag}",
         "topics.alerts": f"ba-{tag}", "topics.dead_letters": f"bd-{tag}"})
     path = tmp / f"{tag}.toml"
@@ -92,14 +92,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 class Topics:
     """One benchmark's topics, holding the same produced records for every consumer measured."""
 
-    def __init__(self, servers: str, decisions: int, partitions: int, tmp: Path, per_day: int) -> None:
+    def __init__(self, servers: str, decisions: int, partitions: int, tmp: Path, per_day: int,
+                 scenario: str = "healthy") -> None:
         self.servers, self.decisions, self.tmp = servers, decisions, tmp
         self.tag = uuid.uuid4().hex[:8]
-        spec_path = make_spec(tmp, self.tag)
+        spec_path = make_spec(tmp, self.tag, scenario)
         self.spec = load(spec_path)
         brokers.create_topics(self.spec, Connection(servers), partitions, retention_ms=-1)
         self.stream = tmp / f"{self.tag}.jsonl"
-        self.records = write_jsonl(simulate("healthy", decisions, seed=1, per_day=per_day), self.stream)
+        self.records = write_jsonl(simulate(scenario, decisions, seed=1, per_day=per_day), self.stream)
         brokers.produce(self.stream, Connection(servers), rename={"predictions": self.spec.topics.predictions,
                                                                  "outcomes": self.spec.topics.outcomes})
         self.names = [self.spec.topics.predictions, self.spec.topics.outcomes]
@@ -307,10 +308,13 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=20_000 * 86_400,
                         help="decisions per day of event time (default: 20,000 a second, a live stream at the"
                              " target rate; 20000 replays a sparse history where every slice holds few decisions)")
+    parser.add_argument("--scenario", default="healthy", choices=SCENARIOS,
+                        help="the simulated stream, read with its bundled spec (outcome-event scenarios: the events"
+                             " spec, whose 3-day horizon wants a sparse history such as --per-day 20000)")
     args = parser.parse_args()
     servers = connect(args.bootstrap).bootstrap
     with tempfile.TemporaryDirectory() as tmp:
-        topics = Topics(servers, args.decisions, args.partitions, Path(tmp), args.per_day)
+        topics = Topics(servers, args.decisions, args.partitions, Path(tmp), args.per_day, args.scenario)
         raw = topics.per_decision(asyncio.run(raw_consume(topics.names, servers, topics.records))[0])
         floor = topics.per_decision(faust_floor(topics.names, servers, topics.records))
         pairs = []
@@ -321,7 +325,8 @@ def main() -> None:
         two = statistics.median(second[0] for _, second in pairs)
         alone = replayed(topics)
         print(f"engine: {engine_build()} (the workers inherit this environment: PYTHONPATH=.compiled compiles both)")
-        print(f"records: {topics.records:,} for {args.decisions:,} decisions ({args.per_day:,} a day of event time),"
+        print(f"records: {topics.records:,} for {args.decisions:,} decisions of {args.scenario} ({args.per_day:,} a day"
+              " of event time),"
               f" {args.partitions} partitions")
         print(f"{'':44} {'decisions/s':>12} {'÷ worker':>9}")
         for name, rate in [("one worker, end to end", one), ("two workers, end to end", two),

@@ -30,8 +30,8 @@ BATCH = {
     "mix_shift": "9beafea90865a10530fa188ae85ba854b19210533443b82b806b8bc4817f96df",
     "slower_outcomes": "2f71ff5dca33a9e400dc7952c1175af3cf64bf3226a9583b9c9b45e6809a1208",
     # the outcome-event scenarios, pinned when they came
-    "refunds": "e69094c33bc74079b924e07f70a01a1d919e5d983af6a240c754fc01c3ca56fe",
-    "repeat_purchases": "e67bf7c26145547cad843b62f0847d77157168f1155e83a4b5f2ea94ea3029c8",
+    "refunds": "2fac84f4782ebc6cf6e357e8a0e0dbd9ca31f0d5655aed818b399419e9ac37ee",
+    "repeat_purchases": "79394e30410a7bc3f9275734eebdf0422112a6b1e2d2847db1ab4329e63a3ddb",
 }
 START = 1_800_000_000.0
 

@@ -325,3 +325,27 @@ def test_the_combined_outcome_is_the_same_whatever_the_interleaving(
         value = math.fsum(e["amount"] * (1 if e["event"] == "purchase" else -1) for e in mine.values())
         label = 1.0 if any(e["event"] == "purchase" for e in mine.values()) else 0.0
         assert want[p["decision_id"]] == ((label, value) if mine else (0.0, 0.0))
+
+
+def test_the_live_simulator_fits_event_delays_to_the_events_horizon(events_spec: Spec) -> None:
+    from monitor.apps.live import delay_scale
+
+    assert delay_scale(events_spec.horizon, "refunds") == 1.0
+    assert delay_scale(6 * 3600.0) == 1.0  # the bundled single-outcome spec's horizon
+
+
+def test_the_worked_example_of_the_docs(events_spec: Spec) -> None:
+    """docs/outcome-events.md: 30 + 20 − 30, a redelivered refund and a purchase after the horizon."""
+    spec = spec_with({"outcome.events.id": None})
+    stream = Stream().predict("a", 0.0, 0.9)
+    for event, delay, amount in [("purchase", 300, 30.0), ("purchase", 3600, 20.0), ("refund", 2 * 86400, 30.0),
+                                 ("refund", 2 * 86400, 30.0), ("purchase", 4 * 86400, 5.0)]:
+        stream.raw("outcomes", {"decision_id": "a", "ts": float(delay), "event": event, "amount": amount})
+    stream.predict("z", 10 * spec.horizon, 0.5).raw(
+        "outcomes", {"decision_id": "z", "ts": 10 * spec.horizon, "event": "refund", "amount": 1.0})
+    finals: list[Decision] = []
+    report = _feed(spec, stream, finals).report()
+    assert [(d.label, d.value) for d in finals if d.decision_id == "a"] == [(1.0, 20.0)]
+    assert (report.join.matched, report.join.duplicates, report.join.late) == (1, 1, 1)
+    assert report.outcome_events == {"purchase": {"counted": 2, "late": 1},
+                                     "refund": {"counted": 2, "duplicate": 1}}  # z's refund: pending, counted

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from monitor.apps.simulate import REFERENCE_HORIZON, Numbering, Record, check_scenario, draw, encode
+from monitor.apps.simulate import Numbering, Record, check_scenario, draw, encode, reference_horizon
 
 CHUNK = 1000  # decisions per draw: enough that each draw carries its share of duplicates, orphans and bad records
 LOOKAHEAD = 1.0  # seconds: decisions are drawn this far ahead of the clock
@@ -65,9 +65,9 @@ class WallClock:
         self._stop.set()
 
 
-def delay_scale(horizon: float) -> float:
+def delay_scale(horizon: float, scenario: str = "healthy") -> float:
     """The factor that fits the simulator's delays to a spec's horizon."""
-    return horizon / REFERENCE_HORIZON
+    return horizon / reference_horizon(scenario)
 
 
 class Plan:

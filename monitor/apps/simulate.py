@@ -37,6 +37,7 @@ COUNTRY_SHARES = (0.5, 0.3, 0.2)
 INTERCEPT, SLOPE = -2.3, 1.4  # purchase logit = INTERCEPT + SLOPE·x, x ~ N(0, 1): base rate ≈ 15%
 MEDIAN_DELAY = 1800.0  # seconds from decision to purchase event
 REFERENCE_HORIZON = 6 * 3600.0  # the horizon these delays suit (the bundled spec's); see `draw`'s delay_scale
+EVENTS_HORIZON = 3 * 86400.0  # the horizon the outcome-event scenarios suit, refunds included (the events spec's)
 DELAY_SIGMA = 1.0  # lognormal; ≈ 0.65% of outcomes come after a 6 h horizon
 VALUE_DROP = 0.6  # business_drop: revenue per purchase after the change
 DELAY_STRETCH = 5.0  # label_delay: outcome delays after the change
@@ -52,6 +53,8 @@ REFUND_MAX = 2.5 * 86400.0  # within the events spec's 3-day horizon
 REPEATS = 4  # repeat_purchases: later purchases ~ Binomial(REPEATS, 1/2): three purchases per buyer on average
 REPEAT_GAP = 3 * 3600.0  # mean seconds between a buyer's purchases (exponential)
 REPEAT_DROP = 0.5  # repeat_purchases: the second and later purchases are worth this much after the change
+PER_DAY = 20_000  # decisions a day of event time, by default
+EVENTS_PER_DAY = 5_000  # and for the outcome-event scenarios: 100,000 decisions span 20 days, their 3-day horizon
 DUPLICATE_SHARE = 0.01  # of predictions, and of outcomes, re-sent later
 EARLY_SHARE = 0.005  # of outcomes seen before their prediction
 ORPHAN_SHARE = 0.002  # of decisions
@@ -64,14 +67,16 @@ Record = dict[str, object]
 
 
 def simulate(scenario: str, decisions: int, seed: int, *, start: float = 1_767_225_600.0,
-             per_day: int = 20_000, value_drop: float = VALUE_DROP, signal: float = ROT_SIGNAL,
+             per_day: int | None = None, value_drop: float = VALUE_DROP, signal: float = ROT_SIGNAL,
              refund_after: float = REFUND_SHARE_AFTER) -> list[dict[str, object]]:
     """Kafka records in arrival order: {"topic", "key", "timestamp" (int ms), "value"}.
 
     `value_drop` (revenue per purchase after a business drop, 0.6 = −40%), `signal` (the share
     of signal a rotten model keeps) and `refund_after` (the share of purchases refunded after the
-    change; REFUND_SHARE for none) set the effect sizes."""
+    change; REFUND_SHARE for none) set the effect sizes. `per_day` decisions a day of event time:
+    by default 20,000, and 5,000 for outcome-event scenarios, whose 3-day horizon wants a longer history."""
     check_scenario(scenario)
+    per_day = per_day or (EVENTS_PER_DAY if scenario in EVENT_SCENARIOS else PER_DAY)
     if decisions < 0 or per_day <= 0:
         raise ValueError(f"need decisions >= 0 and per_day > 0, got {decisions} and {per_day}")
     half = decisions // 2
@@ -279,6 +284,11 @@ def _purchases(ids: list[str], ts: Floats, value: Floats, suffix: str, event: st
         }}
         for d, t, v, ms in rows
     ]
+
+
+def reference_horizon(scenario: str) -> float:
+    """The horizon a scenario's delays suit, for fitting them to another (`draw`'s delay_scale)."""
+    return EVENTS_HORIZON if scenario in EVENT_SCENARIOS else REFERENCE_HORIZON
 
 
 def spec_file(scenario: str) -> str:

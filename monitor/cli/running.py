@@ -76,7 +76,7 @@ def _simulate_live(scenario: str, seed: int, rate: float, bootstrap: str | None,
     import time
 
     from monitor.apps import live
-    from monitor.apps.simulate import MEDIAN_DELAY
+    from monitor.apps.simulate import EVENT_SCENARIOS, MEDIAN_DELAY, spec_file
     from monitor.contract import spec as specs
 
     change = seconds(change_after, "--change-after")
@@ -87,8 +87,14 @@ def _simulate_live(scenario: str, seed: int, rate: float, bootstrap: str | None,
         if spec is not None:
             loaded = specs.load(spec)
             topics = {"predictions": loaded.topics.predictions, "outcomes": loaded.topics.outcomes}
+            events = scenario in EVENT_SCENARIOS
+            if events != (loaded.events is not None):
+                what = "outcome events" if events else "one outcome per decision"
+                has = "has no" if loaded.events is None else "has an"
+                raise MonitorError(f"--scenario {scenario} publishes {what} but --spec {spec} {has} [outcome.events]"
+                                   f" table: use a spec such as monitor/{spec_file(scenario)}")
             if delay_scale is None:
-                delay_scale = live.delay_scale(loaded.horizon)
+                delay_scale = live.delay_scale(loaded.horizon, scenario)
         start = time.time()
         plan = live.Plan(scenario, rate, seed, start, change, delay_scale or 1.0, tag=f"{int(start):x}-")
         kafka = connect(bootstrap, loaded)

@@ -3,7 +3,7 @@
 With the table, an outcome record is one event among several per decision: a purchase, another
 purchase, a refund. Each event type says what it contributes; a decision's outcome is the
 combination of its events, field by field: the label is the largest given (any conversion
-converts), the value and every KPI the sum. docs/events.md is the contract.
+converts), the value and every KPI the sum. docs/outcome-events.md is the contract.
 
     >>> rules = parse_events({"type": "event", "purchase": {"label": 1, "value": "amount"},
     ...                       "refund": {"value": "-amount"}}, ())

@@ -5,7 +5,7 @@ largest given, the value and KPIs summed (`monitor.contract.outcome_events`). Un
 join, a decision stays pending until its horizon passes, carrying its running combination; then it is
 final, matched if any event came, expired otherwise. An event after the horizon is `late`; an event
 seen before (the same event id, or without one the same bytes and time) is a `duplicate`. Every event
-is counted per type and status. docs/events.md is the contract.
+is counted per type and status. docs/outcome-events.md is the contract.
 
 A pending decision's bytes are `PENDING`, then, once an event came, `TAIL`, the combination (one
 float64 per field, NaN where no event gave it), one count per event type, and the fingerprints of
