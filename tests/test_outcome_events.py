@@ -50,6 +50,7 @@ def spec_with(changes: dict[str, object]) -> Spec:
     ({"kpi.1.field": "kpis.disputes"}, "kpi[1].field"),
     ({"outcomes.label": "ok"}, "outcomes.label"),
     ({"outcome.events.id": "decision_id"}, "outcome.events.id"),
+    ({"outcome.events.purchase": {"label": 2, "value": "amount"}}, "outcome.events.purchase.label"),
 ])
 def test_a_wrong_events_table_fails_at_start_naming_the_key(changes: dict[str, object], key: str) -> None:
     with pytest.raises(SpecError) as caught:
@@ -120,6 +121,24 @@ def test_events_after_the_horizon_are_late_one_by_one(events_spec: Spec) -> None
     assert [d.value for d in finals if d.decision_id == "a"] == [2.0]
     assert report.join.late == 2 and report.join.duplicates == 1
     assert report.outcome_events == {"purchase": {"counted": 2, "late": 2, "duplicate": 1}, "gift": {"unknown": 1}}
+
+
+def test_held_events_past_the_limit_are_dropped_oldest_first() -> None:
+    spec = spec_with({"limits.max_held": 2})
+    stream = Stream()
+    for i in range(4):  # events of four decisions whose predictions have not come
+        stream.raw("outcomes", {"decision_id": f"h{i}", "ts": 10.0 + i, "event": "purchase", "event_id": f"e{i}",
+                                "amount": 1.0})
+    for i in range(4):
+        stream.predict(f"h{i}", 5.0 + i, 0.5)
+    stream.predict("z", 10 * spec.horizon, 0.5).raw("outcomes", {"decision_id": "z", "ts": 10 * spec.horizon,
+                                                                  "event": "refund", "amount": 1.0})
+    finals: list[Decision] = []
+    report = _feed(spec, stream, finals).report()
+    assert sorted((d.decision_id, d.value) for d in finals if d.decision_id != "z") == [
+        ("h0", 0.0), ("h1", 0.0), ("h2", 1.0), ("h3", 1.0)]  # the two oldest events were dropped: missing
+    assert (report.join.orphans, report.join.evicted_held) == (2, 2)
+    assert report.outcome_events == {"purchase": {"counted": 2, "orphan": 2}, "refund": {"counted": 1}}
 
 
 def test_a_runaway_decision_is_bounded_and_counted() -> None:
@@ -349,3 +368,76 @@ def test_the_worked_example_of_the_docs(events_spec: Spec) -> None:
     assert (report.join.matched, report.join.duplicates, report.join.late) == (1, 1, 1)
     assert report.outcome_events == {"purchase": {"counted": 2, "late": 1},
                                      "refund": {"counted": 2, "duplicate": 1}}  # z's refund: pending, counted
+
+
+@settings(max_examples=25, deadline=None)
+@given(decisions_and_events(), st.randoms(use_true_random=False), st.floats(0.05, 0.95), st.integers(0, 8))
+def test_a_worker_restarted_anywhere_in_the_events_ends_with_replays_numbers(
+        drawn: tuple[list[dict[str, Any]], list[dict[str, Any]]], rng: random.Random, at: float,
+        again: int) -> None:
+    spec = specs.load(EVENTS_SPEC)
+    predictions, events = drawn
+    merged: list[tuple[str, dict[str, Any]]] = []
+    queues = [[("predictions", v) for v in predictions], [("outcomes", v) for v in events]]
+    while any(queues):
+        side = rng.choice([q for q in queues if q])
+        merged.append(side.pop(0))
+    far = 10 * spec.horizon  # then a decision far ahead moves the watermark past every horizon
+    merged += [("predictions", {"decision_id": "far", "ts": far, "model": "m", "score": 0.5}),
+               ("outcomes", {"decision_id": "far", "ts": far, "event": "refund", "event_id": "far", "amount": 1.0})]
+    offsets = {"predictions": -1, "outcomes": -1}
+    stream = []
+    for topic, value in merged:
+        offsets[topic] += 1
+        stream.append((topic, 0, offsets[topic], encode(value)))
+    replayed = Monitor(spec)
+    for topic, _, _, value in stream:
+        replayed.process(topic, value)
+    replayed.finish()
+    want = replayed.report()
+
+    stores = (Memory(), Memory())
+    first = InMemoryWorker(spec, stores)
+    cut = max(1, int(at * len(stream)))
+    clock = first.feed(stream[:cut])
+    first.crash_after_checkpoint()
+    second = InMemoryWorker(spec, stores)
+    second.finish(second.feed(stream[max(0, cut - again):], clock))  # the records not yet acked, again
+    got = second.report()
+    assert (got.join.matched, got.join.expired, got.join.duplicates) == \
+        (want.join.matched, want.join.expired, want.join.duplicates)
+    mine, theirs = got.segments[0], want.segments[0]
+    assert mine.decisions == theirs.decisions
+    for name, value in theirs.kpi.items():
+        assert mine.kpi[name] == pytest.approx(value, rel=1e-12, nan_ok=True), name
+
+
+def test_replay_of_refunds_raises_a_misalignment_and_its_page_and_table_show_the_events(
+        tmp_path: Path, open_page: Any) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from monitor.apps.simulate import write_jsonl
+
+    stream, report, page, joined = (tmp_path / n for n in ("s.jsonl", "r.json", "r.html", "j.csv"))
+    write_jsonl(simulate("refunds", 40_000, seed=2), stream)  # eight days of decisions, the change half way
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", "replay", "--spec", str(EVENTS_SPEC), "--input",
+                           str(stream), "--report", str(report), "--html", str(page), "--joined", str(joined)],
+                          capture_output=True, text=True, cwd=EVENTS_SPEC.parent.parent, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(report.read_text())
+    kinds = {(a["kind"], a.get("status", "final")) for a in result["alerts"] + result["early_alerts"]}
+    assert ("misalignment", "provisional") in kinds  # net revenue fell while the model held
+    assert {"purchase", "refund"} <= set(result["outcome_events"])
+    table = pd.read_csv(joined)
+    assert {"events", "events.purchase", "events.refund"} <= set(table.columns)
+    assert (table["events"] == table["events.purchase"] + table["events.refund"]).all()
+    overall = result["segments"][0]
+    assert len(table) == overall["decisions"]
+    assert table["kpi.revenue"].mean() == pytest.approx(overall["kpi"]["revenue"], rel=1e-9)
+    assert "KPIs by age" in page.read_text()
+    seen = open_page(page, "replay-report-events")
+    assert seen.console_errors == [] and seen.plots >= 3 and seen.rendered == seen.plots

@@ -192,6 +192,9 @@ def _events(found: dict[str, Any], spec: Spec) -> OutcomeEvents:
             raise SpecError(f"outcomes.{name}", ".".join(path), "no label, value or kpis in [outcomes] with "
                             "[outcome.events]: each event type says what it gives")
     check_paths(spec.outcomes, events)
+    for t in events.types:
+        if spec.task == "binary" and t.label is not None and not t.label.path and t.label.constant not in (0, 1):
+            raise SpecError(f"outcome.events.{t.name}.label", t.label.constant, "0 or 1 for a binary task")
     return events
 
 

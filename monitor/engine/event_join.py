@@ -84,6 +84,7 @@ class EventJoiner(Joiner):
             if _has(done, _STORED.size, fingerprint):
                 self._count(e.type, DUPLICATE)
                 return
+            self.tally.outcomes += 1
             self._count(e.type, LATE)  # its decision is final: too late to change it
             self._finalize_with(decision_id, done, fingerprint)
             return
@@ -99,7 +100,7 @@ class EventJoiner(Joiner):
         heapq.heappush(self._held_events_order, (ts, decision_id))
         if self.journal is not None:
             self.journal.held_events(decision_id, held)
-        if sum(len(h) for h in self.held_events.values()) > self.max_held:
+        if len(self.held_events) > self.max_held:
             self._evict_held_events()
 
     def _into_pending(self, decision_id: str, packed: bytes, e: Event, ts: float, fingerprint: bytes) -> None:
@@ -239,10 +240,15 @@ class EventJoiner(Joiner):
             self.journal.held_events(decision_id, kept or None)
 
     def _evict_held_events(self) -> None:
-        """Past `max_held` events held, drop the oldest as orphans."""
-        self.tally.evicted_held += 1
-        ts, decision_id = min((h[0][0], key) for key, h in self.held_events.items())
-        self._orphan(decision_id, self.held_events[decision_id], ts + self.horizon)
+        """Past `max_held` decisions with events held, drop the oldest events as orphans."""
+        order = self._held_events_order
+        while len(self.held_events) > self.max_held and order:
+            ts, decision_id = heapq.heappop(order)
+            held = self.held_events.get(decision_id)
+            if held is None or all(h[0] != ts for h in held):  # taken by its prediction, or dropped, meanwhile
+                continue
+            self.tally.evicted_held += 1
+            self._orphan(decision_id, held, ts + self.horizon)
 
     def finish(self) -> None:
         super().finish()
