@@ -249,6 +249,15 @@ def _seconds(text: str) -> float:
 
 
 # -- the worker ----------------------------------------------------------------------------------
+def replayed(spec: Spec, stream: list[Any]) -> Any:
+    """The report of replay on the records a worker takes (topic, partition, offset, value)."""
+    monitor = Monitor(spec)
+    for topic, _, _, value in stream:
+        monitor.process(topic, value)
+    monitor.finish()
+    return monitor.report()
+
+
 @pytest.mark.parametrize("partitions", [1, 4])
 def test_the_worker_equals_replay_through_a_crash_and_redeliveries(events_spec: Spec, partitions: int) -> None:
     raw = simulate("repeat_purchases", 8_000, seed=5, per_day=1_500)  # five days: two past the horizon
@@ -267,12 +276,7 @@ def test_the_worker_equals_replay_through_a_crash_and_redeliveries(events_spec: 
         topic, partition = str(r["topic"]), partition_of(str(r["key"]), partitions)
         offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
         stream.append((topic, partition, offset, encode(r["value"])))
-    replayed = Monitor(events_spec)
-    for topic, _, _, value in stream:
-        replayed.process(topic, value)
-    replayed.finish()
-    want = replayed.report()
-
+    want = replayed(events_spec, stream)
     stores = (Memory(), Memory())
     first = InMemoryWorker(events_spec, stores, sources=partitions, snapshot_min_bytes=20_000)
     cut = len(stream) // 2
@@ -390,12 +394,7 @@ def test_a_worker_restarted_anywhere_in_the_events_ends_with_replays_numbers(
     for topic, value in merged:
         offsets[topic] += 1
         stream.append((topic, 0, offsets[topic], encode(value)))
-    replayed = Monitor(spec)
-    for topic, _, _, value in stream:
-        replayed.process(topic, value)
-    replayed.finish()
-    want = replayed.report()
-
+    want = replayed(spec, stream)
     stores = (Memory(), Memory())
     first = InMemoryWorker(spec, stores)
     cut = max(1, int(at * len(stream)))
