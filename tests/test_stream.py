@@ -469,3 +469,25 @@ def test_a_save_cut_after_any_of_its_writes_restores_to_replays_totals(spec: Spe
             cuts += 1
         apply(saved, writes)
     assert cuts > 500
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_a_restored_timeline_goes_on_where_it_was(spec: Spec, partitions: int) -> None:
+    """After a restart every segment's windows are the ones replay lists, not only those since the restart."""
+    stream = records("business_drop", 30_000, partitions, tail=True)
+    want = replayed(spec, stream)
+    want.finish()
+    stores = fresh()
+    first = InMemoryWorker(spec, stores, sources=partitions, snapshot_min_bytes=20_000)
+    cut = 2 * len(stream) // 3
+    clock = first.feed(stream[:cut])
+    first.crash_after_checkpoint()
+    second = InMemoryWorker(spec, stores, sources=partitions, snapshot_min_bytes=20_000)
+    second.redeliver(first.topics.sent)  # the metrics stage's unacked deltas first, as Kafka hands them back
+    second.finish(second.feed(stream[cut - 500:], clock))
+    got = {tuple(sorted(s.segment.items())): [(w.start, w.end, w.decisions) for w in s.timeline]
+           for s in second.report().segments}
+    expected = {tuple(sorted(s.segment.items())): [(w.start, w.end, w.decisions) for w in s.timeline]
+                for s in want.report().segments}
+    assert max(len(t) for t in expected.values()) > 3, "the stream must close several windows per segment"
+    assert got == expected

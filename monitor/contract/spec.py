@@ -60,6 +60,7 @@ class Spec:
     kpis: tuple[Kpi, ...] = ()
     window_size: int = 1000
     window_period: float | None = None
+    windows_kept: int = 48  # complete windows per segment a worker's state keeps, for its timeline after a restore
     segment_by: tuple[str, ...] = ()
     max_segments: int = 500
     max_values: int = 50
@@ -267,10 +268,11 @@ def _kpis(entries: object) -> tuple[Kpi, ...]:
 
 
 def _windows(table: dict[str, Any]) -> dict[str, Any]:
-    known(table, "windows", {"size", "period"})
+    known(table, "windows", {"size", "period", "keep"})
     period = table.get("period")
     return {
         "window_size": number(table, "windows.size", default(Spec, "window_size"), low=10, integer=True),
+        "windows_kept": number(table, "windows.keep", default(Spec, "windows_kept"), low=1, integer=True),
         "window_period": None if period is None else parse_duration(period, "windows.period"),
     }
 

@@ -148,15 +148,18 @@ class Rollup:
         return {kind: kind in open_kinds for kind in KINDS}
 
     def base(self, segment: int) -> SegmentBase:
-        return SegmentBase(self.windows.state(segment), self.detector.state(segment), self.latest(segment))
+        kept = self.timeline.get(segment, [])[-self.spec.windows_kept:]
+        return SegmentBase(self.windows.state(segment), self.detector.state(segment), self.latest(segment), kept)
 
     def restore(self, key: SegmentKey, base: SegmentBase) -> int:
-        """Take back a segment's base (after a restart); its timeline restarts at the latest window."""
+        """Take back a segment's base (after a restart): its timeline goes on from the windows it kept."""
         segment = self.segments.intern(key)
         self.windows.restore(segment, base.windows)
         if base.detector is not None:
             self.detector.restore(segment, base.detector)
-        if base.latest is not None:
+        if base.timeline:
+            self.timeline[segment] = list(base.timeline)
+        elif base.latest is not None:  # a base written before bases kept their windows
             self.timeline[segment] = [base.latest]
         return segment
 

@@ -36,3 +36,6 @@ class SegmentBase(msgspec.Struct, array_like=True):
     windows: SegmentState
     detector: DetectorState | None
     latest: report.Window | None  # the latest complete window
+    # the last `windows.keep` complete windows (the latest among them), so a restored timeline goes on where it
+    # was; bases written before this field restart theirs at `latest`
+    timeline: list[report.Window] = []
