@@ -265,7 +265,7 @@ class JoinStage:
                               list(joiner.counts().as_dict().values()), dict(source.records), dict(source.reasons),
                               source.segments.folded, dict(source.offsets or {}),
                               [list(key) for key in source.segments.known()], pending, held, done, outbox,
-                              joiner.rotation(), held_events, counts)
+                              joiner.rotation(), held_events, counts, wire.FORMAT)
 
     def _snapshot(self, part: _Partition, outbox: list[tuple[int, bytes]]) -> list[Write]:
         """Everything as of the checkpoint just cut, with the deltas not yet durable; then the head,
@@ -281,7 +281,7 @@ class JoinStage:
         writes = _chunks(p, part.epoch, "snap", part.generation, blob)
         keys = [key for key, _ in writes]
         head = _head_key(p, part.epoch)
-        writes.append((head, wire.encode(wire.Head(part.generation, part.seq, len(keys)))))
+        writes.append((head, wire.encode(wire.Head(part.generation, part.seq, len(keys), wire.FORMAT))))
         obsolete = [key for chunks in part.logs.values() for key in chunks] + part.snapshot_keys + part.stale
         writes += [(key, None) for key in obsolete if key != head]
         part.logs, part.log_bytes, part.stale, part.fresh = {}, 0, [], False
@@ -308,6 +308,7 @@ class JoinStage:
         if newest in heads:
             head_key, value = heads.pop(newest)
             head = wire.head(value)
+            wire.stored_format(head.format, f"join partition {p}'s snapshot")
             chunks = blobs.pop((newest, "snap", head.generation))
             snapshot = wire.join_state(_joined(chunks))
             states.append(snapshot)
@@ -335,6 +336,7 @@ class JoinStage:
         done: dict[str, bytes] = {}
         held_events: dict[str, list[HeldEvent]] = {}
         for state in states:
+            wire.stored_format(state.format, f"join partition {p}'s checkpoint {state.seq}")
             for key, events in state.held_events.items():
                 if events is None:
                     held_events.pop(key, None)

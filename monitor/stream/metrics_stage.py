@@ -194,12 +194,12 @@ class MetricsStage:
             merged = rollup.windows.open_slice(segment, slice_id)
             if merged is not None:  # else folded since: its base holds it
                 key = rollup.key(segment)
-                opened = wire.SliceEntry(merged.state(), part.slices[(slice_id, key)])
+                opened = wire.SliceEntry(merged.state(), part.slices[(slice_id, key)], wire.FORMAT)
                 writes.append((_slice_key(prefix, slice_id, key), wire.encode(opened)))
         through = rollup.windows.closed_before
         for segment in sorted(dirty.bases):
             key = rollup.key(segment)
-            base = wire.BaseEntry(rollup.base(segment), part.bases.get(key, {}), through)
+            base = wire.BaseEntry(rollup.base(segment), part.bases.get(key, {}), through, wire.FORMAT)
             writes.append((_base_key(prefix, key), wire.encode(base)))
         writes += [(_slice_key(prefix, slice_id, key), None) for slice_id, key in dirty.folded]
         if dirty.fences:
@@ -207,7 +207,7 @@ class MetricsStage:
         if dirty.watermarks:
             writes.append((prefix + b"watermarks", wire.encode(part.watermarks)))
         if dirty.complete:
-            writes.append((prefix + COMPLETE, b""))
+            writes.append((prefix + COMPLETE, wire.encode(wire.FORMAT)))
         return writes + [(key, None) for key in dirty.stale]
 
     def unsaved(self, partition: int) -> bool:
@@ -288,7 +288,7 @@ class MetricsStage:
             elif key == b"fences":
                 part.fences = dict(wire.fences(value))
             elif key == COMPLETE:
-                continue
+                wire.stored_format(wire.marker(value), f"metrics partition {partition}")
             elif key.startswith(b"a"):
                 part.outbox[key[1:].decode()] = value
             elif key.startswith(b"b"):

@@ -1,7 +1,18 @@
-"""What the streaming workers write: messages between their stages, and their persisted state (msgpack)."""
+"""What the streaming workers write: messages between their stages, and their persisted state (msgpack).
+
+Every persisted entry carries the `FORMAT` it was written in (`format`; 1 for entries of releases before
+formats were written, which have none), and the metrics stage's completeness marker carries it for the
+partition's fences and watermarks. A format only appends fields, with defaults: a worker reads every earlier
+format as it is, and a worker of the release before reads this one, ignoring what it does not know (the rollback
+rule in docs/workers.md says what that loses).
+
+Formats: 1, before formats were written; 2, outcome events (held events and event counts in `JoinState`,
+taken-back entries in `EarlySlice`) and the windows a base keeps (`SegmentBase.timeline`).
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import cramjam
@@ -12,6 +23,10 @@ from monitor.engine.source import EarlyPart, Part
 from monitor.engine.state import SegmentBase
 from monitor.stats.readings import Ages, ReadingState
 from monitor.stats.summary import Shape, Summary, SummaryState
+
+log = logging.getLogger(__name__)
+FORMAT = 2  # of what this release writes
+BEFORE = 1  # the format of entries that carry none
 
 
 class SlicePart(msgspec.Struct, array_like=True):
@@ -92,6 +107,7 @@ class JoinState(msgspec.Struct, array_like=True):
     rotation: tuple[int, float] | None = None  # the join's final-id generation and next rotation (older: none)
     held_events: dict[str, list[HeldEvent] | None] = {}  # outcome events held for their prediction; None: removed
     events: list[tuple[str, str, int]] = []  # outcome events per (type, status) so far
+    format: int = BEFORE
 
 
 class Head(msgspec.Struct, array_like=True):
@@ -100,6 +116,7 @@ class Head(msgspec.Struct, array_like=True):
     generation: int
     seq: int  # the checkpoint the snapshot is as of; later checkpoints follow it
     chunks: int
+    format: int = BEFORE
 
 
 class Fence(msgspec.Struct, array_like=True):
@@ -115,6 +132,7 @@ class SliceEntry(msgspec.Struct, array_like=True):
 
     summary: SummaryState
     applied: dict[int, int]  # per source, the last checkpoint merged
+    format: int = BEFORE
 
 
 class BaseEntry(msgspec.Struct, array_like=True):
@@ -123,6 +141,7 @@ class BaseEntry(msgspec.Struct, array_like=True):
     base: SegmentBase
     applied: dict[int, int]  # per source, the last checkpoint merged into it (late parts, folded slices)
     through: int  # every slice below this id is folded in
+    format: int = BEFORE
 
 
 encode = msgspec.msgpack.Encoder().encode
@@ -147,3 +166,15 @@ def pack(blob: bytes) -> bytes:
 def unpack(data: bytes) -> bytes:
     """What `pack` took; a blob that older workers wrote uncompressed is returned as it is."""
     return bytes(cramjam.lz4.decompress_block(data[1:])) if data[:1] == LZ4 else data
+
+
+def stored_format(found: int, what: str) -> None:
+    """Note an entry written by a later release: read as far as this one knows it."""
+    if found > FORMAT:
+        log.warning("%s was written in state format %d by a later release; this worker knows format %d and reads"
+                    " what it knows of it (docs/workers.md: rolling back)", what, found, FORMAT)
+
+
+def marker(raw: bytes) -> int:
+    """The format in a metrics partition's completeness marker (empty from releases before formats)."""
+    return int(msgspec.msgpack.decode(raw)) if raw else BEFORE
