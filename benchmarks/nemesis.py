@@ -2,7 +2,9 @@
 
 A stream of decisions (with the usual mess) is produced at a steady rate into the input topics while
 a group of workers consumes it. A seeded schedule freezes one worker (SIGSTOP past the session
-timeout, then SIGCONT) again and again, and SIGKILLs and restarts the others between the freezes. The
+timeout, then SIGCONT) again and again, and SIGKILLs and restarts the others between the freezes; on
+request it also rolls every worker (SIGTERM one at a time), produces bursts of unusable records, and
+pauses the outcome producer while predictions go on. The
 frozen one is the worker holding the most segments' decisions at the first freeze. Each freeze is
 checked to have outlived the session: the other workers took over every input partition while it slept.
 At the end, far-future decisions on every partition push each watermark past every horizon, so every
@@ -11,7 +13,8 @@ the same topics: the join counts, every segment's totals and the complete alerts
 topic must equal it exactly.
 
     python benchmarks/nemesis.py --bootstrap 127.0.0.1:9092 [--seeds 1,2,3,4,5] [--decisions 40000]
-                                 [--rate 500] [--freezes 3] [--kills 2] [--session 10] [--json out.json]
+                                 [--rate 500] [--freezes 3] [--kills 2] [--rolls 1] [--bursts 1] [--pauses 1]
+                                 [--session 10] [--json out.json]
 
 Prints one line per run, and exits 1 if any run differs from replay.
 """
@@ -93,11 +96,20 @@ class Group:
             self.slots[slot] = port
         return port
 
-    def kill(self, slot: int) -> None:
+    def kill(self, slot: int, how: signal.Signals = signal.SIGKILL) -> None:
+        """Stop a worker (SIGKILL, or SIGTERM as a deploy does) and start a new one in its slot."""
         proc = self.procs.pop(self.slots[slot])
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.send_signal(how)
+        proc.wait(timeout=90)
         self.start(slot)
+
+    def roll(self) -> None:
+        """A rolling restart: each worker in turn stopped with SIGTERM, replaced, and up before the next."""
+        for slot in range(len(self.slots)):
+            self.kill(slot, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while not healthz(self.slots[slot]) and time.monotonic() < deadline:
+                time.sleep(0.5)
 
     def close(self) -> None:
         for proc in self.procs.values():
@@ -171,6 +183,15 @@ def tail(spec: Spec, partitions: int, after: float) -> list[dict[str, Any]]:
     return records
 
 
+def bad_records(spec: Spec, count: int, seed: int) -> list[dict[str, Any]]:
+    """A burst of records no reader can use, on both input topics: not JSON, a field missing, a wrong type."""
+    rng = random.Random(seed)
+    shapes: list[Any] = ["{not json", {"decision_id": "x", "ts": 1.0}, {"decision_id": "x", "ts": "soon",
+                                                                         "model": "m", "score": 0.5}, [1, 2, 3]]
+    return [{"topic": rng.choice([spec.topics.predictions, spec.topics.outcomes]), "key": f"bad-burst-{seed}-{i}",
+             "timestamp": None, "value": shapes[i % len(shapes)]} for i in range(count)]
+
+
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
@@ -229,8 +250,40 @@ def settle(group: Group, want: dict[str, float], limit: float) -> list[list[tupl
     return scraped
 
 
-def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int, workers: int, freezes: int,
-        kills: int, session: float, work: Path) -> Outcome:
+@dataclass
+class Faults:
+    """How many of each fault a run injects, besides the freezes and kills that the schedule interleaves."""
+
+    freezes: int = 3  # of the same worker, each past the session timeout
+    kills: int = 2  # SIGKILLs of the other workers, between the freezes
+    rolls: int = 0  # rolling restarts of every worker (SIGTERM one at a time)
+    bursts: int = 0  # bursts of unusable records on both topics
+    pauses: int = 0  # pauses of the outcome producer, longer than a tenth of the horizon in event time
+
+
+def producers(stream_path: Path, spec: Spec, bootstrap: str, rate: float, split: bool,
+              work: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """`monitor produce` of the stream at `rate` records/s: one process, or with `split` one per input topic
+    (at rates in proportion to their records), so that the outcomes alone can be paused."""
+    def produce(path: Path, at: float) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "monitor.cli", "produce", "--input", str(path),
+                                 "--bootstrap", bootstrap, "--rate", f"{at:g}"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not split:
+        return {"all": produce(stream_path, rate)}
+    lines = stream_path.read_text().splitlines(keepends=True)
+    outcomes = [line for line in lines if json.loads(line)["topic"] == spec.topics.outcomes]
+    predictions = [line for line in lines if json.loads(line)["topic"] != spec.topics.outcomes]
+    found = {}
+    for name, kept in (("predictions", predictions), ("outcomes", outcomes)):
+        path = work / f"{name}-{stream_path.name}"
+        path.write_text("".join(kept))
+        found[name] = produce(path, rate * len(kept) / len(lines))
+    return found
+
+
+def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int, workers: int, faults: Faults,
+        session: float, work: Path) -> Outcome:
     started = time.monotonic()
     rng = random.Random(seed)
     tag = uuid.uuid4().hex[:8]
@@ -258,17 +311,23 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         for _ in range(workers):
             group.start()
         time.sleep(session)  # the group forms before records flow
-        producer = subprocess.Popen([sys.executable, "-m", "monitor.cli", "produce", "--input", str(stream_path),
-                                     "--bootstrap", bootstrap, "--rate", str(rate)], cwd=ROOT,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        running = producers(stream_path, spec, bootstrap, rate, faults.pauses > 0, work)
         # The schedule: one victim is frozen `freezes` times; the others are killed between freezes. The victim
         # is the worker holding the most segments' decisions at the first freeze: when it thaws, it may take
-        # back a metrics partition that carries segments, the case where a frozen worker could miscount.
+        # back a metrics partition that carries segments, the case where a frozen worker could miscount. The
+        # other faults go in at seeded places among them.
+        freezes, kills = faults.freezes, faults.kills
         plan: list[str] = []
         victim_slot: int | None = None
         for i in range(freezes):
             plan += ["kill", "freeze"] if 0 < i <= kills else ["freeze"]
         plan += ["kill"] * max(0, kills - max(0, freezes - 1))
+        for action in ["roll"] * faults.rolls + ["burst"] * faults.bursts + ["pause"] * faults.pauses:
+            plan.insert(rng.randint(0, len(plan)), action)
+        # Event time runs ahead of the wall clock: a pause of the outcomes this long lets the predictions run a
+        # tenth of the horizon and more ahead of them (at least 3 s).
+        event_per_wall = rate * decisions / outcome.records * 86_400 / 20_000
+        pause_for = max(3.0, 1.5 * spec.horizon / 10 / event_per_wall)
         for action in plan:
             time.sleep(rng.uniform(4, 8))
             if action == "freeze":
@@ -283,12 +342,27 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
                 outcome.faults.append(f"freeze slot {victim_slot} ({'rebalanced' if took_over else 'NOT rebalanced'})")
                 if not took_over:
                     raise RuntimeError("a freeze did not outlive the session: the group never rebalanced")
+            elif action == "roll":
+                group.roll()
+                outcome.faults.append("rolling restart")
+            elif action == "burst":
+                burst = work / f"burst-{tag}-{len(outcome.faults)}.jsonl"
+                write_jsonl(bad_records(spec, 200, rng.randint(0, 10**6)), burst)
+                cli("produce", "--input", str(burst), "--bootstrap", bootstrap)
+                outcome.faults.append("burst of 200 bad records")
+            elif action == "pause":
+                paused = running["outcomes"]
+                paused.send_signal(signal.SIGSTOP)
+                time.sleep(pause_for)
+                paused.send_signal(signal.SIGCONT)
+                outcome.faults.append(f"outcomes paused {pause_for:.1f} s")
             else:
                 slot = rng.choice([s for s in range(workers) if s != victim_slot])
                 group.kill(slot)
                 outcome.faults.append(f"kill slot {slot}")
-        if producer.wait(timeout=decisions / rate * 4 + 300) != 0:
-            raise RuntimeError(f"the producer failed: {producer.stderr.read().decode() if producer.stderr else ''}")
+        for producer in running.values():
+            if producer.wait(timeout=decisions / rate * 4 + 300) != 0:
+                raise RuntimeError("a producer failed: " + (producer.stderr.read().decode() if producer.stderr else ""))
         cli("produce", "--input", str(tail_path), "--bootstrap", bootstrap)
 
         report = work / f"replay-{tag}.json"
@@ -368,14 +442,20 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--freezes", type=int, default=3, help="of the same worker, each past the session timeout")
     parser.add_argument("--kills", type=int, default=2, help="SIGKILLs of the other workers, between the freezes")
+    parser.add_argument("--rolls", type=int, default=0, help="rolling restarts of every worker (SIGTERM in turn)")
+    parser.add_argument("--bursts", type=int, default=0, help="bursts of 200 unusable records on both topics")
+    parser.add_argument("--pauses", type=int, default=0,
+                        help="pauses of the outcome producer past a tenth of the horizon (the topics then produced"
+                             " by one process each)")
     parser.add_argument("--session", type=float, default=10.0, help="the spec's stream.session_timeout, seconds")
     parser.add_argument("--json", type=Path, help="write every run's outcome here")
     args = parser.parse_args()
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="nemesis-") as tmp:
         for seed in (int(s) for s in args.seeds.split(",")):
-            outcome = run(args.bootstrap, seed, args.decisions, args.rate, args.partitions, args.workers,
-                          args.freezes, args.kills, args.session, Path(tmp))
+            faults = Faults(args.freezes, args.kills, args.rolls, args.bursts, args.pauses)
+            outcome = run(args.bootstrap, seed, args.decisions, args.rate, args.partitions, args.workers, faults,
+                          args.session, Path(tmp))
             outcomes.append(outcome)
             diff = {k: outcome.workers.get(k, 0) - v for k, v in outcome.replay.items()
                     if outcome.workers.get(k, 0) != v}
@@ -389,6 +469,8 @@ def main() -> int:
                 keep.mkdir(parents=True, exist_ok=True)
                 for log in Path(tmp).glob("worker-*.log"):
                     log.rename(keep / f"seed{seed}-{log.name}")
+                for kept in [*Path(tmp).glob("*.jsonl"), *Path(tmp).glob("*.json"), *Path(tmp).glob("*.toml")]:
+                    kept.rename(keep / f"seed{seed}-{kept.name}")  # the stream, the replay report and the spec
     if args.json:
         args.json.write_text(json.dumps([{**asdict(o), "exact": o.exact} for o in outcomes], indent=2))
     return 0 if all(o.exact for o in outcomes) else 1

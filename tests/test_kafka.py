@@ -499,3 +499,37 @@ def test_outcome_events_on_workers_equal_replay_through_a_sigkill(deploy: Any, b
     got = {(labels["type"], labels["status"]): v for n, labels, v in scraped[0] if n == "monitor_outcome_events_total"}
     want = {(kind, status): n for kind, statuses in replayed.items() for status, n in statuses.items()}
     assert {k: v for k, v in got.items() if k[1] != "orphan"} == {k: v for k, v in want.items() if k[1] != "orphan"}
+
+
+@pytest.mark.parametrize("setup", [2], indirect=True)
+def test_replay_from_the_topics_reads_past_records_stamped_out_of_order(setup: Deployment) -> None:
+    """Records without a timestamp of their own, produced amid records that carry theirs, are stamped by the
+    broker far ahead of those after them; replay from the topics still equals replay of the file and the
+    worker: the partition that holds them does not wait behind them for every other partition."""
+    from kafka.partitioner.default import murmur2
+
+    path = setup.write("business_drop", 8_000)
+    lines = path.read_text().splitlines(keepends=True)
+    keys = [k for k in (f"unstamped-{i}" for i in range(200)) if (murmur2(k.encode()) & 0x7FFFFFFF) % 2 == 0]
+    burst = [json.dumps({"topic": setup.spec.topics.predictions, "key": key, "timestamp": None,
+                         "value": "{not json"}) + "\n" for key in keys[:20]]  # all on one predictions partition
+    values = [json.loads(line)["value"] for line in lines]
+    end = max(v["ts"] for v in values if isinstance(v, dict) and isinstance(v.get("ts"), float))
+    tail = Stream()  # each partition ends far ahead, so every watermark passes everything, as replay's does
+    for p in range(2):
+        key = next(f"tail-{p}-{i}" for i in range(10**6) if (murmur2(f"tail-{p}-{i}".encode()) & 0x7FFFFFFF) % 2 == p)
+        tail.predict(key, end + 4 * 86400, 0.5).raw("outcomes", {"decision_id": key, "ts": end + 4 * 86400 + 1,
+                                                                  "label": 0}, key=key, ts=end + 4 * 86400 + 1)
+    names = {"predictions": setup.spec.topics.predictions, "outcomes": setup.spec.topics.outcomes}
+    tail_lines = [json.dumps({**r, "topic": names[r["topic"]]}) + "\n" for r in tail.records]
+    path.write_text("".join(lines[: len(lines) // 3] + burst + lines[len(lines) // 3:] + tail_lines))
+    port, scraped = setup.run(path)
+    counts = assert_equals_replay(setup, path, port, scraped)
+    assert counts["matched"] > 500 and counts["invalid"] >= 20
+    report = setup.tmp / "from-topics.json"
+    setup.cli("replay", "--spec", str(setup.spec_path), "--bootstrap", setup.servers, "--from", "2000-01-01T00:00:00Z",
+              "--to", "2100-01-01T00:00:00Z", "--report", str(report))
+    join = json.loads(report.read_text())["join"]
+    from_topics = {"matched": join["matched"], "expired": join["expired"], "late": join["late"],
+                   "duplicate": join["duplicates"], "orphan": join["orphans"], "invalid": join["invalid"]}
+    assert from_topics == {k: v for k, v in counts.items() if k != "pending"}

@@ -7,7 +7,11 @@ offsets a record counts only when its own timestamp is in the range, so a record
 order is left out the same way a file replay leaves it out.
 
 Nothing is committed and no group is joined: a replay never moves a running worker's offsets.
-Partitions are merged by (timestamp, topic, partition, offset), an order that depends on the
+Each partition is read in offset order, as a worker reads it, and partitions are merged by the
+smallest timestamp among the next `LOOKAHEAD` records of each (then topic, partition, offset). In a
+partition whose timestamps rise, that is its next record's own; a record stamped far ahead of the
+ones after it (a producer that left the timestamp to the broker amid records that carry their own, a
+skewed clock) then does not hold its partition back behind every other. The order depends on the
 records alone, never on fetch sizes, so two reads of one range give the same report.
 """
 
@@ -24,6 +28,7 @@ from monitor.contract.spec import Spec
 from monitor.debug.records import Raw, TimeRange
 
 BUFFERED = 20_000  # records held per partition before it is paused
+LOOKAHEAD = 1_000  # records of a partition whose smallest timestamp orders its next record in the merge
 STALL_SECONDS = 30.0  # no record for this long while a partition still owes some: give up
 
 
@@ -85,17 +90,18 @@ class KafkaRange:
             consumer.seek(tp, start)
         rank = {topic: i for i, topic in enumerate(self.topics)}
         buffers: dict[Any, deque[Any]] = {tp: deque() for tp in spans}
+        clocks = {tp: _Lookahead() for tp in spans}
         open_ = set(spans)  # partitions with records still to fetch
-        heads: list[tuple[int, int, int, int, Any]] = []  # (timestamp, topic rank, partition, offset, tp)
+        heads: list[tuple[int, int, int, int, Any]] = []  # (merge key, topic rank, partition, offset, tp)
         waiting = set(spans)  # partitions whose head is not on the heap yet
 
         def push(tp: Any) -> None:
             buffer = buffers[tp]
-            if buffer:
+            if buffer and (len(buffer) >= LOOKAHEAD or tp not in open_):  # its key needs what follows it
                 r = buffer[0]
-                heapq.heappush(heads, (r.timestamp, rank[r.topic], r.partition, r.offset, tp))
+                heapq.heappush(heads, (clocks[tp].key(buffer), rank[r.topic], r.partition, r.offset, tp))
                 waiting.discard(tp)
-            elif tp not in open_:
+            elif not buffer and tp not in open_:
                 waiting.discard(tp)
 
         while waiting or heads:
@@ -106,6 +112,7 @@ class KafkaRange:
                 continue
             *_, tp = heapq.heappop(heads)
             record = buffers[tp].popleft()
+            clocks[tp].pop()
             self.done += 1
             if self.window.holds(record.topic, record.timestamp):
                 key = None if record.key is None else _text(record.key)
@@ -113,7 +120,7 @@ class KafkaRange:
                           record.partition, record.offset)
             waiting.add(tp)
             push(tp)
-            if tp in waiting and len(buffers[tp]) == 0 and tp in open_ and tp in consumer.paused():
+            if tp in waiting and len(buffers[tp]) < LOOKAHEAD and tp in open_ and tp in consumer.paused():
                 consumer.resume(tp)
 
     def _fetch(self, consumer: Any, spans: dict[Any, tuple[int, int]], buffers: dict[Any, deque[Any]],
@@ -139,6 +146,31 @@ class KafkaRange:
             if time.monotonic() > deadline:
                 raise MonitorError(f"no records from {self.servers} for {STALL_SECONDS:.0f} s while reading the "
                                    "range; is the broker up?")
+
+
+class _Lookahead:
+    """The smallest timestamp among the first `LOOKAHEAD` records of a partition's buffer, as the buffer's
+    head moves on: a monotonic queue of (timestamp, position), positions counted from the partition's start."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[int, int]] = deque()
+        self.head = 0  # position of the buffer's first record
+        self.seen = 0  # positions below this are in the queue's reckoning
+
+    def key(self, buffer: deque[Any]) -> int:
+        while self.seen < self.head + min(len(buffer), LOOKAHEAD):
+            ts = buffer[self.seen - self.head].timestamp
+            while self.queue and self.queue[-1][0] >= ts:
+                self.queue.pop()
+            self.queue.append((ts, self.seen))
+            self.seen += 1
+        return self.queue[0][0]
+
+    def pop(self) -> None:
+        """The buffer's head was taken."""
+        if self.queue and self.queue[0][1] == self.head:
+            self.queue.popleft()
+        self.head += 1
 
 
 def _text(key: bytes) -> str | bytes:
