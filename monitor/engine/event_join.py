@@ -267,6 +267,8 @@ class EventJoiner(Joiner):
             for h in events:
                 heapq.heappush(self._held_events_order, (h[0], decision_id))
         self.event_counts = Counter({(kind, status): n for kind, status, n in counts})
+        # Unknown types already counted by name stay so, and warned of: the cap on names holds across restarts.
+        self._warned = {kind for kind, status in self.event_counts if status == UNKNOWN and kind != OTHER}
 
     # -- counts ---------------------------------------------------------------------------------
     def _count(self, kind: str, status: str) -> None:
