@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from monitor.contract.events import Event
-from monitor.contract.outcome_events import LABEL, VALUE, OutcomeEvents
+from monitor.contract.outcome_events import LABEL, VALUE
 from monitor.contract.spec import Spec
 from monitor.engine.join import _MATCHED, _STORED, DONE, NO_OFFSET, PENDING, HeldEvent, Joiner, Journal
 from monitor.stats.decision import Decision
@@ -53,11 +53,11 @@ class EventJoiner(Joiner):
         super().__init__(spec, on_final, journal)
         events = spec.events
         assert events is not None
-        self.rules: OutcomeEvents = events
         self.progress = progress
         self.width = events.width
         self.types = tuple(t.name for t in events.types)
         self.combo = struct.Struct(f"<{self.width}d{len(self.types)}I")
+        self.empty = [math.nan] * self.width + [0] * len(self.types)  # a combination before any event
         self.fixed = PENDING.size + TAIL.size + self.combo.size  # bytes before the fingerprints
         self.max_events = spec.limits.max_events_per_decision
         self.kpi_names = events.kpi_names
@@ -108,12 +108,7 @@ class EventJoiner(Joiner):
             self._count(e.type, DUPLICATE)
             return
         self.tally.outcomes += 1
-        decision_ts = PENDING.unpack_from(packed)[0]
-        if ts >= decision_ts + self.horizon:  # before the watermark expired it: late all the same
-            self._count(e.type, LATE)
-            packed = self._with_fingerprint(packed, fingerprint)
-        else:
-            packed = self._fold(decision_id, packed, e, ts, fingerprint)
+        packed = self._take(decision_id, packed, e, ts, fingerprint)
         self.pending[decision_id] = packed
         if self.journal is not None:
             self.journal.pending(decision_id, packed)
@@ -128,7 +123,7 @@ class EventJoiner(Joiner):
             prints = packed[self.fixed:]
         else:
             count, floor, first = 0, 0, ts - decision_ts
-            fields = [math.nan] * self.width + [0] * len(self.types)
+            fields = list(self.empty)
             prints = b""
         if count >= self.max_events:  # a runaway decision: the event is counted, not folded in
             self._count(e.type, OVER_LIMIT)
@@ -153,19 +148,22 @@ class EventJoiner(Joiner):
             return packed
         if self.journal is not None:
             self.journal.held_events(decision_id, None)
-        decision_ts = PENDING.unpack_from(packed)[0]
         for ts, e, _, fingerprint in held:
-            if ts >= decision_ts + self.horizon:
-                self._count(e.type, LATE)
-                packed = self._with_fingerprint(packed, fingerprint)
-            else:
-                packed = self._fold(decision_id, packed, e, ts, fingerprint)
+            packed = self._take(decision_id, packed, e, ts, fingerprint)
         return packed
+
+    def _take(self, decision_id: str, packed: bytes, e: Event, ts: float, fingerprint: bytes) -> bytes:
+        """A pending decision with event `e` folded in, or only remembered when it came at or after the
+        horizon (before the watermark expired the decision: late all the same)."""
+        if ts >= PENDING.unpack_from(packed)[0] + self.horizon:
+            self._count(e.type, LATE)
+            return self._with_fingerprint(packed, fingerprint)
+        return self._fold(decision_id, packed, e, ts, fingerprint)
 
     def _with_fingerprint(self, packed: bytes, fingerprint: bytes) -> bytes:
         """A pending decision that also remembers an event it did not fold in (late), to tell its repeats."""
         if len(packed) == PENDING.size:  # no event folded yet: an empty combination comes first
-            packed += TAIL.pack(0, 0, 0.0) + self.combo.pack(*([math.nan] * self.width + [0] * len(self.types)))
+            packed += TAIL.pack(0, 0, 0.0) + self.combo.pack(*self.empty)
         return packed + fingerprint
 
     # -- finals ---------------------------------------------------------------------------------
@@ -193,15 +191,6 @@ class EventJoiner(Joiner):
         status, prediction, outcome = DONE.unpack_from(done)
         stored = _STORED.pack(status, prediction, outcome, self.generation & 1) + done[_STORED.size:] + fingerprint
         self._store(decision_id, stored)
-
-    def _store(self, decision_id: str, stored: bytes) -> None:
-        self._done_before.pop(decision_id, None)
-        self._done[decision_id] = stored
-        if self.journal is not None:
-            self.journal.done(decision_id, stored)
-        if len(self._done) + len(self._done_before) > self.max_finals:
-            self.tally.evicted_finals += len(self._done_before)
-            self._rotate()
 
     def _decision(self, decision_id: str, packed: bytes) -> Decision:
         """A pending decision with events as the statistics take it: its combination so far."""

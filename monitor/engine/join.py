@@ -297,7 +297,10 @@ class Joiner:
         return self.generation, self._rotate_at
 
     def _finalize(self, decision_id: str, status: int, prediction_offset: int, outcome_offset: int) -> None:
-        packed = _STORED.pack(status, prediction_offset, outcome_offset, self.generation & 1)
+        self._store(decision_id, _STORED.pack(status, prediction_offset, outcome_offset, self.generation & 1))
+
+    def _store(self, decision_id: str, packed: bytes) -> None:
+        """Remember a final id with its packed status (and, with outcome events, a tail of fingerprints)."""
         self._done_before.pop(decision_id, None)  # made final again (late): remembered from now, once
         self._done[decision_id] = packed
         if self.journal is not None:

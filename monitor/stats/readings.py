@@ -72,24 +72,21 @@ class Reading:
         return self
 
     def match(self, d: Decision) -> Reading:
-        (self.pos if d.label >= 0.5 else self.neg).append(d.score)
         self.delays.append(d.delay or 0.0)
-        for values, x in zip(self.kpis, d.kpis):  # noqa: B905  # lengths agree by construction
-            if x is not None:
-                values.append(x)
-        return self
+        return self._outcome(d)
 
     def rematch(self, before: Decision, after: Decision) -> Reading:
         """A matched decision's outcome changed (another event): count it as `after` instead of `before`."""
         out = self.out
         if out is None:
             out = self.out = Reading(len(self.kpis))
-        (out.pos if before.label >= 0.5 else out.neg).append(before.score)
-        for values, x in zip(out.kpis, before.kpis):  # noqa: B905  # lengths agree by construction
-            if x is not None:
-                values.append(x)
-        (self.pos if after.label >= 0.5 else self.neg).append(after.score)
-        for values, x in zip(self.kpis, after.kpis):  # noqa: B905
+        out._outcome(before)
+        return self._outcome(after)
+
+    def _outcome(self, d: Decision) -> Reading:
+        """A matched decision's score under its label, and its KPI values (its delay apart)."""
+        (self.pos if d.label >= 0.5 else self.neg).append(d.score)
+        for values, x in zip(self.kpis, d.kpis):  # noqa: B905  # lengths agree by construction
             if x is not None:
                 values.append(x)
         return self

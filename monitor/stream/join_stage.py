@@ -92,14 +92,11 @@ class _Changes:
     def held_events(self, decision_id: str, events: list[HeldEvent] | None) -> None:
         self.events[decision_id] = None if events is None else list(events)
 
-    def take(self) -> tuple[dict[str, bytes | None], dict[str, wire.HeldEntry | None], dict[str, bytes | None]]:
-        """The changes so far (the events held: `take_events`); the journal starts empty again."""
-        taken = self.pendings, self.helds, self.dones
-        self.pendings, self.helds, self.dones = {}, {}, {}
-        return taken
-
-    def take_events(self) -> dict[str, list[HeldEvent] | None]:
-        taken, self.events = self.events, {}
+    def take(self) -> tuple[dict[str, bytes | None], dict[str, wire.HeldEntry | None], dict[str, bytes | None],
+                            dict[str, list[HeldEvent] | None]]:
+        """The changes so far; the journal starts empty again."""
+        taken = self.pendings, self.helds, self.dones, self.events
+        self.pendings, self.helds, self.dones, self.events = {}, {}, {}, {}
         return taken
 
 
@@ -191,12 +188,12 @@ class JoinStage:
         part = self.partitions[partition]
         part.seq += 1
         deltas = self._deltas(part)
-        pending, held, done = part.changes.take()
+        pending, held, done, held_events = part.changes.take()
         outbox = part.resend + deltas
         part.resend, part.unsaved, part.saved_at = [], 0, now
         if part.fresh:  # the outbox rides in the snapshot: a restore from it sends what this never did
             return Checkpoint(self._snapshot(part, outbox), outbox)
-        blob = wire.encode(self._state(part, pending, held, done, deltas, part.changes.take_events()))
+        blob = wire.encode(self._state(part, pending, held, done, deltas, held_events))
         log_writes = _chunks(partition, part.epoch, "log", part.seq, blob)
         part.logs[part.seq] = [key for key, _ in log_writes]
         part.log_bytes += len(blob)
@@ -274,7 +271,6 @@ class JoinStage:
         held: dict[str, wire.HeldEntry | None] = {
             key: (ts, msgspec.json.encode(outcome), offset) for key, (ts, outcome, offset) in joiner.held.items()}
         held_events: dict[str, list[HeldEvent] | None] = dict(getattr(joiner, "held_events", {}))
-        part.changes.take_events()  # all of them are in the snapshot
         blob = wire.encode(self._state(part, dict(joiner.pending), held, dict(joiner.finals()), outbox, held_events))
         p = part.number
         part.generation += 1
