@@ -9,8 +9,8 @@ frozen one is the worker holding the most segments' decisions at the first freez
 checked to have outlived the session: the other workers took over every input partition while it slept.
 At the end, far-future decisions on every partition push each watermark past every horizon, so every
 decision must be final. The model is `monitor replay --bootstrap` of
-the same topics: the join counts, every segment's totals and the complete alerts' ids on the alerts
-topic must equal it exactly.
+the same topics: the join counts, every segment's totals, and the ids of the complete alerts and of the early
+alert events on the alerts topic must equal it exactly.
 
     python benchmarks/nemesis.py --bootstrap 127.0.0.1:9092 [--seeds 1,2,3,4,5] [--decisions 40000]
                                  [--rate 500] [--freezes 3] [--kills 2] [--rolls 1] [--bursts 1] [--pauses 1]
@@ -64,14 +64,17 @@ class Outcome:
     totals_differ: list[str] = field(default_factory=list)  # "segment metric: got vs want"
     alerts_missing: list[str] = field(default_factory=list)
     alerts_extra: list[str] = field(default_factory=list)
-    early_alerts: tuple[int, int] = (0, 0)  # (on the alerts topic, in replay): not compared, see docs/workers.md
+    early_missing: list[str] = field(default_factory=list)  # early alert events (provisional, then settled)
+    early_extra: list[str] = field(default_factory=list)
+    early_alerts: tuple[int, int] = (0, 0)  # events on the alerts topic (repeats included), and in replay
     held: dict[int, dict[str, Any]] = field(default_factory=dict)  # per worker's web port, from /healthz at the end
     partitions: dict[int, dict[str, int]] = field(default_factory=dict)  # replay's join counts, per input partition
     seconds: float = 0.0
 
     @property
     def exact(self) -> bool:
-        return self.workers == self.replay and not (self.totals_differ or self.alerts_missing or self.alerts_extra)
+        return self.workers == self.replay and not (self.totals_differ or self.alerts_missing or self.alerts_extra
+                                                    or self.early_missing or self.early_extra)
 
 
 class Group:
@@ -394,6 +397,10 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         want_ids = {a["id"] for a in replayed["alerts"]}
         outcome.alerts_missing = sorted(want_ids - final_ids)
         outcome.alerts_extra = sorted(final_ids - want_ids)
+        early_ids = {a["id"] for a in sent if "status" in a}
+        want_early = {a["id"] for a in replayed["early_alerts"]}
+        outcome.early_missing = sorted(want_early - early_ids)
+        outcome.early_extra = sorted(early_ids - want_early)
         outcome.early_alerts = (sum(1 for a in sent if "status" in a), len(replayed["early_alerts"]))
     finally:
         group.close()
@@ -462,8 +469,9 @@ def main() -> int:
             print(f"seed {seed}: {'exact' if outcome.exact else 'DIFFERS'} in {outcome.seconds} s; "
                   f"{outcome.records} records; faults: {', '.join(outcome.faults)}; join differences {diff}; "
                   f"totals differing {len(outcome.totals_differ)}; alerts missing {len(outcome.alerts_missing)}, "
-                  f"extra {len(outcome.alerts_extra)}; early alert events {outcome.early_alerts[0]} "
-                  f"(replay {outcome.early_alerts[1]})", flush=True)
+                  f"extra {len(outcome.alerts_extra)}; early alert events {outcome.early_alerts[0]} sent, replay "
+                  f"{outcome.early_alerts[1]}: missing {len(outcome.early_missing)}, extra {len(outcome.early_extra)}",
+                  flush=True)
             if os.environ.get("NEMESIS_KEEP"):  # every run's logs; a failed run's are what to read
                 keep = Path(os.environ["NEMESIS_KEEP"])
                 keep.mkdir(parents=True, exist_ok=True)

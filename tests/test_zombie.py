@@ -221,9 +221,6 @@ def test_without_epochs_the_zombie_corrupts_the_numbers(spec: Spec) -> None:
             assert_same_totals(worker_totals(survivor.worker), want[1])
 
 
-@pytest.mark.xfail(strict=True, reason="early readings live in the metrics stage's memory only: a restore starts "
-                   "them afresh, so a restarted worker raises other early alerts than replay (persisting the early "
-                   "state belongs to the early-warning work)")
 def test_early_alerts_survive_a_restart(spec: Spec) -> None:
     stream = records("business_drop", 20_000, tail=True)
     whole = InMemoryWorker(spec, fresh(), batch=500)

@@ -38,7 +38,17 @@ from monitor.engine.comparisons import (
     where,
     worsening,
 )
-from monitor.engine.early_windows import EarlyWindow, age_text, estimates, filling, spec_metrics, window_estimates
+from monitor.engine.early_windows import (
+    EarlyWindow,
+    age_text,
+    estimates,
+    filling,
+    restored,
+    saved,
+    spec_metrics,
+    window_estimates,
+)
+from monitor.engine.state import EarlyReferenceState, PendingState
 from monitor.stats.metrics import Estimate
 from monitor.stats.readings import EarlyMetric, Reading
 from monitor.stats.survival import Group, logrank, logrank_groups
@@ -107,9 +117,19 @@ class _Reference:
 class _Pending:
     """A provisional alert waiting for its window's final reading."""
 
-    alert: EarlyAlert
-    slices: set[int]
-    reading: Reading
+    kind: str
+    alert: str  # its id
+    subject: str
+    segment: int
+    start: float
+    end: float
+    slices: list[int]  # the window's
+    left: set[int]  # its slices not yet final
+    reading: Reading  # their final readings so far
+
+    def state(self) -> PendingState:
+        return PendingState(self.kind, self.alert, self.subject, self.start, self.end, self.slices,
+                            sorted(self.left), saved(self.reading))
 
 
 class EarlyDetector:
@@ -172,9 +192,8 @@ class EarlyDetector:
                 self._open[key] = (window.start, 0)
                 alert = self._alert(kind, "provisional", strict[kind], comparisons, window)
                 fired.append(alert)
-                pending = _Pending(alert, set(window.slices), Reading(len(self.spec.kpis)))
-                for slice_id in window.slices:
-                    self._pending.setdefault((window.segment, slice_id), []).append(pending)
+                self._wait(_Pending(kind, alert.id, alert.subject, window.segment, window.start, window.end,
+                                    list(window.slices), set(window.slices), Reading(len(self.spec.kpis))))
         return fired
 
     def wanted(self, segment: int, index: int) -> bool:
@@ -193,28 +212,59 @@ class EarlyDetector:
         settled = []
         for pending in self._pending.pop((segment, slice_id), []):
             pending.reading.merge(reading)
-            pending.slices.discard(slice_id)
-            if not pending.slices:
+            pending.left.discard(slice_id)
+            if not pending.left:
                 settled.append(self._settle(pending))
         return settled
 
+    def _wait(self, pending: _Pending) -> None:
+        for slice_id in sorted(pending.left):
+            self._pending.setdefault((pending.segment, slice_id), []).append(pending)
+
     def _settle(self, pending: _Pending) -> EarlyAlert:
-        first = pending.alert
-        window = EarlyWindow(first.window.segment, self.last, self.spec.horizon, first.window.start,
-                             first.window.end, pending.reading, first.window.slices)
+        window = EarlyWindow(pending.segment, self.last, self.spec.horizon, pending.start, pending.end,
+                             pending.reading, pending.slices)
         ref = self._references.get((window.segment, self.last))
         settings = self.spec.alerts
         if ref is None or ref.reading is None or not ref.estimates:
-            return self._alert(first.kind, "withdrawn", [], [], window, first.id)
+            return self._alert(pending.kind, "withdrawn", [], [], window, pending.alert)
         comparisons = compare(self.metrics, ref.estimates, estimates(self.metrics, pending.reading, self.fill))
         level = settings.alpha / (len(comparisons) + 1)
         involved = kinds([c for c in comparisons if c.p < level and c.change > settings.min_change - 1e-12])
         later = _later(pending.reading, ref.reading)  # the delays of the outcomes that came, at the horizon
         involved["outcome_delay"] = [later] if later is not None and later.p < level else []
-        kind = first.kind
+        kind = pending.kind
         status = "confirmed" if involved[kind] else "withdrawn"
-        shown = involved[kind] or [c for c in [*comparisons, *([later] if later else [])] if c.name == first.subject]
-        return self._alert(kind, status, shown, comparisons, window, first.id)
+        shown = involved[kind] or [c for c in [*comparisons, *([later] if later else [])] if c.name == pending.subject]
+        return self._alert(kind, status, shown, comparisons, window, pending.alert)
+
+    def segments(self) -> set[int]:
+        """The segments with references, open episodes or alerts waiting."""
+        return {s for s, _ in self._references} | {s for s, _ in self._open} | {s for s, _ in self._pending}
+
+    def state(self, segment: int) -> tuple[list[EarlyReferenceState], dict[str, tuple[float, int]], list[PendingState]]:
+        """One segment's references, open episodes and provisional alerts waiting, to persist."""
+        found = ((index, self._references.get((segment, index))) for index in range(self.last + 1))
+        references = [EarlyReferenceState(index, ref.windows, ref.start,
+                                          None if ref.reading is None else saved(ref.reading))
+                      for index, ref in found if ref is not None]
+        episodes = {kind: self._open[(segment, kind)] for kind in EARLY_KINDS if (segment, kind) in self._open}
+        waiting = {id(p): p for (s, _), found in self._pending.items() if s == segment for p in found}
+        return references, episodes, [p.state() for p in waiting.values()]
+
+    def restore(self, segment: int, references: list[EarlyReferenceState], episodes: dict[str, tuple[float, int]],
+                pending: list[PendingState]) -> None:
+        """Take back what `state` gave, after a restart."""
+        for ref in references:
+            mine = self._references[(segment, ref.index)] = _Reference(
+                None if ref.reading is None else restored(ref.reading), ref.windows, ref.start)
+            if mine.reading is not None and ref.windows >= self.spec.alerts.reference:
+                mine.estimates = estimates(self.metrics, mine.reading, self.fill)
+        for kind, episode in episodes.items():
+            self._open[(segment, kind)] = (episode[0], episode[1])
+        for p in sorted(pending, key=lambda p: (p.start, p.end, EARLY_KINDS.index(p.kind), p.alert)):
+            self._wait(_Pending(p.kind, p.alert, p.subject, segment, p.start, p.end, list(p.slices), set(p.left),
+                                restored(p.reading)))
 
     def _alert(self, kind: str, status: str, involved: list[Comparison], comparisons: list[Comparison],
                window: EarlyWindow, first: str = "") -> EarlyAlert:

@@ -20,7 +20,7 @@ from monitor.engine.early_alerts import EARLY_KINDS, STATUSES, EarlyAlert, Early
 from monitor.engine.early_windows import EarlyWindow, EarlyWindows, filling, shown_reading, spec_metrics
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.source import EarlyPart, Part
-from monitor.engine.state import SegmentBase
+from monitor.engine.state import EarlySegmentState, SegmentBase
 from monitor.engine.windows import SegmentKey, Window, Windows
 from monitor.stats.metrics import KpiMetric, Metric, values
 from monitor.stats.readings import Reading
@@ -161,6 +161,29 @@ class Rollup:
             self.timeline[segment] = list(base.timeline)
         elif base.latest is not None:  # a base written before bases kept their windows
             self.timeline[segment] = [base.latest]
+        return segment
+
+    def early_segments(self) -> set[int]:
+        """The segments with early state: windows rolling, references, episodes, alerts waiting or a timeline."""
+        return {s for s, _ in self.early.building} | self.early_detector.segments() | set(self.early_timeline)
+
+    def early_state(self, segment: int) -> EarlySegmentState:
+        """A segment's early readings and detector between slices, to persist (`restore_early` takes it back)."""
+        kept = self.spec.windows_kept
+        references, episodes, pending = self.early_detector.state(segment)
+        timeline = [(j, shown[-kept:]) for j, shown in sorted(self.early_timeline.get(segment, {}).items())]
+        return EarlySegmentState(self.early.progress(segment), self.early.windows_of(segment), references,
+                                 episodes, pending, timeline)
+
+    def restore_early(self, key: SegmentKey, state: EarlySegmentState) -> int:
+        """Take back a segment's early state; the caller then restores the partition's progress and open slices."""
+        segment = self.segments.intern(key)
+        self.early.restore_windows(segment, state.building)
+        self.early_detector.restore(segment, state.references, state.episodes, state.pending)
+        for j, shown in state.timeline:
+            self.early_timeline.setdefault(segment, {})[j] = list(shown)
+            if shown:
+                self.early_latest[(segment, shown[-1].age)] = shown[-1]
         return segment
 
     def _window(self, window: Window) -> None:

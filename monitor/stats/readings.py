@@ -139,14 +139,16 @@ class Reading:
 
 
 class Ages:
-    """One segment's slice at every age: entry `j` holds what was first known at age `j`."""
+    """One segment's slice at every age: entry `j` holds what was first known at age `j`.
 
-    __slots__ = ("_read", "_upto", "parts")
+    The parts stay as they came until the slice is read at its last age: they are the facts a metrics
+    partition stores, and any reading is a merge of some of them, so a stored slice can be read again."""
+
+    __slots__ = ("_upto", "parts")
 
     def __init__(self, ages: int) -> None:
         self.parts: list[Reading | None] = [None] * ages
-        self._read: Reading | None = None  # the reading last returned by `next_reading`, up to age `_upto`
-        self._upto = -1
+        self._upto = -1  # the last age read: parts of ages up to it come too late to count
 
     def part(self, j: int, kpis: int) -> Reading:
         found = self.parts[j]
@@ -155,28 +157,31 @@ class Ages:
         return found
 
     def reading(self, j: int, kpis: int) -> Reading:
-        """What was known at age `j`: the merge of the parts up to it."""
+        """What was known at age `j`: the merge of the parts up to it, a reading of its own."""
         found = Reading(kpis)
         for part in self.parts[:j + 1]:
             if part is not None:
                 found.merge(part)
         return found
 
-    def next_reading(self, j: int, kpis: int) -> Reading:
-        """The reading at age `j`, ages read in ascending order: the parts up to `j` are merged into
-        the reading returned before, and let go. Whoever keeps a reading must copy it first."""
-        read = self._read
-        for i in range(self._upto + 1, j + 1):
-            part = self.parts[i]
-            if part is None:
-                continue
-            self.parts[i] = None
-            if read is None:
-                read = part  # the parts are this object's to give away
-            else:
-                read.merge(part)
-        self._read, self._upto = read if read is not None else Reading(kpis), j
-        return self._read
+    def read(self, j: int, kpis: int) -> Reading:
+        """The reading at age `j`, ages read in ascending order: parts of ages up to `j` are too late from now on."""
+        self._upto = j
+        return self.reading(j, kpis)
+
+    def read_last(self, kpis: int) -> Reading:
+        """The reading at the last age, merged into the parts themselves: the slice is done with."""
+        self._upto = len(self.parts) - 1
+        found: Reading | None = None
+        for part in self.parts:
+            if part is not None:
+                found = part if found is None else found.merge(part)
+        self.parts = [found, *[None] * (len(self.parts) - 1)]
+        return found if found is not None else Reading(kpis)
+
+    def mark_read(self, j: int) -> None:
+        """Restored: ages up to `j` were read before."""
+        self._upto = max(self._upto, j)
 
     def merge(self, other: Ages, adopt: bool = False) -> Ages:
         """Add `other`'s parts; with `adopt`, `other` is given away and its parts are taken as they are.

@@ -21,6 +21,7 @@ from monitor.engine.early_alerts import EarlyAlert
 from monitor.engine.rollup import Rollup
 from monitor.engine.source import Part
 from monitor.engine.windows import NEVER, SegmentKey
+from monitor.stats.readings import Ages
 from monitor.stats.summary import Summary
 from monitor.stream import wire
 from monitor.stream.store import Ownership, Store, Write
@@ -37,6 +38,10 @@ class _Dirty:
         self.slices: dict[tuple[int, int], None] = {}  # (slice, segment) merged into while open, in order
         self.bases: set[int] = set()  # segments whose base changed
         self.folded: list[tuple[int, SegmentKey]] = []  # slices folded into their base, whose entries go
+        self.early_slices: dict[tuple[int, int], None] = {}  # (slice, segment) whose early parts grew
+        self.early_segments: set[int] = set()  # segments whose early readings or detector moved
+        self.early_done: list[tuple[int, SegmentKey]] = []  # early slices read at their last age, whose entries go
+        self.progress = False
         self.watermarks = False
         self.fences = False
         self.stale: list[bytes] = []  # keys of other epochs, deleted once this epoch's state is complete
@@ -44,7 +49,8 @@ class _Dirty:
 
     def __bool__(self) -> bool:
         return bool(self.alerts or self.slices or self.bases or self.folded or self.watermarks or self.fences
-                    or self.stale or self.complete)
+                    or self.stale or self.complete or self.early_slices or self.early_segments or self.early_done
+                    or self.progress)
 
 
 class _Partition:
@@ -60,7 +66,8 @@ class _Partition:
         self.bases: dict[SegmentKey, dict[int, int]] = {}  # segment base -> applied per source
         self.outbox: dict[str, bytes] = {}  # alert id -> the alert, until the alerts topic has it
         self.dirty = _Dirty()
-        self.early: dict[int, int] = {}  # per source, the last checkpoint whose early parts were merged
+        self.early: dict[tuple[int, SegmentKey], dict[int, int]] = {}  # open early slice -> applied per source
+        self.progress: list[int] = []  # the early readings' progress as last saved
 
 
 class MetricsStage:
@@ -163,10 +170,15 @@ class MetricsStage:
             applied = part.bases.setdefault(key, {}) if closed else part.slices.setdefault((p.slice_id, key), {})
             if seq > applied.get(source, -1):  # else delivered again
                 fresh.append((p, key, closed, applied))
-        if seq > part.early.get(source, -1):  # early parts are kept in memory only: once per (source, seq)
-            part.early[source] = seq
-            for e in delta.early:
-                rollup.merge_early(e.part())
+        for e in delta.early:
+            segment = rollup.segments.intern(tuple(e.segment))
+            if not rollup.early.takes(segment, e.slice_id):  # read at every age: a redelivery
+                continue
+            applied = part.early.setdefault((e.slice_id, rollup.key(segment)), {})
+            if seq > applied.get(source, -1):
+                applied[source] = seq
+                rollup.early.merge(segment, e.slice_id, e.part().ages)
+                dirty.early_slices[(e.slice_id, segment)] = None
         for p, key, closed, applied in fresh:
             applied[source] = seq
             segment, _ = rollup.merge(Part(key, p.slice_id, p.late, Summary.from_state(self.spec.shape, p.summary)))
@@ -196,12 +208,26 @@ class MetricsStage:
                 key = rollup.key(segment)
                 opened = wire.SliceEntry(merged.state(), part.slices[(slice_id, key)], wire.FORMAT)
                 writes.append((_slice_key(prefix, slice_id, key), wire.encode(opened)))
+        early = EARLY + prefix
+        for slice_id, segment in dirty.early_slices:
+            ages = rollup.early.open.get((segment, slice_id))
+            if ages is not None:  # else read at its last age since
+                key = rollup.key(segment)
+                entry = wire.EarlyEntry(ages.state(), ages.taken_back(), part.early[(slice_id, key)], wire.FORMAT)
+                writes.append((_slice_key(early, slice_id, key), wire.encode(entry)))
         through = rollup.windows.closed_before
         for segment in sorted(dirty.bases):
             key = rollup.key(segment)
             base = wire.BaseEntry(rollup.base(segment), part.bases.get(key, {}), through, wire.FORMAT)
             writes.append((_base_key(prefix, key), wire.encode(base)))
+        # After the slices they read and before those read at their last age go: see `_restore`.
+        for segment in sorted(dirty.early_segments):
+            reader = wire.ReaderEntry(rollup.early_state(segment), wire.FORMAT)
+            writes.append((_reader_key(early, rollup.key(segment)), wire.encode(reader)))
+        if dirty.progress:
+            writes.append((early + b"progress", wire.encode(part.progress)))
         writes += [(_slice_key(prefix, slice_id, key), None) for slice_id, key in dirty.folded]
+        writes += [(_slice_key(early, slice_id, key), None) for slice_id, key in dirty.early_done]
         if dirty.fences:
             writes.append((prefix + b"fences", wire.encode(part.fences)))
         if dirty.watermarks:
@@ -232,6 +258,7 @@ class MetricsStage:
         part = self.partitions.get(partition)
         if part is None:
             rollup = Rollup(self.spec, self.replay_source, on_alert=self._alert, on_early=self._alert)
+            rollup.early.tracked = True
             part = self.partitions[partition] = _Partition(rollup, self.ownership.epoch(partition))
             self._restore(partition, part)
         return part
@@ -256,6 +283,15 @@ class MetricsStage:
                 base[source] = max(base.get(source, -1), seq)
             dirty.folded.append((slice_id, key))
             dirty.bases.add(segment)
+        touched, finished = rollup.early.changes()
+        dirty.early_segments |= touched
+        for segment, slice_id in finished:
+            key = rollup.key(segment)
+            part.early.pop((slice_id, key), None)
+            dirty.early_done.append((slice_id, key))
+        if rollup.early.read_before != part.progress:
+            part.progress = list(rollup.early.read_before)
+            dirty.progress = True
 
     def _alert(self, alert: Alert | EarlyAlert) -> None:
         if not self._quiet:  # a restore finds again the alerts its outbox already holds
@@ -264,13 +300,14 @@ class MetricsStage:
     def _restore(self, partition: int, part: _Partition) -> None:
         """Rebuild from the newest complete epoch's bases and open slices; windows closed since are found
         again, quietly. If that epoch is not this owner's, its first save writes everything anew under its own."""
-        prefix = f"{partition}|".encode()
         epochs: dict[int, list[tuple[bytes, bytes, bytes]]] = {}  # epoch -> (stored key, entry key, value)
-        for physical, value in list(self.store.items()):
-            if physical.startswith(prefix):
-                rest = physical[len(prefix):]
-                epoch, _, key = rest.partition(b"|") if rest[:1].isdigit() else (b"0", b"", rest)
-                epochs.setdefault(int(epoch), []).append((physical, key, value))
+        for namespace in (b"", EARLY):  # early keys are read as "e" + their key
+            prefix = namespace + f"{partition}|".encode()
+            for physical, value in list(self.store.items()):
+                if physical.startswith(prefix):
+                    rest = physical[len(prefix):]
+                    epoch, _, key = rest.partition(b"|") if rest[:1].isdigit() else (b"0", b"", rest)
+                    epochs.setdefault(int(epoch), []).append((physical, namespace + key, value))
         complete = [e for e, entries in epochs.items() if e == 0 or any(k == COMPLETE for _, k, _ in entries)]
         newest = max(complete, default=0)
         part.epoch = max(part.epoch, newest)  # never below what is stored (a group made anew starts at 1)
@@ -282,6 +319,8 @@ class MetricsStage:
         rollup = part.rollup
         throughs: dict[SegmentKey, int] = {}  # per segment, the slices its base has folded in
         slices: list[tuple[int, SegmentKey, SegmentKey, wire.SliceEntry]] = []  # slice, stored key, key here
+        early: list[tuple[int, SegmentKey, wire.EarlyEntry]] = []
+        progress: dict[int, list[int]] = {}  # per segment, its early readings' progress as stored
         for key, value in saved:
             if key == b"watermarks":
                 part.watermarks = dict(wire.watermarks(value))
@@ -289,6 +328,14 @@ class MetricsStage:
                 part.fences = dict(wire.fences(value))
             elif key == COMPLETE:
                 wire.stored_format(wire.marker(value), f"metrics partition {partition}")
+            elif key == EARLY + b"progress":
+                part.progress = list(wire.progress(value))
+            elif key.startswith(EARLY + b"r"):
+                reader = wire.reader_entry(value)
+                progress[rollup.restore_early(_segment(key[2:]), reader.state)] = reader.state.read_before
+            elif key.startswith(EARLY + b"s"):
+                slice_id, stored = _slice(key[2:])
+                early.append((slice_id, stored, wire.early_entry(value)))
             elif key.startswith(b"a"):
                 part.outbox[key[1:].decode()] = value
             elif key.startswith(b"b"):
@@ -299,6 +346,16 @@ class MetricsStage:
             else:
                 slice_id, stored = _slice(key[1:])
                 slices.append((slice_id, stored, rollup.key(rollup.segments.intern(stored)), wire.slice_entry(value)))
+        # A segment stored ahead of the partition's progress had its entry written by a save that a crash cut
+        # before the progress: the other segments go on from the progress, it from where it was.
+        rollup.early.restore_progress(part.progress or rollup.early.read_before, progress)
+        for slice_id, stored, parts in early:
+            segment = rollup.segments.intern(stored)
+            if rollup.early.takes(segment, slice_id):
+                part.early[(slice_id, rollup.key(segment))] = dict(parts.applied)
+                rollup.early.restore_slice(segment, slice_id, Ages.from_state(parts.ages, parts.taken_back))
+            else:  # read at its last age before a crash cut the delete
+                part.dirty.early_done.append((slice_id, stored))
         self._quiet = True
         try:
             for slice_id, stored, segment_key, entry in sorted(slices, key=lambda item: item[0]):
@@ -328,10 +385,15 @@ class MetricsStage:
         for slice_id, key in part.slices:
             dirty.slices[(slice_id, rollup.segments.intern(key))] = None
         dirty.bases = {rollup.segments.intern(key) for key in part.bases}
-        dirty.watermarks = dirty.fences = True
+        for slice_id, key in part.early:
+            dirty.early_slices[(slice_id, rollup.segments.intern(key))] = None
+        dirty.early_segments = rollup.early_segments()
+        dirty.early_done = []
+        dirty.watermarks = dirty.fences = dirty.progress = True
 
 
 COMPLETE = b"complete"
+EARLY = b"e"  # early readings' keys: "e<q>|<e>|" + s<slice, segment>, r<segment> or progress (monitor.stream.store)
 
 
 def _metrics_prefix(partition: int, epoch: int) -> bytes:
@@ -348,6 +410,10 @@ def _alert_key(prefix: bytes, alert_id: str) -> bytes:
 
 def _base_key(prefix: bytes, segment: SegmentKey) -> bytes:
     return prefix + b"b" + wire.encode(segment)
+
+
+def _reader_key(prefix: bytes, segment: SegmentKey) -> bytes:
+    return prefix + b"r" + wire.encode(segment)
 
 
 _slice = msgspec.msgpack.Decoder(tuple[int, tuple[str, ...]]).decode

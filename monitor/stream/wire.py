@@ -7,7 +7,8 @@ format as it is, and a worker of the release before reads this one, ignoring wha
 rule in docs/workers.md says what that loses).
 
 Formats: 1, before formats were written; 2, outcome events (held events and event counts in `JoinState`,
-taken-back entries in `EarlySlice`) and the windows a base keeps (`SegmentBase.timeline`).
+taken-back entries in `EarlySlice`) and the windows a base keeps (`SegmentBase.timeline`); 3, early state (the
+metrics stage's `EarlyEntry`, `ReaderEntry` and progress, under keys that releases before ignore).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import msgspec
 
 from monitor.engine.join import HeldEvent
 from monitor.engine.source import EarlyPart, Part
-from monitor.engine.state import SegmentBase
+from monitor.engine.state import EarlySegmentState, SegmentBase
 from monitor.stats.readings import Ages, ReadingState
 from monitor.stats.summary import Shape, Summary, SummaryState
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # of what this release writes
+FORMAT = 3  # of what this release writes
 BEFORE = 1  # the format of entries that carry none
 
 
@@ -144,12 +145,31 @@ class BaseEntry(msgspec.Struct, array_like=True):
     format: int = BEFORE
 
 
+class EarlyEntry(msgspec.Struct, array_like=True):
+    """A metrics partition's early parts of one open slice of one segment (`Ages`), and what they took in."""
+
+    ages: list[ReadingState | None]
+    taken_back: list[ReadingState | None]
+    applied: dict[int, int]  # per source, the last checkpoint merged
+    format: int = FORMAT
+
+
+class ReaderEntry(msgspec.Struct, array_like=True):
+    """A metrics partition's segment's early readings and their detector, between slices."""
+
+    state: EarlySegmentState
+    format: int = FORMAT
+
+
 encode = msgspec.msgpack.Encoder().encode
 delta = msgspec.msgpack.Decoder(Delta).decode
 join_state = msgspec.msgpack.Decoder(JoinState).decode
 head = msgspec.msgpack.Decoder(Head).decode
 slice_entry = msgspec.msgpack.Decoder(SliceEntry).decode
 base_entry = msgspec.msgpack.Decoder(BaseEntry).decode
+early_entry = msgspec.msgpack.Decoder(EarlyEntry).decode
+reader_entry = msgspec.msgpack.Decoder(ReaderEntry).decode
+progress = msgspec.msgpack.Decoder(list[int]).decode
 chunk = msgspec.msgpack.Decoder(tuple[int, bytes]).decode  # (chunks in all, bytes)
 watermarks = msgspec.msgpack.Decoder(dict[int, float]).decode
 fences = msgspec.msgpack.Decoder(dict[int, Fence]).decode
