@@ -10,6 +10,7 @@ import asyncio
 import heapq
 import math
 import random
+import re
 import zlib
 from collections.abc import Awaitable
 from typing import Any
@@ -23,7 +24,7 @@ from monitor.contract import spec as specs
 from monitor.contract.report import write
 from monitor.contract.spec import Spec
 from monitor.engine.monitor import Monitor
-from monitor.stream import wire
+from monitor.stream import pages, wire
 from monitor.stream.metrics_stage import MetricsStage
 from monitor.stream.store import Write
 from monitor.stream.worker import BACKLOG_RECORDS
@@ -444,12 +445,16 @@ def test_restarts_remember_the_final_ids_an_uninterrupted_worker_remembers(spec:
 
 
 @pytest.mark.slow
-def test_a_save_cut_after_any_of_its_writes_restores_to_replays_totals(spec: Spec) -> None:
+def test_a_save_cut_after_any_of_its_writes_restores_to_replays_totals(spec: Spec,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Every save of a stream, cut by a crash after its writes in turn: the metrics stage restored from what was
     stored, and given the deltas of the cut save again, ends with the totals and the alerts (early ones with their
     confirmations included) of a run without a crash. A save writes a partition's changed entries one key after
-    another, each remembering what it merged; the cuts that matter fall where one kind of entry gives way to the
-    next (slices, early slices, bases, early readings, progress, deletions, watermarks), and each is tried."""
+    another, each remembering what it merged. Each save is cut where each kind of entry begins (slices, early
+    slices, bases, early readings, progress, deletions, watermarks), after its last write, and at a few seeded
+    places among the rest. Pages of 1 KB, so that early state spans many of them, as it does at high rates with
+    64 KB."""
+    monkeypatch.setattr(pages, "PAGE", 1024)
     stream = records("business_drop", 6_000, 2, tail=True)
     whole = InMemoryWorker(spec, fresh(), sources=2)
     whole.finish(whole.feed(stream))
@@ -462,10 +467,11 @@ def test_a_save_cut_after_any_of_its_writes_restores_to_replays_totals(spec: Spe
         for q, raw in deltas[start:start + 3]:
             first.handle(q, raw)
         writes = first.save(0) + first.save(1)
+        assert all(len(value or b"") < 2 * 1024 for key, value in writes if key.startswith(b"e"))
         kinds = [_entry_kind(key, value) for key, value in writes]
-        for kept in range(len(writes)):
-            if 0 < kept < len(writes) - 1 and kinds[kept - 1] == kinds[kept] == kinds[kept + 1]:
-                continue
+        firsts = {kind: kinds.index(kind) for kind in kinds}.values()  # where each kind of entry starts
+        for kept in sorted({len(writes) - 1, *firsts, *random.Random(start).sample(range(len(writes)),
+                                                                                    min(3, len(writes)))}):
             store = Memory(saved)
             apply(store, writes[:kept])  # the crash
             second = MetricsStage(spec, 2, store)
@@ -476,14 +482,16 @@ def test_a_save_cut_after_any_of_its_writes_restores_to_replays_totals(spec: Spe
             assert {i for part in second.partitions.values() for i in part.outbox} == alerts, (start, kept)
             cuts += 1
         apply(saved, writes)
-    assert cuts > 300
+    assert cuts > 300 and any(b"|p" in key for key in saved)
 
 
 def _entry_kind(key: bytes, value: bytes | None) -> tuple[bytes, bool]:
-    """What a metrics stage's write is: its namespace and kind of key, and whether it deletes."""
-    early = key.startswith(b"e")
-    kind = key.split(b"|")[2 if key.count(b"|") >= 2 else -1][:1]
-    return (b"e" if early else b"") + kind, value is None
+    """What a metrics stage's write is: its namespace and kind of key (an early page as its head's), and
+    whether it deletes."""
+    early, rest = key.startswith(b"e"), re.sub(rb"^e?\d+\|(\d+\|)?", b"", key)
+    if early and rest[:1] == b"p" and rest != b"progress":
+        rest = msgspec.msgpack.decode(rest[1:])[0]
+    return (b"e" if early else b"") + rest[:1], value is None
 
 
 @pytest.mark.parametrize("partitions", [1, 4])

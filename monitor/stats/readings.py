@@ -202,6 +202,28 @@ class Ages:
     def state(self) -> list[ReadingState | None]:
         return [None if p is None else p.state() for p in self.parts]
 
+    def arrays(self, kpis: int) -> list[array[float]]:
+        """Every array of every part, each part's taken-back entries after its own, in a fixed order (an absent
+        part or none taken back: empty arrays). Parts only grow at their ends until the last age is read, so a
+        metrics partition stores a slice as what each array gained since its last save."""
+        found: list[array[float]] = []
+        for part in self.parts:
+            found += _arrays(part, kpis) + _arrays(None if part is None else part.out, kpis)
+        return found
+
+    @classmethod
+    def from_arrays(cls, ages: int, kpis: int, arrays: list[array[float]]) -> Ages:
+        """The slice that `arrays` gave these arrays."""
+        width = 4 + kpis
+        found = cls(ages)
+        for j in range(ages):
+            mine, out = arrays[2 * j * width:(2 * j + 1) * width], arrays[(2 * j + 1) * width:(2 * j + 2) * width]
+            if any(mine) or any(out):
+                part = found.parts[j] = _reading(mine)
+                if any(out):
+                    part.out = _reading(out)
+        return found
+
     def taken_back(self) -> list[ReadingState | None]:
         """The entries taken back per part (`Reading.out`), or [] when there are none."""
         outs = [None if p is None or p.out is None else p.out.state() for p in self.parts]
@@ -383,6 +405,16 @@ def _mid_rank(sorted_bins: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> 
 
 def _binned(scores: array[float]) -> npt.NDArray[np.int64]:
     return np.floor(np.frombuffer(scores, dtype=np.float64) * BINS + 0.5).astype(np.int64)
+
+
+def _arrays(r: Reading | None, kpis: int) -> list[array[float]]:
+    return [array("d") for _ in range(4 + kpis)] if r is None else [r.scores, r.pos, r.neg, r.delays, *r.kpis]
+
+
+def _reading(arrays: list[array[float]]) -> Reading:
+    r = Reading(len(arrays) - 4)
+    r.scores, r.pos, r.neg, r.delays, *r.kpis = arrays
+    return r
 
 
 def _without(kept: array[float], gone: array[float]) -> array[float]:

@@ -21,9 +21,9 @@ from monitor.engine.early_alerts import EarlyAlert
 from monitor.engine.rollup import Rollup
 from monitor.engine.source import Part
 from monitor.engine.windows import NEVER, SegmentKey
-from monitor.stats.readings import Ages
 from monitor.stats.summary import Summary
 from monitor.stream import wire
+from monitor.stream.early_store import EARLY, EarlyStore
 from monitor.stream.store import Ownership, Store, Write
 
 SAVE_SECONDS = 0.5  # the age of a metrics partition's unsaved merges: acks and alerts wait for a save, gauges do not
@@ -38,10 +38,6 @@ class _Dirty:
         self.slices: dict[tuple[int, int], None] = {}  # (slice, segment) merged into while open, in order
         self.bases: set[int] = set()  # segments whose base changed
         self.folded: list[tuple[int, SegmentKey]] = []  # slices folded into their base, whose entries go
-        self.early_slices: dict[tuple[int, int], None] = {}  # (slice, segment) whose early parts grew
-        self.early_segments: set[int] = set()  # segments whose early readings or detector moved
-        self.early_done: list[tuple[int, SegmentKey]] = []  # early slices read at their last age, whose entries go
-        self.progress = False
         self.watermarks = False
         self.fences = False
         self.stale: list[bytes] = []  # keys of other epochs, deleted once this epoch's state is complete
@@ -49,8 +45,7 @@ class _Dirty:
 
     def __bool__(self) -> bool:
         return bool(self.alerts or self.slices or self.bases or self.folded or self.watermarks or self.fences
-                    or self.stale or self.complete or self.early_slices or self.early_segments or self.early_done
-                    or self.progress)
+                    or self.stale or self.complete)
 
 
 class _Partition:
@@ -58,6 +53,7 @@ class _Partition:
 
     def __init__(self, rollup: Rollup, epoch: int) -> None:
         self.rollup = rollup
+        self.early = EarlyStore(rollup)
         self.epoch = epoch  # of this owner: the keys it writes
         self.fences: dict[int, wire.Fence] = {}  # per source, its newest owner
         self.waiting: dict[int, list[bytes]] = {}  # per source, older owners' deltas held until its fence lifts
@@ -66,8 +62,6 @@ class _Partition:
         self.bases: dict[SegmentKey, dict[int, int]] = {}  # segment base -> applied per source
         self.outbox: dict[str, bytes] = {}  # alert id -> the alert, until the alerts topic has it
         self.dirty = _Dirty()
-        self.early: dict[tuple[int, SegmentKey], dict[int, int]] = {}  # open early slice -> applied per source
-        self.progress: list[int] = []  # the early readings' progress as last saved
 
 
 class MetricsStage:
@@ -170,15 +164,7 @@ class MetricsStage:
             applied = part.bases.setdefault(key, {}) if closed else part.slices.setdefault((p.slice_id, key), {})
             if seq > applied.get(source, -1):  # else delivered again
                 fresh.append((p, key, closed, applied))
-        for e in delta.early:
-            segment = rollup.segments.intern(tuple(e.segment))
-            if not rollup.early.takes(segment, e.slice_id):  # read at every age: a redelivery
-                continue
-            applied = part.early.setdefault((e.slice_id, rollup.key(segment)), {})
-            if seq > applied.get(source, -1):
-                applied[source] = seq
-                rollup.early.merge(segment, e.slice_id, e.part().ages)
-                dirty.early_slices[(e.slice_id, segment)] = None
+        part.early.merge(source, seq, delta.early)
         for p, key, closed, applied in fresh:
             applied[source] = seq
             segment, _ = rollup.merge(Part(key, p.slice_id, p.late, Summary.from_state(self.spec.shape, p.summary)))
@@ -197,7 +183,7 @@ class MetricsStage:
         restores to a state that redelivering the unsaved deltas completes: alerts before the merges
         that raise them, a base before the slices it folds go, the watermarks last."""
         part = self.partitions.get(partition)
-        if part is None or not part.dirty:
+        if part is None or not (part.dirty or part.early):
             return []
         dirty, part.dirty = part.dirty, _Dirty()
         rollup, prefix = part.rollup, _metrics_prefix(partition, part.epoch)
@@ -208,26 +194,15 @@ class MetricsStage:
                 key = rollup.key(segment)
                 opened = wire.SliceEntry(merged.state(), part.slices[(slice_id, key)], wire.FORMAT)
                 writes.append((_slice_key(prefix, slice_id, key), wire.encode(opened)))
-        early = EARLY + prefix
-        for slice_id, segment in dirty.early_slices:
-            ages = rollup.early.open.get((segment, slice_id))
-            if ages is not None:  # else read at its last age since
-                key = rollup.key(segment)
-                entry = wire.EarlyEntry(ages.state(), ages.taken_back(), part.early[(slice_id, key)], wire.FORMAT)
-                writes.append((_slice_key(early, slice_id, key), wire.encode(entry)))
+        early, after = part.early.save(prefix)
+        writes += early
         through = rollup.windows.closed_before
         for segment in sorted(dirty.bases):
             key = rollup.key(segment)
             base = wire.BaseEntry(rollup.base(segment), part.bases.get(key, {}), through, wire.FORMAT)
             writes.append((_base_key(prefix, key), wire.encode(base)))
-        # After the slices they read and before those read at their last age go: see `_restore`.
-        for segment in sorted(dirty.early_segments):
-            reader = wire.ReaderEntry(rollup.early_state(segment), wire.FORMAT)
-            writes.append((_reader_key(early, rollup.key(segment)), wire.encode(reader)))
-        if dirty.progress:
-            writes.append((early + b"progress", wire.encode(part.progress)))
+        writes += after  # the early state of the segments read, after the slices they read (`EarlyStore`)
         writes += [(_slice_key(prefix, slice_id, key), None) for slice_id, key in dirty.folded]
-        writes += [(_slice_key(early, slice_id, key), None) for slice_id, key in dirty.early_done]
         if dirty.fences:
             writes.append((prefix + b"fences", wire.encode(part.fences)))
         if dirty.watermarks:
@@ -238,7 +213,7 @@ class MetricsStage:
 
     def unsaved(self, partition: int) -> bool:
         part = self.partitions.get(partition)
-        return part is not None and bool(part.dirty)
+        return part is not None and bool(part.dirty or part.early)
 
     def sent(self, partition: int, alert_id: str) -> list[Write]:
         """The alerts topic has the alert: its outbox entry may go."""
@@ -258,7 +233,6 @@ class MetricsStage:
         part = self.partitions.get(partition)
         if part is None:
             rollup = Rollup(self.spec, self.replay_source, on_alert=self._alert, on_early=self._alert)
-            rollup.early.tracked = True
             part = self.partitions[partition] = _Partition(rollup, self.ownership.epoch(partition))
             self._restore(partition, part)
         return part
@@ -283,15 +257,7 @@ class MetricsStage:
                 base[source] = max(base.get(source, -1), seq)
             dirty.folded.append((slice_id, key))
             dirty.bases.add(segment)
-        touched, finished = rollup.early.changes()
-        dirty.early_segments |= touched
-        for segment, slice_id in finished:
-            key = rollup.key(segment)
-            part.early.pop((slice_id, key), None)
-            dirty.early_done.append((slice_id, key))
-        if rollup.early.read_before != part.progress:
-            part.progress = list(rollup.early.read_before)
-            dirty.progress = True
+        part.early.advanced()
 
     def _alert(self, alert: Alert | EarlyAlert) -> None:
         if not self._quiet:  # a restore finds again the alerts its outbox already holds
@@ -319,8 +285,7 @@ class MetricsStage:
         rollup = part.rollup
         throughs: dict[SegmentKey, int] = {}  # per segment, the slices its base has folded in
         slices: list[tuple[int, SegmentKey, SegmentKey, wire.SliceEntry]] = []  # slice, stored key, key here
-        early: list[tuple[int, SegmentKey, wire.EarlyEntry]] = []
-        progress: dict[int, list[int]] = {}  # per segment, its early readings' progress as stored
+        early: list[tuple[bytes, bytes]] = []
         for key, value in saved:
             if key == b"watermarks":
                 part.watermarks = dict(wire.watermarks(value))
@@ -328,14 +293,8 @@ class MetricsStage:
                 part.fences = dict(wire.fences(value))
             elif key == COMPLETE:
                 wire.stored_format(wire.marker(value), f"metrics partition {partition}")
-            elif key == EARLY + b"progress":
-                part.progress = list(wire.progress(value))
-            elif key.startswith(EARLY + b"r"):
-                reader = wire.reader_entry(value)
-                progress[rollup.restore_early(_segment(key[2:]), reader.state)] = reader.state.read_before
-            elif key.startswith(EARLY + b"s"):
-                slice_id, stored = _slice(key[2:])
-                early.append((slice_id, stored, wire.early_entry(value)))
+            elif key.startswith(EARLY):
+                early.append((key[1:], value))
             elif key.startswith(b"a"):
                 part.outbox[key[1:].decode()] = value
             elif key.startswith(b"b"):
@@ -346,16 +305,7 @@ class MetricsStage:
             else:
                 slice_id, stored = _slice(key[1:])
                 slices.append((slice_id, stored, rollup.key(rollup.segments.intern(stored)), wire.slice_entry(value)))
-        # A segment stored ahead of the partition's progress had its entry written by a save that a crash cut
-        # before the progress: the other segments go on from the progress, it from where it was.
-        rollup.early.restore_progress(part.progress or rollup.early.read_before, progress)
-        for slice_id, stored, parts in early:
-            segment = rollup.segments.intern(stored)
-            if rollup.early.takes(segment, slice_id):
-                part.early[(slice_id, rollup.key(segment))] = dict(parts.applied)
-                rollup.early.restore_slice(segment, slice_id, Ages.from_state(parts.ages, parts.taken_back))
-            else:  # read at its last age before a crash cut the delete
-                part.dirty.early_done.append((slice_id, stored))
+        part.early.restore(early)
         self._quiet = True
         try:
             for slice_id, stored, segment_key, entry in sorted(slices, key=lambda item: item[0]):
@@ -385,15 +335,11 @@ class MetricsStage:
         for slice_id, key in part.slices:
             dirty.slices[(slice_id, rollup.segments.intern(key))] = None
         dirty.bases = {rollup.segments.intern(key) for key in part.bases}
-        for slice_id, key in part.early:
-            dirty.early_slices[(slice_id, rollup.segments.intern(key))] = None
-        dirty.early_segments = rollup.early_segments()
-        dirty.early_done = []
-        dirty.watermarks = dirty.fences = dirty.progress = True
+        part.early.rewrite()
+        dirty.watermarks = dirty.fences = True
 
 
 COMPLETE = b"complete"
-EARLY = b"e"  # early readings' keys: "e<q>|<e>|" + s<slice, segment>, r<segment> or progress (monitor.stream.store)
 
 
 def _metrics_prefix(partition: int, epoch: int) -> bytes:
@@ -410,10 +356,6 @@ def _alert_key(prefix: bytes, alert_id: str) -> bytes:
 
 def _base_key(prefix: bytes, segment: SegmentKey) -> bytes:
     return prefix + b"b" + wire.encode(segment)
-
-
-def _reader_key(prefix: bytes, segment: SegmentKey) -> bytes:
-    return prefix + b"r" + wire.encode(segment)
 
 
 _slice = msgspec.msgpack.Decoder(tuple[int, tuple[str, ...]]).decode

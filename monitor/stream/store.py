@@ -12,6 +12,7 @@ owner that wrote it (`<e>/` and `<e>|`; absent for epoch 0, as older workers wro
              "<q>|<e>|watermarks"         the newest watermark of each source
              "<q>|<e>|fences"             the newest owner of each source, and where it took over
              "<q>|<e>|complete"           everything of the partition is written under <e>
+             "e<q>|<e>|..."               its early readings (`monitor.stream.early_store`)
 
 **Epochs fence a zombie owner.** A worker frozen past its session timeout wakes up still thinking it
 owns its partitions; until it hears of the rebalance, its writes land after the new owner's. An

@@ -146,18 +146,22 @@ class BaseEntry(msgspec.Struct, array_like=True):
 
 
 class EarlyEntry(msgspec.Struct, array_like=True):
-    """A metrics partition's early parts of one open slice of one segment (`Ages`), and what they took in."""
+    """A metrics partition's open slice of one segment's early readings: what it took in, and the head of its log
+    of what each save added (`monitor.stream.early_store`)."""
 
-    ages: list[ReadingState | None]
-    taken_back: list[ReadingState | None]
     applied: dict[int, int]  # per source, the last checkpoint merged
+    generation: int
+    length: int  # of the log, in bytes
+    tail: bytes  # its bytes after the last full page
     format: int = FORMAT
 
 
 class ReaderEntry(msgspec.Struct, array_like=True):
-    """A metrics partition's segment's early readings and their detector, between slices."""
+    """The head of the log of a metrics partition's segment's early state: one `EarlySegmentState` per generation."""
 
-    state: EarlySegmentState
+    generation: int
+    length: int
+    tail: bytes
     format: int = FORMAT
 
 
@@ -170,6 +174,8 @@ base_entry = msgspec.msgpack.Decoder(BaseEntry).decode
 early_entry = msgspec.msgpack.Decoder(EarlyEntry).decode
 reader_entry = msgspec.msgpack.Decoder(ReaderEntry).decode
 progress = msgspec.msgpack.Decoder(list[int]).decode
+added = msgspec.msgpack.Decoder(list[tuple[int, bytes]]).decode  # per array of a slice, what a save appended
+early_segment = msgspec.msgpack.Decoder(EarlySegmentState).decode
 chunk = msgspec.msgpack.Decoder(tuple[int, bytes]).decode  # (chunks in all, bytes)
 watermarks = msgspec.msgpack.Decoder(dict[int, float]).decode
 fences = msgspec.msgpack.Decoder(dict[int, Fence]).decode
