@@ -200,6 +200,20 @@ def model_vs_business(layout: Layout) -> dash.Dashboard:
                 query(f'monitor_kpi{{{overall}, window="early", kpi="$kpi"}}', "{{age}}"),
                 query(f'monitor_kpi{{{overall}, window="rolling", kpi="$kpi"}}', "horizon", "B"),
                 width=24, decimals=3))
+            .with_panel(graph(
+                "$kpi early against its reference, all decisions", "The overall segment's latest window read at"
+                " each early age (window=\"early\") and its reference read at the same age"
+                " (window=\"early_reference\": the mean of its first windows). Early alerts compare exactly these"
+                " two: a line falling away from its reference's is what a provisional alert reports.", "short",
+                query(f'monitor_kpi{{{overall}, window="early", kpi="$kpi"}}', "{{age}}"),
+                query(f'monitor_kpi{{{overall}, window="early_reference", kpi="$kpi"}}', "{{age}} reference", "B"),
+                width=12, decimals=3))
+            .with_panel(graph(
+                "Early alerts open", "monitor_early_alert_active: 1 while an early episode is open in a segment,"
+                " provisional until its window's outcomes are final, then confirmed; a withdrawal drops it to 0."
+                " MonitorEarlyWarning warns on provisional ones, MonitorEarlyConfirmed pages on confirmed ones.",
+                "short", query(layout.named(f"max without (instance) (monitor_early_alert_active{{{D}}})"),
+                               f"{layout.legend()} {{{{kind}}}} {{{{status}}}}"), width=12, decimals=0))
             .with_row(dash.Row("Per segment, latest complete window"))
             .with_panel(graph(
                 "Model: $metric per segment", "The model metric of each segment over its latest complete window"

@@ -161,3 +161,41 @@ def test_early_gauges_carry_the_age_and_equal_the_latest_reading(published: tupl
         assert registry.get_sample_value("monitor_early_alerts_total", {
             "decision": "checkout_offer", "kind": "kpi_degradation", "status": status}) == want
     assert any(a.status == "provisional" for a in report.early_alerts)
+
+
+def test_early_references_pool_the_first_windows_read_at_each_age(published: tuple[Monitor, CollectorRegistry]) -> None:
+    """window="early_reference" is the segment's first `reference` windows at the age, pooled: a KPI at the age is
+    their decisions' mean, a KPI per outcome their matched outcomes' mean (from the report's early timeline)."""
+    monitor, registry = published
+    spec = monitor.spec
+    overall = monitor.report().segments[0]
+    labels = {"decision": "checkout_offer", "segment_country": "", "variant": "", "window": "early_reference"}
+    for age in ("7.5m", "30m", "1.5h"):
+        first = [w for w in overall.early if w.age == age][:spec.alerts.reference]
+        assert len(first) == spec.alerts.reference
+        at_age = sum(w.kpi["conversion"] * w.decisions for w in first) / sum(w.decisions for w in first)
+        per_outcome = sum(w.kpi["revenue_per_outcome"] * w.matched for w in first) / sum(w.matched for w in first)
+        assert registry.get_sample_value("monitor_kpi", {**labels, "age": age, "kpi": "conversion"}) == \
+            pytest.approx(at_age, rel=1e-9)
+        assert registry.get_sample_value("monitor_kpi", {**labels, "age": age, "kpi": "revenue_per_outcome"}) == \
+            pytest.approx(per_outcome, rel=1e-9)
+
+
+def test_early_alert_states_follow_the_events(published: tuple[Monitor, CollectorRegistry]) -> None:
+    """A segment's early alert shows provisional until its confirmation, then confirmed (or nothing once withdrawn),
+    while its episode is open; the gauge agrees with the last event of each open episode."""
+    monitor, registry = published
+    report = monitor.report()
+    shown = {(s.labels["segment_country"], s.labels["variant"], s.labels["kind"], s.labels["status"]): s.value
+             for family in registry.collect() if family.name == "monitor_early_alert_active" for s in family.samples}
+    assert shown and set(shown.values()) <= {0.0, 1.0}
+    assert any(shown.values()), "the scenario should leave an early episode open"
+    for (country, variant, kind, status), value in shown.items():
+        if not value:
+            continue
+        events = [a for a in report.early_alerts if a.kind == kind
+                  and (a.segment.get("segment.country", ""), a.segment.get("variant", "")) == (country, variant)]
+        assert events, (country, variant, kind)
+        first = events[-1].alert  # the episode's provisional alert
+        settled = [a.status for a in events if a.alert == first and a.status != "provisional"]
+        assert status == (settled[0] if settled else "provisional")

@@ -249,3 +249,44 @@ def test_one_episode_pages_once(alertmanager: tuple[str, list[dict[str, Any]]]) 
                     for n in received)
     assert groups == [("MonitorKpiDegradation", ""), ("MonitorKpiDegradation", "FR"), ("MonitorKpiDegradation", "US"),
                       ("MonitorMisalignment", "DE"), ("MonitorWorkerDown", "")], received
+
+
+@pytest.mark.ops
+def test_an_early_alert_pages_once(alertmanager: tuple[str, list[dict[str, Any]]]) -> None:
+    """A confirmed early alert inhibits its provisional twin; a misalignment, early or complete, inhibits the
+    early KPI and model alerts of its segment; other segments and kinds notify on their own."""
+    url, received = alertmanager
+
+    def early(name: str, kind: str, country: str) -> dict[str, str]:
+        return {"alertname": name, "kind": kind, "decision": "checkout_offer", "variant": "treatment",
+                "segment_country": country, "severity": "critical" if "Confirmed" in name else "warning",
+                "status": "confirmed" if "Confirmed" in name else "provisional"}
+
+    post_alerts(url, [
+        early("MonitorEarlyConfirmed", "kpi_degradation", "DE"),
+        early("MonitorEarlyWarning", "kpi_degradation", "DE"),  # its twin: inhibited
+        early("MonitorEarlyWarning", "misalignment", "US"),
+        early("MonitorEarlyWarning", "kpi_degradation", "US"),  # named by the misalignment: inhibited
+        {"alertname": "MonitorMisalignment", "kind": "misalignment", "severity": "critical",
+         "decision": "checkout_offer", "variant": "treatment", "segment_country": "FR"},
+        early("MonitorEarlyWarning", "model_degradation", "FR"),  # named by the complete one: inhibited
+        early("MonitorEarlyWarning", "kpi_degradation", "GB"),
+    ])
+    deadline = time.monotonic() + 15
+    while True:
+        with urllib.request.urlopen(f"{url}/api/v2/alerts", timeout=5) as response:
+            alerts = json.load(response)
+        if len(alerts) == 7 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    quiet = {(a["labels"]["alertname"], a["labels"]["kind"], a["labels"]["segment_country"]) for a in alerts
+             if a["status"]["inhibitedBy"]}
+    assert quiet == {("MonitorEarlyWarning", "kpi_degradation", "DE"), ("MonitorEarlyWarning", "kpi_degradation", "US"),
+                     ("MonitorEarlyWarning", "model_degradation", "FR")}
+    eventually(lambda: len(received) >= 4, 15, "four notifications", every=0.1)
+    time.sleep(2)  # a leaked inhibited alert would be notified within group_wait (1 s here)
+    groups = sorted((n["groupLabels"]["alertname"], n["groupLabels"].get("kind", ""),
+                     n["groupLabels"]["segment_country"]) for n in received)
+    assert groups == [("MonitorEarlyConfirmed", "kpi_degradation", "DE"),
+                      ("MonitorEarlyWarning", "kpi_degradation", "GB"), ("MonitorEarlyWarning", "misalignment", "US"),
+                      ("MonitorMisalignment", "", "FR")], received

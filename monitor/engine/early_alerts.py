@@ -54,6 +54,7 @@ from monitor.stats.readings import EarlyMetric, Reading
 from monitor.stats.survival import Group, logrank, logrank_groups
 
 STATUSES = ("provisional", "confirmed", "withdrawn")
+ACTIVE = STATUSES[:2]  # the statuses an open early episode is shown in
 EARLY_KINDS = (*KINDS, "outcome_delay")
 # What an outcome_delay alert shows: the share of decisions with an outcome by the age, and at the
 # horizon the mean delay of the outcomes that came.
@@ -145,7 +146,8 @@ class EarlyDetector:
         self.last = len(spec.reading_ages) - 1
         self.early = sum(1 for a in spec.reading_ages if a < spec.horizon)  # the ages that may alert
         self._references: dict[tuple[int, int], _Reference] = {}
-        self._open: dict[tuple[int, str], tuple[float, int]] = {}  # (segment, kind) -> (start, clean windows)
+        # (segment, kind) -> (start, clean windows, the status of the alert that opened the episode)
+        self._open: dict[tuple[int, str], tuple[float, int, str]] = {}
         self._pending: dict[tuple[int, int], list[_Pending]] = {}  # (segment, slice) -> alerts waiting
 
     def update(self, window: EarlyWindow) -> list[EarlyAlert]:
@@ -184,12 +186,12 @@ class EarlyDetector:
                 # The last early age of the windows since the episode began decides when it ends.
                 if window.index == self.early - 1 and window.start >= episode[0]:
                     clean = 0 if nominal[kind] else episode[1] + 1
-                    self._open[key] = (episode[0], clean)
+                    self._open[key] = (episode[0], clean, episode[2])
                     if clean >= settings.patience:
                         del self._open[key]
                 continue
             if strict[kind]:
-                self._open[key] = (window.start, 0)
+                self._open[key] = (window.start, 0, "provisional")
                 alert = self._alert(kind, "provisional", strict[kind], comparisons, window)
                 fired.append(alert)
                 self._wait(_Pending(kind, alert.id, alert.subject, window.segment, window.start, window.end,
@@ -235,14 +237,40 @@ class EarlyDetector:
         involved["outcome_delay"] = [later] if later is not None and later.p < level else []
         kind = pending.kind
         status = "confirmed" if involved[kind] else "withdrawn"
+        episode = self._open.get((pending.segment, kind))
+        if episode is not None and episode[0] == pending.start:  # the episode this alert opened is still open
+            self._open[(pending.segment, kind)] = (episode[0], episode[1], status)
         shown = involved[kind] or [c for c in [*comparisons, *([later] if later else [])] if c.name == pending.subject]
         return self._alert(kind, status, shown, comparisons, window, pending.alert)
+
+    def reference(self, segment: int, index: int) -> dict[str, float | None] | None:
+        """The segment's reference at an age, once complete, as its windows show on average (a `sum` KPI: the
+        total of one reference window); None before."""
+        ref = self._references.get((segment, index))
+        if ref is None or ref.reading is None or not ref.estimates:
+            return None
+        found: dict[str, float | None] = {}
+        for m in self.metrics:
+            value = m.reported(ref.reading, self.fill, ref.estimates[m.name]) / (ref.windows if m.total else 1)
+            found[m.name] = None if math.isnan(value) else value
+        return found
+
+    def active(self, segment: int) -> dict[tuple[str, str], bool]:
+        """Per (kind, status): whether an early episode of the kind is open in the segment with its alert in that
+        status: provisional until its final numbers, then confirmed (withdrawn: neither). What on-call is paged by."""
+        found = {(kind, status): False for kind in EARLY_KINDS for status in ACTIVE}
+        for kind in EARLY_KINDS:
+            episode = self._open.get((segment, kind))
+            if episode is not None and episode[2] in ACTIVE:
+                found[(kind, episode[2])] = True
+        return found
 
     def segments(self) -> set[int]:
         """The segments with references, open episodes or alerts waiting."""
         return {s for s, _ in self._references} | {s for s, _ in self._open} | {s for s, _ in self._pending}
 
-    def state(self, segment: int) -> tuple[list[EarlyReferenceState], dict[str, tuple[float, int]], list[PendingState]]:
+    def state(self, segment: int) -> tuple[list[EarlyReferenceState], dict[str, tuple[float, int, str]],
+                                           list[PendingState]]:
         """One segment's references, open episodes and provisional alerts waiting, to persist."""
         found = ((index, self._references.get((segment, index))) for index in range(self.last + 1))
         references = [EarlyReferenceState(index, ref.windows, ref.start,
@@ -252,7 +280,8 @@ class EarlyDetector:
         waiting = {id(p): p for (s, _), found in self._pending.items() if s == segment for p in found}
         return references, episodes, [p.state() for p in waiting.values()]
 
-    def restore(self, segment: int, references: list[EarlyReferenceState], episodes: dict[str, tuple[float, int]],
+    def restore(self, segment: int, references: list[EarlyReferenceState],
+                episodes: dict[str, tuple[float, int, str]],
                 pending: list[PendingState]) -> None:
         """Take back what `state` gave, after a restart."""
         for ref in references:
@@ -261,7 +290,7 @@ class EarlyDetector:
             if mine.reading is not None and ref.windows >= self.spec.alerts.reference:
                 mine.estimates = estimates(self.metrics, mine.reading, self.fill)
         for kind, episode in episodes.items():
-            self._open[(segment, kind)] = (episode[0], episode[1])
+            self._open[(segment, kind)] = (episode[0], episode[1], episode[2])
         for p in sorted(pending, key=lambda p: (p.start, p.end, EARLY_KINDS.index(p.kind), p.alert)):
             self._wait(_Pending(p.kind, p.alert, p.subject, segment, p.start, p.end, list(p.slices), set(p.left),
                                 restored(p.reading)))

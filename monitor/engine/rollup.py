@@ -17,7 +17,7 @@ from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert, Detector
 from monitor.engine.comparisons import CAPTURE, KINDS, iso
 from monitor.engine.early_alerts import EARLY_KINDS, STATUSES, EarlyAlert, EarlyDetector
-from monitor.engine.early_windows import EarlyWindow, EarlyWindows, filling, shown_reading, spec_metrics
+from monitor.engine.early_windows import EarlyWindow, EarlyWindows, age_text, filling, shown_reading, spec_metrics
 from monitor.engine.segments import OVERALL, Segments
 from monitor.engine.source import EarlyPart, Part
 from monitor.engine.state import EarlySegmentState, SegmentBase
@@ -162,6 +162,17 @@ class Rollup:
         elif base.latest is not None:  # a base written before bases kept their windows
             self.timeline[segment] = [base.latest]
         return segment
+
+    def early_references(self, segment: int) -> dict[str, tuple[report.Values, report.Values]]:
+        """Per early age shown, the segment's reference read at it, once complete: (model, KPI) values."""
+        found = {}
+        for j in sorted(self._shown):
+            values = self.early_detector.reference(segment, j)
+            if values is not None:
+                model = {m.name: values[m.name] for m in self._early_metrics if m.side == "model"}
+                kpi = {m.name: values[m.name] for m in self._early_metrics if m.side == "kpi"}
+                found[age_text(self.spec.reading_ages[j])] = (model, kpi)
+        return found
 
     def early_segments(self) -> set[int]:
         """The segments with early state: windows rolling, references, episodes, alerts waiting or a timeline."""

@@ -83,6 +83,6 @@ class EarlySegmentState(msgspec.Struct, array_like=True):
     read_before: list[int]  # per age, the segment's slices below this id have been read
     building: list[EarlyWindowState]
     references: list[EarlyReferenceState]
-    episodes: dict[str, tuple[float, int]]  # kind -> (start, clean windows in a row)
+    episodes: dict[str, tuple[float, int, str]]  # kind -> (start, clean windows in a row, its alert's status)
     pending: list[PendingState]
     timeline: list[tuple[int, list[report.Reading]]]  # per age shown, its last windows

@@ -12,20 +12,29 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.samples import Sample
 
+from monitor.contract.report import Values
 from monitor.engine.early_alerts import EARLY_KINDS, STATUSES
 from monitor.engine.rollup import Rollup
 
 
 def add_early(model: GaugeMetricFamily, kpi: GaugeMetricFamily, rollup: Rollup, segment: int,
               labels: dict[str, str]) -> None:
-    """The segment's latest window read at each early age, as `window="early"` samples."""
+    """The segment's latest window read at each early age (`window="early"`), and its reference read at the same
+    age (`window="early_reference"`: the mean of its reference windows)."""
     for (seg, age), shown in sorted(rollup.early_latest.items()):
         if seg != segment:
             continue
-        for values, family, key in ((shown.model, model, "metric"), (shown.kpi, kpi, "kpi")):
-            for name, value in values.items():
-                family.samples.append(Sample(family.name, {**labels, key: name, "window": "early", "age": age},
-                                             math.nan if value is None else value))
+        _add(model, kpi, labels, shown.model, shown.kpi, "early", age)
+    for age, (ref_model, ref_kpi) in rollup.early_references(segment).items():
+        _add(model, kpi, labels, ref_model, ref_kpi, "early_reference", age)
+
+
+def _add(model: GaugeMetricFamily, kpi: GaugeMetricFamily, labels: dict[str, str], model_values: Values,
+         kpi_values: Values, window: str, age: str) -> None:
+    for values, family, key in ((model_values, model, "metric"), (kpi_values, kpi, "kpi")):
+        for name, value in values.items():
+            family.samples.append(Sample(family.name, {**labels, key: name, "window": window, "age": age},
+                                         math.nan if value is None else value))
 
 
 def early_alerts(prefix: str, decision: str, rollups: Iterable[Rollup]) -> CounterMetricFamily:

@@ -77,6 +77,7 @@ class _Families(NamedTuple):
     lift: GaugeMetricFamily
     p_value: GaugeMetricFamily
     srm: GaugeMetricFamily
+    early_active: GaugeMetricFamily
 
 
 class _Arm:
@@ -155,6 +156,9 @@ class MonitorCollector(Collector):
                               " decisions against the planned split (experiment.split, else equal); below 0.001"
                               " the experiment is broken.",
                               labels=["decision"]),
+            GaugeMetricFamily(f"{p}_early_alert_active", "1 while an early episode of this kind is open in the segment"
+                              " with its alert in this status: provisional until the window's outcomes are final,"
+                              " then confirmed; a withdrawn alert shows in neither.", labels=[*by, "kind", "status"]),
         )
 
     def _events(self) -> CounterMetricFamily:
@@ -200,6 +204,8 @@ class MonitorCollector(Collector):
                 add_early(model, kpi, rollup, segment, dict(zip(["decision", *self.by], labels, strict=True)))
                 for kind, is_open in rollup.active(segment).items():
                     active.add_metric([*labels, kind], int(is_open))
+                for (kind, status), is_open in rollup.early_detector.active(segment).items():
+                    families.early_active.add_metric([*labels, kind, status], int(is_open))
                 for (metric, kpi_name), score in rollup.detector.misalignment.get(segment, {}).items():
                     misalignment.add_metric([*labels, metric, kpi_name], score)
                 if segment == OVERALL:  # the delay histogram is the overall segment's
