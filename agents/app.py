@@ -163,7 +163,9 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
     async def fence(assigned: set[TP], generation: int) -> None:
         inputs = {tp.partition for tp in assigned if tp.topic == spec.topics.predictions}
         merged = {tp.partition for tp in assigned if tp.topic == decisions.get_topic_name()}
-        await asyncio.gather(*worker.assign(inputs, merged, generation))
+        # Fault injection for the nemesis: every owner in epoch 0, so nothing fences a zombie (a run must then fail).
+        epoch = 0 if os.environ.get("MONITOR_FAULT") == "no-fencing" else generation
+        await asyncio.gather(*worker.assign(inputs, merged, epoch))
 
     app.transport = Transport(app.conf.broker_consumer, app, intakes=intakes, fence=fence)
     app.producer.buffer.max_messages = PRODUCER_BUFFER  # a checkpoint's burst is no reason to pause input

@@ -14,7 +14,7 @@ alert events on the alerts topic must equal it exactly.
 
     python benchmarks/nemesis.py --bootstrap 127.0.0.1:9092 [--seeds 1,2,3,4,5] [--decisions 40000]
                                  [--rate 500] [--freezes 3] [--kills 2] [--rolls 1] [--bursts 1] [--pauses 1]
-                                 [--session 10] [--json out.json]
+                                 [--session 10] [--json out.json] [--no-fencing]
 
 Prints one line per run, and exits 1 if any run differs from replay.
 """
@@ -456,7 +456,12 @@ def main() -> int:
                              " by one process each)")
     parser.add_argument("--session", type=float, default=10.0, help="the spec's stream.session_timeout, seconds")
     parser.add_argument("--json", type=Path, help="write every run's outcome here")
+    parser.add_argument("--no-fencing", action="store_true",
+                        help="workers run with every owner in epoch 0 (MONITOR_FAULT=no-fencing): nothing fences a"
+                             " frozen worker's late writes, and a run with freezes should then differ from replay")
     args = parser.parse_args()
+    if args.no_fencing:
+        os.environ["MONITOR_FAULT"] = "no-fencing"  # the workers inherit it
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="nemesis-") as tmp:
         for seed in (int(s) for s in args.seeds.split(",")):

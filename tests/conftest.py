@@ -107,6 +107,7 @@ class PageCheck:
     plots: int
     rendered: int
     screenshot: Path
+    text: str = ""  # the page's text as the browser lays it out
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +152,10 @@ def open_page(browser: Any) -> Callable[[Path, str], PageCheck]:
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / f"{name}.png"
             page.screenshot(path=str(shot), full_page=True)
+            text = page.locator("body").inner_text()
         finally:
             context.close()
-        return PageCheck(errors, plots, rendered, shot)
+        return PageCheck(errors, plots, rendered, shot, text)
 
     return check
 

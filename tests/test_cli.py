@@ -208,7 +208,10 @@ def test_demo_serves_metrics_prints_alerts_and_a_summary() -> None:
     assert proc.returncode == 0, err
     assert "monitor_decisions_total" in scraped and "monitor_kpi{" in scraped
     assert "misalignment" in out and "revenue" in out  # the alert, readable
-    assert "totals per segment" in out
+    assert "PROVISIONAL early kpi_degradation" in out  # early alerts as they fire
+    assert "also misalignment" in out  # one incident, one entry: its second kind is a line of it
+    assert "totals per segment" in out and "early alerts:" in out
+    assert out.count("CRITICAL kpi_degradation") == out.count("also misalignment (critical)")
 
 
 def test_an_alerts_replay_command_runs_as_printed(tmp_path: Path, bundled_spec_path: Path) -> None:

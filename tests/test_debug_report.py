@@ -88,3 +88,9 @@ def test_html_report_opens_offline_with_every_plot_drawn(tmp_path: Path, bundled
     assert seen.console_errors == []
     assert seen.plots >= 4 and seen.rendered == seen.plots
     assert seen.screenshot.stat().st_size > 50_000
+    # The early alerts, one row per incident: its kinds, what was known when it was read, how it ended.
+    early = seen.text.split("Early alerts", 1)[1].split("Model metrics and KPIs over time", 1)[0]
+    provisional = [a for a in result["early_alerts"] if a["status"] == "provisional"]
+    assert provisional and "kpi_degradation, misalignment" in early
+    assert f"{provisional[0]['known']['matched']:,} outcomes" in early
+    assert "confirmed at" in early

@@ -16,7 +16,7 @@ from monitor.apps.reshape import as_mapped
 from monitor.apps.simulate import encode, simulate, spec_file, write_jsonl
 from monitor.contract import spec as specs
 from monitor.engine.monitor import Monitor
-from monitor.export.console import print_alert, summary_table
+from monitor.export.console import AlertPrinter, summary_table
 from monitor.export.prometheus import MonitorCollector
 
 DRAIN_EVERY = 0.5  # wall seconds between drains of final decisions into the metrics
@@ -40,7 +40,8 @@ def run(scenario: str, port: int, duration: float, decisions: int, spec_path: Pa
                for shaped in (as_mapped(spec, r) for r in simulate(scenario, decisions, seed=7))]
     capture = Path(tempfile.gettempdir()) / f"monitor-demo-{scenario}.jsonl"
     write_jsonl(records, capture)  # so each alert's replay command works as printed
-    monitor = Monitor(spec, replay_source=f"--input {capture}", on_alert=lambda a: print_alert(a, console))
+    printer = AlertPrinter(console)
+    monitor = Monitor(spec, replay_source=f"--input {capture}", on_alert=printer.complete, on_early=printer.early)
     lock = threading.Lock()  # scrapes read the engine from the server's thread
     registry = CollectorRegistry()
     registry.register(MonitorCollector(spec, monitor, lock=lock))

@@ -14,7 +14,17 @@ import msgspec
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from monitor.contract.report import SHIFT_SHARE, Alert, Explained, FeatureDrift, Join, ModelMetric, Report, ShiftShare
+from monitor.contract.report import (
+    SHIFT_SHARE,
+    Alert,
+    EarlyAlert,
+    Explained,
+    FeatureDrift,
+    Join,
+    ModelMetric,
+    Report,
+    ShiftShare,
+)
 from monitor.export.html import Page
 
 SHOWN_MODEL = ("roc_auc", "precision", "recall", "log_loss", "business_value", "mae", "rmse")
@@ -34,6 +44,7 @@ def render(report: Report, spec_text: str, source: str = "") -> str:
     page = Page(f"{report.decision}: replay report",
                 f"{source} · {decisions:,} final decisions · {len(report.alerts)} alerts")
     _what_changed(page, report)
+    _early_alerts(page, report)
     _over_time(page, report)
     if report.outcome_events is not None:
         _by_age(page, report)
@@ -76,6 +87,38 @@ def _what_changed(page: Page, report: Report) -> None:
         page.table(["more alerts", "subject", "at", "top explanation"],
                    [[f"{_where(g[0].segment)}: {', '.join(a.kind for a in g)}", g[0].subject, g[0].at,
                      g[0].explanations[0].summary if g[0].explanations else "-"] for g in groups[MAX_EPISODES:]])
+
+
+def _early_alerts(page: Page, report: Report) -> None:
+    """One row per early incident: the provisional alerts one reading raised on one subject, and how each ended."""
+    provisional = [a for a in report.early_alerts if a.status == "provisional"]
+    if not provisional:
+        return
+    settled = {a.alert: a for a in report.early_alerts if a.status != "provisional"}
+    incidents: dict[tuple[Any, ...], list[EarlyAlert]] = {}
+    for alert in provisional:
+        key = (tuple(alert.segment.items()), alert.window.start, alert.window.end, alert.age, alert.subject)
+        incidents.setdefault(key, []).append(alert)
+    page.section("Early alerts", "Windows read before their outcomes were all in (at the age shown), against the "
+                 "segment's reference read at the same age: provisional when raised, then confirmed or withdrawn by "
+                 "the final numbers at the horizon. Alerts one reading raised on one subject are one row.")
+    rows = []
+    for alerts in incidents.values():
+        first = alerts[0]
+        change = next((c for c in [*first.kpis, *first.metrics] if c.name == first.subject), None)
+        ends = [_ended(settled.get(a.id)) for a in alerts]
+        ended = ends[0] if len(set(ends)) == 1 else "; ".join(f"{a.kind}: {e}" for a, e in zip(alerts, ends,
+                                                                                               strict=True))
+        rows.append([_where(first.segment), ", ".join(a.kind for a in alerts), first.subject,
+                     "-" if change is None else f"{_num(change.reference)} → {_num(change.current)}"
+                     f" ({change.change:+.0%}, p={change.p_value:.2g})",
+                     f"{first.age} after {first.window.end}", f"{first.known['decisions']:,} decisions,"
+                     f" {first.known['matched']:,} outcomes", first.at, ended])
+    page.table(["segment", "kinds", "subject", "change", "read", "known then", "raised at", "final numbers"], rows)
+
+
+def _ended(settlement: EarlyAlert | None) -> str:
+    return "waiting for the horizon" if settlement is None else f"{settlement.status} at {settlement.at}"
 
 
 def _episodes(alerts: Sequence[Alert]) -> list[list[Alert]]:

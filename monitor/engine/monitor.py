@@ -18,6 +18,7 @@ from monitor.contract.report import Join, Report
 from monitor.contract.spec import Spec
 from monitor.engine.alerts import Alert
 from monitor.engine.comparisons import CAPTURE
+from monitor.engine.early_alerts import EarlyAlert
 from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts, Journal
 from monitor.engine.rollup import Rollup, Sections, sections
@@ -84,9 +85,10 @@ class Monitor(Feed):
     def __init__(self, spec: Spec, replay_source: str = CAPTURE,
                  on_alert: Callable[[Alert], None] | None = None,
                  on_dead_letter: Callable[[DeadLetter], None] | None = None,
-                 journal: Journal | None = None, on_final: Callable[[Decision], None] | None = None) -> None:
+                 journal: Journal | None = None, on_final: Callable[[Decision], None] | None = None,
+                 on_early: Callable[[EarlyAlert], None] | None = None) -> None:
         source = Source(spec, journal, on_final=on_final)
-        rollup = Rollup(spec, replay_source, on_alert, segments=source.segments, overall=True)
+        rollup = Rollup(spec, replay_source, on_alert, segments=source.segments, overall=True, on_early=on_early)
         super().__init__(spec, source, rollup, on_dead_letter)
         self.rollup = rollup
         self.windows, self.detector = rollup.windows, rollup.detector
