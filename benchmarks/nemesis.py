@@ -3,8 +3,9 @@
 A stream of decisions (with the usual mess) is produced at a steady rate into the input topics while
 a group of workers consumes it. A seeded schedule freezes one worker (SIGSTOP past the session
 timeout, then SIGCONT) again and again, and SIGKILLs and restarts the others between the freezes; on
-request it also rolls every worker (SIGTERM one at a time), produces bursts of unusable records, and
-pauses the outcome producer while predictions go on. The
+request it also rolls every worker (SIGTERM one at a time), produces bursts of unusable records,
+pauses the outcome producer while predictions go on, and restarts the broker (one started by
+scripts/kafka-up.sh on the port of --bootstrap). The
 frozen one is the worker holding the most segments' decisions at the first freeze. Each freeze is
 checked to have outlived the session: the other workers took over every input partition while it slept.
 At the end, far-future decisions on every partition push each watermark past every horizon, so every
@@ -14,6 +15,7 @@ alert events on the alerts topic must equal it exactly.
 
     python benchmarks/nemesis.py --bootstrap 127.0.0.1:9092 [--seeds 1,2,3,4,5] [--decisions 40000]
                                  [--rate 500] [--freezes 3] [--kills 2] [--rolls 1] [--bursts 1] [--pauses 1]
+                                 [--brokers 1]
                                  [--session 10] [--json out.json] [--no-fencing]
 
 Prints one line per run, and exits 1 if any run differs from replay.
@@ -262,6 +264,22 @@ class Faults:
     rolls: int = 0  # rolling restarts of every worker (SIGTERM one at a time)
     bursts: int = 0  # bursts of unusable records on both topics
     pauses: int = 0  # pauses of the outcome producer, longer than a tenth of the horizon in event time
+    brokers: int = 0  # restarts of the broker (scripts/kafka-down.sh, then kafka-up.sh: a broker of these scripts)
+
+
+def restart_broker(bootstrap: str) -> float:
+    """Stop the broker with scripts/kafka-down.sh and start it again with kafka-up.sh (its data kept); returns the
+    seconds it was away. The producers retry their sends meanwhile; the workers reconnect."""
+    env = {**os.environ, "KAFKA_PORT": bootstrap.rsplit(":", 1)[1], "KAFKA_START_TIMEOUT": "150"}
+    stopped = time.monotonic()
+    subprocess.run(["bash", "scripts/kafka-down.sh"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=90)
+    time.sleep(3)
+    for _ in range(3):  # on a loaded machine the JVM may start slower than the script waits: it waits again
+        up = subprocess.run(["bash", "scripts/kafka-up.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=240)
+        if up.returncode == 0:
+            return time.monotonic() - stopped
+    raise RuntimeError(f"the broker did not come back: {up.stderr[-2000:]}")
 
 
 def producers(stream_path: Path, spec: Spec, bootstrap: str, rate: float, split: bool,
@@ -310,6 +328,7 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
     outcome = Outcome(seed, decisions, len(records) + 2 * TAIL_PER_PARTITION * partitions)
 
     group = Group(spec_path, bootstrap, work)
+    running: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for _ in range(workers):
             group.start()
@@ -325,7 +344,8 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         for i in range(freezes):
             plan += ["kill", "freeze"] if 0 < i <= kills else ["freeze"]
         plan += ["kill"] * max(0, kills - max(0, freezes - 1))
-        for action in ["roll"] * faults.rolls + ["burst"] * faults.bursts + ["pause"] * faults.pauses:
+        for action in (["roll"] * faults.rolls + ["burst"] * faults.bursts + ["pause"] * faults.pauses
+                       + ["broker"] * faults.brokers):
             plan.insert(rng.randint(0, len(plan)), action)
         # Event time runs ahead of the wall clock: a pause of the outcomes this long lets the predictions run a
         # tenth of the horizon and more ahead of them (at least 3 s).
@@ -353,6 +373,9 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
                 write_jsonl(bad_records(spec, 200, rng.randint(0, 10**6)), burst)
                 cli("produce", "--input", str(burst), "--bootstrap", bootstrap)
                 outcome.faults.append("burst of 200 bad records")
+            elif action == "broker":
+                down = restart_broker(bootstrap)
+                outcome.faults.append(f"broker restarted ({down:.0f} s down)")
             elif action == "pause":
                 paused = running["outcomes"]
                 paused.send_signal(signal.SIGSTOP)
@@ -403,6 +426,10 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         outcome.early_extra = sorted(early_ids - want_early)
         outcome.early_alerts = (sum(1 for a in sent if "status" in a), len(replayed["early_alerts"]))
     finally:
+        for producer in running.values():  # a run that failed leaves none producing into the next
+            if producer.poll() is None:
+                producer.send_signal(signal.SIGCONT)
+                producer.kill()
         group.close()
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
@@ -454,6 +481,8 @@ def main() -> int:
     parser.add_argument("--pauses", type=int, default=0,
                         help="pauses of the outcome producer past a tenth of the horizon (the topics then produced"
                              " by one process each)")
+    parser.add_argument("--brokers", type=int, default=0,
+                        help="restarts of the broker, which must be one of scripts/kafka-up.sh on --bootstrap's port")
     parser.add_argument("--session", type=float, default=10.0, help="the spec's stream.session_timeout, seconds")
     parser.add_argument("--json", type=Path, help="write every run's outcome here")
     parser.add_argument("--no-fencing", action="store_true",
@@ -465,7 +494,7 @@ def main() -> int:
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="nemesis-") as tmp:
         for seed in (int(s) for s in args.seeds.split(",")):
-            faults = Faults(args.freezes, args.kills, args.rolls, args.bursts, args.pauses)
+            faults = Faults(args.freezes, args.kills, args.rolls, args.bursts, args.pauses, args.brokers)
             outcome = run(args.bootstrap, seed, args.decisions, args.rate, args.partitions, args.workers, faults,
                           args.session, Path(tmp))
             outcomes.append(outcome)
