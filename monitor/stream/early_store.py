@@ -90,7 +90,7 @@ class EarlyStore:
         for segment, slice_id in finished:
             key = rollup.key(segment)
             stored = self.slices.pop((slice_id, key), None)
-            if stored is not None:
+            if stored is not None and stored.log.length:  # else never saved: nothing stored to delete
                 self._done.append((_slice_head(slice_id, key), stored.log))
 
     def save(self, prefix: bytes) -> tuple[list[Write], list[Write]]:
