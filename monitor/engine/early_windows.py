@@ -139,14 +139,14 @@ class EarlyWindows:
                     self.touched.add(segment)
                 if j < last:
                     if self.wanted(segment, j):  # else nothing needs this reading: left unread
-                        self._roll(segment, j, slice_id, self.open[(segment, slice_id)].read(j, self.kpis))
+                        self._roll(segment, j, slice_id, self.open[(segment, slice_id)].read(j, self.kpis), owned=True)
                     continue
                 final = self.open.pop((segment, slice_id)).read_last(self.kpis)
                 if self.tracked:
                     self.finished.append((segment, slice_id))
                 finals.append((segment, slice_id, final))
                 if self.wanted(segment, j):
-                    self._roll(segment, j, slice_id, final)
+                    self._roll(segment, j, slice_id, final, owned=False)
         self.ahead = {s: own for s, own in self.ahead.items() if own != self.read_before}
         self._next = min((self.read_before[j] + 1) * self.width + age for j, age in enumerate(self.ages))
         horizon = self.ages[-1]
@@ -161,11 +161,14 @@ class EarlyWindows:
             elif self.on_final is not None and self.waiting(event[0], event[1]):
                 self.on_final(*event)
 
-    def _roll(self, segment: int, j: int, slice_id: int, reading: Reading) -> None:
+    def _roll(self, segment: int, j: int, slice_id: int, reading: Reading, owned: bool) -> None:
+        """Roll a slice's reading into its window; a reading not `owned` (a final one, which also settles
+        provisional alerts) is copied before a window takes it."""
         start, end = slice_id * self.width, (slice_id + 1) * self.width
         window = self.building.get((segment, j))
-        if window is None:  # a final reading is also the slice's settlement: the window takes a copy
-            window = self.building[(segment, j)] = EarlyWindow(segment, j, self.ages[j], start, end, reading.copy())
+        if window is None:
+            window = self.building[(segment, j)] = EarlyWindow(segment, j, self.ages[j], start, end,
+                                                               reading if owned else reading.copy())
         else:
             window.reading.merge(reading)
             window.end = end
