@@ -38,6 +38,7 @@ from monitor.export.prometheus import MonitorCollector
 from monitor.infra.brokers import group_id
 from monitor.infra.connection import Connection
 from monitor.infra.web_access import WebAccess
+from monitor.stream.early_store import EARLY
 from monitor.stream.join_stage import SNAPSHOT_MIN_BYTES
 from monitor.stream.store import Write
 from monitor.stream.worker import Worker
@@ -67,13 +68,14 @@ class ChangelogTable:
             sent.append(self.table.send_changelog(partition, key, value, value_serializer="raw"))
         return sent
 
-    def forget(self, app: faust.App, partitions: set[int], separator: str) -> None:
+    def forget(self, app: faust.App, partitions: set[int], separator: str, namespaces: tuple[str, ...] = ("",)) -> None:
         """Drop this worker's copy of revoked partitions, and have Faust read their changelog from the start
         when they come back. Faust resumes a partition it held before where its last recovery stopped, on top
         of the copy in memory; a worker frozen past its session has written into that copy as a zombie since.
         Restored from that copy, the thawed worker's metrics partition lost decisions (the nemesis, seed 9:
         two runs in three); read afresh, every run was exact."""
-        prefixes = tuple(f"{p}{separator}".encode() for p in partitions)  # keys start "<partition>/" or "|"
+        # keys start "<partition>/" or "<partition>|", and a metrics partition's early state "e<partition>|"
+        prefixes = tuple(f"{space}{p}{separator}".encode() for space in namespaces for p in partitions)
         for key in [k for k in self.table.data if k.startswith(prefixes)]:
             self.table.data.pop(key, None)
         recovery, topic = app.tables.recovery, self.table.changelog_topic.get_topic_name()  # type: ignore[attr-defined]
@@ -238,7 +240,7 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
         log.info("revoked join partitions %s, metric partitions %s", sorted(inputs), sorted(merged))
         worker.revoke(inputs, merged)
         join_table.forget(app, inputs, "/")
-        metrics_table.forget(app, merged, "|")
+        metrics_table.forget(app, merged, "|", ("", EARLY.decode()))
 
     return app
 

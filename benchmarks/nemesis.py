@@ -36,6 +36,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class Outcome:
     early_alerts: tuple[int, int] = (0, 0)  # events on the alerts topic (repeats included), and in replay
     held: dict[int, dict[str, Any]] = field(default_factory=dict)  # per worker's web port, from /healthz at the end
     partitions: dict[int, dict[str, int]] = field(default_factory=dict)  # replay's join counts, per input partition
+    notes: list[str] = field(default_factory=list)  # the workers' logged warnings and errors, group noise aside
     seconds: float = 0.0
 
     @property
@@ -431,8 +433,24 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
                 producer.send_signal(signal.SIGCONT)
                 producer.kill()
         group.close()
+        outcome.notes = notes(work.glob("worker-*.log"))
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
+
+
+NOISE = ("Heartbeat", "OffsetCommit failed", "Thread keepalive is not responding", "coordinator dead",
+         "producer buffer full")  # what a frozen worker's group logs each time, and a burst of sends
+
+
+def notes(logs: Iterable[Path], limit: int = 40) -> list[str]:
+    """The warnings and errors of the workers' logs, group noise aside, each with its log's name; the same
+    message from several places counted once per log."""
+    found: Counter[str] = Counter()
+    for path in sorted(logs):
+        for line in path.read_text(errors="replace").splitlines():
+            if ("[WARNING]" in line or "[ERROR]" in line or "Traceback" in line) and not any(n in line for n in NOISE):
+                found[f"{path.stem}: {line.split('] ', 3)[-1].strip()}"] += 1
+    return [f"{line} (x{n})" if n > 1 else line for line, n in list(found.items())[:limit]]
 
 
 def per_partition(spec: Spec, paths: list[Path], partitions: int, work: Path) -> dict[int, dict[str, int]]:
@@ -506,6 +524,8 @@ def main() -> int:
                   f"extra {len(outcome.alerts_extra)}; early alert events {outcome.early_alerts[0]} sent, replay "
                   f"{outcome.early_alerts[1]}: missing {len(outcome.early_missing)}, extra {len(outcome.early_extra)}",
                   flush=True)
+            if not outcome.exact:  # what the workers said is where a cause shows
+                print("\n".join(f"  {note}" for note in outcome.notes), flush=True)
             if os.environ.get("NEMESIS_KEEP"):  # every run's logs; a failed run's are what to read
                 keep = Path(os.environ["NEMESIS_KEEP"])
                 keep.mkdir(parents=True, exist_ok=True)

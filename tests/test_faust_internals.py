@@ -141,3 +141,20 @@ def test_faust_recovery_resumes_from_the_offsets_the_worker_forgets() -> None:
     assert "self.active_offsets" in inspect.getsource(Recovery.add_active)
     assert "self.standby_offsets" in inspect.getsource(Recovery.add_standby)
     assert Store.persisted_offset(Store.__new__(Store), None) is None  # type: ignore[arg-type]  # memory: none kept
+
+
+def test_a_revoked_partition_is_forgotten_with_its_early_state() -> None:
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from agents.app import ChangelogTable
+
+    data = {b"2|5|b": b"1", b"e2|5|s": b"2", b"12|5|b": b"3", b"3|5|b": b"4", b"e3|5|s": b"5"}
+    table = SimpleNamespace(data=dict(data), changelog_topic=SimpleNamespace(get_topic_name=lambda: "metrics"))
+    recovery = SimpleNamespace(active_offsets={TP("metrics", 2): 40, TP("metrics", 3): 7},
+                               standby_offsets={TP("metrics", 2): 40})
+    app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery))
+    ChangelogTable(table).forget(app, {2}, "|", ("", "e"))  # type: ignore[arg-type]
+    assert table.data == {b"12|5|b": b"3", b"3|5|b": b"4", b"e3|5|s": b"5"}
+    assert recovery.active_offsets == {TP("metrics", 3): 7} and recovery.standby_offsets == {}

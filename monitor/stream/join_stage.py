@@ -322,8 +322,8 @@ class JoinStage:
             part.logs[seq] = [k for k, _ in chunks.values()]
             part.resend += state.outbox  # durable, but perhaps never sent: the metrics stage tells
         part.stale += [k for k, _ in heads.values()] + [k for chunks in blobs.values() for k, _ in chunks.values()]
-        log.info("restoring join partition %d in epoch %d from epoch %d: %d checkpoints after its snapshot", p,
-                 part.epoch, newest, len(states) - (part.generation > 0))
+        log.info("restoring join partition %d in epoch %d from epoch %d: %d checkpoints after its snapshot, through"
+                 " checkpoint %d", p, part.epoch, newest, len(states) - (part.generation > 0), part.seq)
         if not states:
             return
         source = part.source

@@ -61,6 +61,7 @@ class _Partition:
         self.slices: dict[tuple[int, SegmentKey], dict[int, int]] = {}  # open slice -> applied per source
         self.bases: dict[SegmentKey, dict[int, int]] = {}  # segment base -> applied per source
         self.outbox: dict[str, bytes] = {}  # alert id -> the alert, until the alerts topic has it
+        self.seqs: dict[int, int] = {}  # per source, the newest checkpoint merged since this owner restored
         self.dirty = _Dirty()
 
 
@@ -135,6 +136,9 @@ class MetricsStage:
             if fence.through is None:  # the owner's first checkpoint: it restored the one before
                 fence.through = delta.seq - 1
                 part.dirty.fences = True
+                log.info("join partition %d's owner of epoch %d restored through checkpoint %d (%d deltas of older"
+                         " owners held)", delta.source, delta.epoch, fence.through,
+                         len(part.waiting.get(delta.source, [])))
                 part.waiting.setdefault(delta.source, []).append(raw)
                 return False  # merged after the deltas it held back, in the order they came
         elif fence.through is None:
@@ -154,6 +158,11 @@ class MetricsStage:
 
     def _merge(self, partition: int, part: _Partition, delta: wire.Delta) -> None:
         rollup, source, seq, dirty = part.rollup, delta.source, delta.seq, part.dirty
+        last = part.seqs.get(source)
+        if last is not None and seq > last + 1:  # every checkpoint sends a delta to every metrics partition
+            log.warning("metrics partition %d: checkpoints %d to %d of join partition %d never came (the next is of"
+                        " epoch %d)", partition, last + 1, seq - 1, source, delta.epoch)
+        part.seqs[source] = max(seq, -1 if last is None else last)
         # Decide what is new before merging anything: two parts of one delta may land in one entry
         # (keys that fold into `other` here), and the first must not hide the second.
         fresh = []
@@ -322,6 +331,11 @@ class MetricsStage:
             self._quiet = False
         if part.epoch != newest:
             self._rewrite(partition, part, [physical for physical, _, _ in entries])
+        if log.isEnabledFor(logging.INFO):
+            log.info("restored metrics partition %d: decisions %s, sources %s", partition,
+                     {"/".join(rollup.key(s)) or "(all)": rollup.windows.decisions(s) for s in rollup.held()},
+                     {source: max((a.get(source, -1) for a in [*part.bases.values(), *part.slices.values()]),
+                                  default=-1) for source in range(self.sources)})
 
     def _rewrite(self, partition: int, part: _Partition, old: list[bytes]) -> None:
         """Mark everything restored for the first save, under this owner's epoch, with the marker that
