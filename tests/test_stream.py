@@ -514,3 +514,40 @@ def test_a_restored_timeline_goes_on_where_it_was(spec: Spec, partitions: int) -
                 for s in want.report().segments}
     assert max(len(t) for t in expected.values()) > 3, "the stream must close several windows per segment"
     assert got == expected
+
+
+
+def handed_over_out_of_order(deltas: list[tuple[int, bytes]], seed: int) -> tuple[list[tuple[int, bytes]], int]:
+    """The deltas as Faust may hand them over around rebalances: now and then a run of them is dropped, some
+    later ones come first, then the seek back to the committed offset brings everything from the dropped run
+    on again. Returns the order, and how many times later deltas came before earlier ones."""
+    rng = random.Random(seed)
+    order: list[tuple[int, bytes]] = []
+    jumps = 0
+    for q in sorted({q for q, _ in deltas}):
+        mine = [d for d in deltas if d[0] == q]
+        i = 0
+        while i < len(mine):
+            step = rng.randint(3, 12)
+            order.extend(mine[i:i + step])
+            i += step
+            if i < len(mine) and rng.random() < 0.5:
+                skip, ahead = rng.randint(1, 4), rng.randint(1, 8)
+                order.extend(mine[i + skip:i + skip + ahead])  # dropped: `skip`; taken before the seek: `ahead`
+                jumps += 1
+    return order, jumps
+
+
+def test_deltas_handed_over_out_of_order_merge_as_in_order(spec: Spec) -> None:
+    # Merged first, a later checkpoint made its earlier ones look delivered again in the entries it touched: in
+    # a full test run, the nemesis lost 14 decisions of two segments this way, with the others on their metrics
+    # partition exact. A checkpoint ahead of its source's sequence now waits for the ones before it.
+    stream = records("business_drop", 6_000, partitions=2, tail=True)
+    whole = InMemoryWorker(spec, fresh(), sources=2, batch=20, checkpoint_seconds=0.05)  # a checkpoint a batch
+    whole.finish(whole.feed(stream))
+    order, jumps = handed_over_out_of_order(whole.topics.sent, seed=3)
+    assert jumps > 20
+    merged = InMemoryWorker(spec, fresh(), sources=2)
+    merged.redeliver(order)
+    assert merged.worker.health()["held_deltas"] == 0 and merged.worker.metrics.skipped == 0
+    assert_same_totals(merged.totals(), whole.totals())

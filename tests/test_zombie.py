@@ -18,7 +18,6 @@ import pytest
 
 from monitor.contract.spec import Spec
 from monitor.engine.intake import DeadLetter
-from monitor.stream import wire
 from monitor.stream.store import Write
 from monitor.stream.worker import Worker
 from monitor.testing import Fetched, InMemoryWorker, Memory, Record, worker_totals
@@ -171,7 +170,8 @@ async def schedule(spec: Spec, stream: list[Record], fenced: bool) -> tuple[Owne
     await third.merge()  # its first checkpoint, cut by the tick before any record: the fence lifts
     if fenced:
         restored = third.worker.join.partitions[0].seq - 1
-        assert third.worker.metrics.partitions[0].fences[0] == wire.Fence(third.epoch, restored)
+        fence = third.worker.metrics.partitions[0].fences[0]
+        assert (fence.epoch, fence.through, fence.merged) == (third.epoch, restored, restored + 1)
     await third.take(cluster.unread(stream))
     await third.settle()
     return owner, third

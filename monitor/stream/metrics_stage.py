@@ -26,6 +26,7 @@ from monitor.stream import wire
 from monitor.stream.early_store import EARLY, EarlyStore
 from monitor.stream.store import Ownership, Store, Write
 
+AHEAD_LIMIT = 1_000  # deltas of one source held for an earlier checkpoint, before it is given up for
 SAVE_SECONDS = 0.5  # the age of a metrics partition's unsaved merges: acks and alerts wait for a save, gauges do not
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class _Partition:
         self.slices: dict[tuple[int, SegmentKey], dict[int, int]] = {}  # open slice -> applied per source
         self.bases: dict[SegmentKey, dict[int, int]] = {}  # segment base -> applied per source
         self.outbox: dict[str, bytes] = {}  # alert id -> the alert, until the alerts topic has it
-        self.seqs: dict[int, int] = {}  # per source, the newest checkpoint merged since this owner restored
+        self.ahead: dict[int, dict[int, bytes]] = {}  # per source, deltas held until the checkpoints before come
         self.dirty = _Dirty()
 
 
@@ -89,7 +90,9 @@ class MetricsStage:
         self.ownership = Ownership()
         self.assign, self.owns = self.ownership.assign, self.ownership.owns  # `Ownership` says why
         self.strays = 0  # deltas of a revoked partition, left to its new owner
+        self.skipped = 0  # checkpoints given up for after `AHEAD_LIMIT` later ones waited for them
         self._fired: list[Alert | EarlyAlert] = []
+        self._catching: set[tuple[int, int]] = set()  # (partition, source) whose held deltas are being merged
         self._quiet = False
 
     @property
@@ -108,16 +111,58 @@ class MetricsStage:
             log.warning("ignored a message the metrics stage cannot read on partition %d", partition)
             return
         part = self.partition(partition)
-        if self._admit(part, delta, raw):
+        if self._admit(part, delta, raw) and self._in_sequence(partition, part, delta, raw):
             self._merge(partition, part, delta)
+            self._catch_up(partition, part, delta.source)
         if self._lifted(part, delta.source):
             for waited in part.waiting.pop(delta.source):
                 self.handle(partition, waited)  # the older owners' deltas a fence held, in the order they came
 
     def waiting(self, partition: int) -> bool:
-        """Whether a fence holds deltas back on the partition: none may be acked until it lifts."""
+        """Whether a fence, or a gap in a source's checkpoints, holds deltas back on the partition: none may be
+        acked until they are merged."""
         part = self.partitions.get(partition)
-        return part is not None and any(part.waiting.values())
+        return part is not None and (any(part.waiting.values()) or any(part.ahead.values()))
+
+    def _in_sequence(self, partition: int, part: _Partition, delta: wire.Delta, raw: bytes) -> bool:
+        """Whether the delta is the source's next checkpoint here (or an earlier one, delivered again); one further
+        on waits for those before it. Faust can hand the metrics stage a partition's later deltas before the
+        earlier ones it dropped in a rebalance (its seek back comes after): merged first, a later checkpoint would
+        make its earlier ones look delivered again in the entries it touched, and they would be lost there."""
+        merged = part.fences[delta.source].merged
+        if merged is None or delta.seq <= merged + 1:
+            return True
+        held = part.ahead.setdefault(delta.source, {})
+        if not held:
+            log.info("metrics partition %d holds checkpoint %d of join partition %d until checkpoints %d to %d come",
+                     partition, delta.seq, delta.source, merged + 1, delta.seq - 1)
+        held[delta.seq] = raw
+        if len(held) > AHEAD_LIMIT:  # they are not coming: go on, loudly, rather than stop the source for good
+            first = min(held)
+            self.skipped += first - merged - 1
+            log.error("metrics partition %d: checkpoints %d to %d of join partition %d never came; their decisions"
+                      " are missing from this partition's segments", partition, merged + 1, first - 1, delta.source)
+            part.fences[delta.source].merged = first - 1
+            self._catch_up(partition, part, delta.source)
+        return False
+
+    def _catch_up(self, partition: int, part: _Partition, source: int) -> None:
+        """Merge the held deltas that are next in the source's sequence now (in a loop, not by recursion)."""
+        held = part.ahead.get(source)
+        if not held or (partition, source) in self._catching:
+            return
+        self._catching.add((partition, source))
+        try:
+            while held:
+                merged = part.fences[source].merged
+                for seq in [seq for seq in held if merged is not None and seq <= merged]:
+                    del held[seq]  # delivered again meanwhile, and merged
+                raw = held.pop((merged or 0) + 1, None)
+                if raw is None:
+                    break
+                self.handle(partition, raw)
+        finally:
+            self._catching.discard((partition, source))
 
     def _admit(self, part: _Partition, delta: wire.Delta, raw: bytes) -> bool:
         """Whether to merge a delta, given what the partition knows of its source's owners (see the
@@ -126,11 +171,11 @@ class MetricsStage:
         fence = part.fences.get(delta.source)
         if delta.seq == wire.FENCE:
             if fence is None or delta.epoch > fence.epoch:
-                part.fences[delta.source] = wire.Fence(delta.epoch, None)
+                part.fences[delta.source] = wire.Fence(delta.epoch, None, None if fence is None else fence.merged)
                 part.dirty.fences = True
             return False
         if fence is None or delta.epoch > fence.epoch:  # an owner whose fence never came (older workers: 0)
-            part.fences[delta.source] = wire.Fence(delta.epoch, delta.seq - 1)
+            part.fences[delta.source] = wire.Fence(delta.epoch, delta.seq - 1, None if fence is None else fence.merged)
             part.dirty.fences = True
         elif delta.epoch == fence.epoch:
             if fence.through is None:  # the owner's first checkpoint: it restored the one before
@@ -158,11 +203,9 @@ class MetricsStage:
 
     def _merge(self, partition: int, part: _Partition, delta: wire.Delta) -> None:
         rollup, source, seq, dirty = part.rollup, delta.source, delta.seq, part.dirty
-        last = part.seqs.get(source)
-        if last is not None and seq > last + 1:  # every checkpoint sends a delta to every metrics partition
-            log.warning("metrics partition %d: checkpoints %d to %d of join partition %d never came (the next is of"
-                        " epoch %d)", partition, last + 1, seq - 1, source, delta.epoch)
-        part.seqs[source] = max(seq, -1 if last is None else last)
+        fence = part.fences[source]
+        fence.merged = seq if fence.merged is None else max(seq, fence.merged)
+        dirty.fences = True
         # Decide what is new before merging anything: two parts of one delta may land in one entry
         # (keys that fold into `other` here), and the first must not hide the second.
         fresh = []

@@ -121,11 +121,14 @@ class Head(msgspec.Struct, array_like=True):
 
 
 class Fence(msgspec.Struct, array_like=True):
-    """What a metrics partition knows of one source's owners: the newest epoch, and the last checkpoint
-    that owner restored (None until its first checkpoint says)."""
+    """What a metrics partition knows of one source: its newest owner's epoch, the last checkpoint that owner
+    restored (None until its first checkpoint says), and the last checkpoint merged here (every checkpoint sends
+    every metrics partition a delta, so they are merged in sequence; None in state of earlier releases, whose
+    readers ignore the field)."""
 
     epoch: int
     through: int | None
+    merged: int | None = None
 
 
 class SliceEntry(msgspec.Struct, array_like=True):

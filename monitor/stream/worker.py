@@ -279,6 +279,9 @@ class Worker:
                 "held_outcomes": self.join.held_outcomes(),
                 "fenced_deltas": self.metrics.fenced,  # a zombie owner's checkpoints, dropped
                 "stray_deltas": self.metrics.strays,  # fetched before a rebalance took their partition
+                "held_deltas": sum(len(held) for part in self.metrics.partitions.values()  # until earlier ones come
+                                   for held in part.ahead.values()),
+                "skipped_checkpoints": self.metrics.skipped,  # never came: `AHEAD_LIMIT` later ones waited
                 "schema_registry": self.schemas and self.schemas.waiting,  # why records are held, if they are
                 "records": dict(self.join.record_counts()),  # taken by the join stage, per topic
                 "decisions": self.join.counts().as_dict(),  # how the join stage ended them
