@@ -24,7 +24,7 @@ from monitor.contract import spec as specs
 from monitor.contract.report import write
 from monitor.contract.spec import Spec
 from monitor.engine.monitor import Monitor
-from monitor.stream import pages, wire
+from monitor.stream import metrics_stage, pages, wire
 from monitor.stream.metrics_stage import MetricsStage
 from monitor.stream.store import Write
 from monitor.stream.worker import BACKLOG_RECORDS
@@ -553,3 +553,19 @@ def test_deltas_handed_over_out_of_order_merge_as_in_order(spec: Spec) -> None:
     merged.redeliver(order)
     assert merged.worker.health()["held_deltas"] == 0 and merged.worker.metrics.skipped == 0
     assert_same_totals(merged.totals(), whole.totals())
+
+
+def test_a_checkpoint_that_never_comes_is_given_up_for_loudly(spec: Spec, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(metrics_stage, "AHEAD_LIMIT", 5)
+    stream = records("business_drop", 3_000, partitions=1, tail=True)
+    whole = InMemoryWorker(spec, fresh(), sources=1, batch=20, checkpoint_seconds=0.05)
+    whole.finish(whole.feed(stream))
+    lost = len(whole.topics.sent) // 2
+    merged = InMemoryWorker(spec, fresh(), sources=1)
+    merged.redeliver(whole.topics.sent[:lost] + whole.topics.sent[lost + 1:])
+    seq = wire.delta(whole.topics.sent[lost][1]).seq
+    assert merged.worker.metrics.skipped == 1 and merged.worker.health()["held_deltas"] == 0
+    assert f"checkpoints {seq} to {seq} of join partition 0 never came" in caplog.text
+    got, want = merged.totals()[()]["decisions"], whole.totals()[()]["decisions"]
+    assert 0 < want - got < 200  # the one checkpoint's decisions, and no more
