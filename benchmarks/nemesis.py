@@ -406,7 +406,8 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         outcome.workers = {k: got.get(k, 0.0) for k in want}
         outcome.workers["orphan"] += sum(healthz(port).get("held_outcomes", 0) for port in group.slots)
         outcome.held = {port: {k: healthz(port).get(k) for k in ("join_partitions", "metric_partitions",
-                                                                 "join", "fenced_deltas", "stray_deltas")}
+                                                                 "join", "fenced_deltas", "stray_deltas",
+                                                                 "held_deltas", "skipped_checkpoints")}
                         for port in group.slots}
         outcome.partitions = per_partition(spec, [stream_path, tail_path], partitions, work)
         want_totals = replay_totals(spec, replayed)
