@@ -157,7 +157,7 @@ class MetricsStage:
                 merged = part.fences[source].merged
                 for seq in [seq for seq in held if merged is not None and seq <= merged]:
                     del held[seq]  # delivered again meanwhile, and merged
-                raw = held.pop((merged or 0) + 1, None)
+                raw = None if merged is None else held.pop(merged + 1, None)
                 if raw is None:
                     break
                 self.handle(partition, raw)
@@ -375,10 +375,9 @@ class MetricsStage:
         if part.epoch != newest:
             self._rewrite(partition, part, [physical for physical, _, _ in entries])
         if log.isEnabledFor(logging.INFO):
-            log.info("restored metrics partition %d: decisions %s, sources %s", partition,
+            log.info("restored metrics partition %d: decisions %s, last checkpoint merged per source %s", partition,
                      {"/".join(rollup.key(s)) or "(all)": rollup.windows.decisions(s) for s in rollup.held()},
-                     {source: max((a.get(source, -1) for a in [*part.bases.values(), *part.slices.values()]),
-                                  default=-1) for source in range(self.sources)})
+                     {source: fence.merged for source, fence in sorted(part.fences.items())})
 
     def _rewrite(self, partition: int, part: _Partition, old: list[bytes]) -> None:
         """Mark everything restored for the first save, under this owner's epoch, with the marker that
