@@ -10,7 +10,7 @@ owner that wrote it (`<e>/` and `<e>|`; absent for epoch 0, as older workers wro
              "<q>|<e>|b<segment>"         a segment's closed slices, folded into one base
              "<q>|<e>|a<alert id>"        an alert not yet confirmed on the alerts topic
              "<q>|<e>|watermarks"         the newest watermark of each source
-             "<q>|<e>|fences"             the newest owner of each source, and where it took over
+             "<q>|<e>|fences"             per source: its newest owner, where it took over, the last checkpoint merged
              "<q>|<e>|complete"           everything of the partition is written under <e>
              "e<q>|<e>|..."               its early readings (`monitor.stream.early_store`)
 
