@@ -204,8 +204,9 @@ class MetricsStage:
     def _merge(self, partition: int, part: _Partition, delta: wire.Delta) -> None:
         rollup, source, seq, dirty = part.rollup, delta.source, delta.seq, part.dirty
         fence = part.fences[source]
-        fence.merged = seq if fence.merged is None else max(seq, fence.merged)
-        dirty.fences = True
+        if fence.merged is None or seq > fence.merged:  # a redelivery changes nothing to write
+            fence.merged = seq
+            dirty.fences = True
         # Decide what is new before merging anything: two parts of one delta may land in one entry
         # (keys that fold into `other` here), and the first must not hide the second.
         fresh = []
