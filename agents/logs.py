@@ -7,6 +7,10 @@ busy worker, so a healthy worker under load said it many times a second. The wor
 threshold to `PRODUCER_BUFFER` (backpressure still holds when Kafka really falls behind), and the
 line, when it does come, says what happens in plain words at most once a minute. Likewise mode's
 `Timer commit is overlapping`, which a busy machine repeats at each late offset commit.
+
+While the broker is away, aiokafka retries its connection in a tight loop and logs each failure: about a
+thousand lines a second from each worker, measured through a broker restart. Those lines pass once every
+`UNREACHABLE_EVERY` seconds, with a count of the ones held back.
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ PRODUCER_BUFFER = 2_000
 _BUFFER_FULL = re.compile(r"^producer buffer full size (\d+)")
 _FLUSH_TOOK = re.compile(r"^producer flush took")
 _OVERLAPPING = re.compile(r"^Timer (\S+) is overlapping \(interval=(\S+) runtime=(\S+)\)")
+UNREACHABLE_EVERY = 10.0  # seconds between two lines of one kind while the broker cannot be reached
+_UNREACHABLE = {  # aiokafka's logger: its messages repeated on each retry while a broker is away
+    "aiokafka": ("^Unable connect to node with id", "^Unable to update metadata from"),
+    "aiokafka.consumer.fetcher": ("^Failed fetch messages from",),
+    "aiokafka.consumer.group_coordinator": ("^Group Coordinator Request failed", "^Marking the coordinator dead",
+                                            "^Heartbeat session expired"),
+}
 
 
 class Sparse(logging.Filter):
@@ -84,3 +95,6 @@ def quiet_faust() -> None:
     producer.addFilter(Sparse(_BUFFER_FULL, reword=_buffer_full))
     producer.addFilter(Sparse(_FLUSH_TOOK))
     timers.addFilter(Sparse(_OVERLAPPING, reword=_overlapping))
+    for name, patterns in _UNREACHABLE.items():
+        for pattern in patterns:
+            logging.getLogger(name).addFilter(Sparse(re.compile(pattern), seconds=UNREACHABLE_EVERY))

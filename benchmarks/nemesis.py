@@ -46,6 +46,7 @@ from kafka.partitioner.default import murmur2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.lagprobe import LagProbe  # noqa: E402
 from monitor.apps.simulate import simulate, write_jsonl  # noqa: E402
 from monitor.contract.spec import Spec, load  # noqa: E402
 from monitor.testing import edit_spec, free_port  # noqa: E402
@@ -73,6 +74,13 @@ class Outcome:
     held: dict[int, dict[str, Any]] = field(default_factory=dict)  # per worker's web port, from /healthz at the end
     partitions: dict[int, dict[str, int]] = field(default_factory=dict)  # replay's join counts, per input partition
     notes: list[str] = field(default_factory=list)  # the workers' logged warnings and errors, group noise aside
+    recoveries: list[float | None] = field(default_factory=list)  # per fault, from its start: lag under 1 s again
+    lasted: list[float] = field(default_factory=list)  # per fault: seconds from its start to its end
+    at: list[float] = field(default_factory=list)  # per fault: its start, seconds after the records began to flow
+    flowed: float = 0.0  # seconds from the first record produced to the last (the tail's included)
+    unsampled: int = 0  # lag samples missed while the broker did not answer
+    max_lag: float = 0.0  # the group's largest lag behind the input topics, seconds
+    redelivered: dict[str, int] = field(default_factory=dict)  # records and deltas taken twice, skipped
     seconds: float = 0.0
 
     @property
@@ -306,7 +314,7 @@ def producers(stream_path: Path, spec: Spec, bootstrap: str, rate: float, split:
 
 
 def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int, workers: int, faults: Faults,
-        session: float, work: Path) -> Outcome:
+        session: float, work: Path, gap: tuple[float, float] = (4.0, 8.0)) -> Outcome:
     started = time.monotonic()
     rng = random.Random(seed)
     tag = uuid.uuid4().hex[:8]
@@ -331,11 +339,15 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
 
     group = Group(spec_path, bootstrap, work)
     running: dict[str, subprocess.Popen[bytes]] = {}
+    probe = LagProbe(bootstrap, list(names.values()), partitions, group.slots)
+    started_at: list[float] = []  # when each fault began
     try:
         for _ in range(workers):
             group.start()
         time.sleep(session)  # the group forms before records flow
         running = producers(stream_path, spec, bootstrap, rate, faults.pauses > 0, work)
+        probe.start()
+        flowing = time.monotonic()
         # The schedule: one victim is frozen `freezes` times; the others are killed between freezes. The victim
         # is the worker holding the most segments' decisions at the first freeze: when it thaws, it may take
         # back a metrics partition that carries segments, the case where a frozen worker could miscount. The
@@ -354,7 +366,9 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         event_per_wall = rate * decisions / outcome.records * 86_400 / 20_000
         pause_for = max(3.0, 1.5 * spec.horizon / 10 / event_per_wall)
         for action in plan:
-            time.sleep(rng.uniform(4, 8))
+            time.sleep(rng.uniform(*gap))
+            started_at.append(time.monotonic())
+            outcome.at.append(round(started_at[-1] - flowing, 1))
             if action == "freeze":
                 if victim_slot is None:
                     victim_slot = busiest(group)
@@ -388,10 +402,13 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
                 slot = rng.choice([s for s in range(workers) if s != victim_slot])
                 group.kill(slot)
                 outcome.faults.append(f"kill slot {slot}")
+            outcome.lasted.append(round(time.monotonic() - started_at[-1], 1))
         for producer in running.values():
             if producer.wait(timeout=decisions / rate * 4 + 300) != 0:
                 raise RuntimeError("a producer failed: " + (producer.stderr.read().decode() if producer.stderr else ""))
         cli("produce", "--input", str(tail_path), "--bootstrap", bootstrap)
+        produced = time.monotonic()
+        outcome.flowed = round(produced - flowing, 1)
 
         report = work / f"replay-{tag}.json"
         cli("replay", "--spec", str(spec_path), "--bootstrap", bootstrap, "--from", "2000-01-01T00:00:00Z",
@@ -402,6 +419,12 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
                 "duplicate": join["duplicates"], "orphan": join["orphans"], "invalid": join["invalid"]}
         outcome.replay = {k: float(v) for k, v in want.items()}
         scraped = settle(group, outcome.replay, limit=180)
+        probe.stop()
+        ends = [*started_at[1:], max(produced, time.monotonic())]
+        outcome.recoveries = [probe.recovery(start, end) for start, end in zip(started_at, ends, strict=True)]
+        outcome.max_lag = round(max((lag for _, lag in probe.samples), default=0.0), 1)
+        outcome.redelivered = dict(probe.redeliveries.total)
+        outcome.unsampled = probe.unreadable
         got = join_counts(scraped)
         outcome.workers = {k: got.get(k, 0.0) for k in want}
         outcome.workers["orphan"] += sum(healthz(port).get("held_outcomes", 0) for port in group.slots)
@@ -434,6 +457,8 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
                 producer.send_signal(signal.SIGCONT)
                 producer.kill()
         group.close()
+        if probe.is_alive():
+            probe.stop()
         outcome.notes = notes(work.glob("worker-*.log"))
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
@@ -502,6 +527,8 @@ def main() -> int:
                              " by one process each)")
     parser.add_argument("--brokers", type=int, default=0,
                         help="restarts of the broker, which must be one of scripts/kafka-up.sh on --bootstrap's port")
+    parser.add_argument("--gap", default="4,8", help="seconds between two faults: the low and high ends of a"
+                        " uniform draw (recovery times need gaps longer than the recoveries)")
     parser.add_argument("--session", type=float, default=10.0, help="the spec's stream.session_timeout, seconds")
     parser.add_argument("--json", type=Path, help="write every run's outcome here")
     parser.add_argument("--no-fencing", action="store_true",
@@ -511,11 +538,13 @@ def main() -> int:
     if args.no_fencing:
         os.environ["MONITOR_FAULT"] = "no-fencing"  # the workers inherit it
     outcomes = []
+    low, high = (float(x) for x in args.gap.split(","))
+    gap = (low, high)
     with tempfile.TemporaryDirectory(prefix="nemesis-") as tmp:
         for seed in (int(s) for s in args.seeds.split(",")):
             faults = Faults(args.freezes, args.kills, args.rolls, args.bursts, args.pauses, args.brokers)
             outcome = run(args.bootstrap, seed, args.decisions, args.rate, args.partitions, args.workers, faults,
-                          args.session, Path(tmp))
+                          args.session, Path(tmp), gap)
             outcomes.append(outcome)
             diff = {k: outcome.workers.get(k, 0) - v for k, v in outcome.replay.items()
                     if outcome.workers.get(k, 0) != v}
@@ -523,8 +552,13 @@ def main() -> int:
                   f"{outcome.records} records; faults: {', '.join(outcome.faults)}; join differences {diff}; "
                   f"totals differing {len(outcome.totals_differ)}; alerts missing {len(outcome.alerts_missing)}, "
                   f"extra {len(outcome.alerts_extra)}; early alert events {outcome.early_alerts[0]} sent, replay "
-                  f"{outcome.early_alerts[1]}: missing {len(outcome.early_missing)}, extra {len(outcome.early_extra)}",
-                  flush=True)
+                  f"{outcome.early_alerts[1]}: missing {len(outcome.early_missing)}, extra {len(outcome.early_extra)}; "
+                  f"largest lag {outcome.max_lag} s; redelivered {outcome.redelivered}; records flowed for "
+                  f"{outcome.flowed} s; lag samples missed (broker away) {outcome.unsampled}", flush=True)
+            for fault, at, lasted, recovery in zip(outcome.faults, outcome.at, outcome.lasted, outcome.recoveries,
+                                                   strict=False):
+                back = "not before the next fault" if recovery is None else f"{recovery:.1f} s from its start"
+                print(f"  at {at:.0f} s, {fault}: lasted {lasted:.1f} s; lag under 1 s again {back}", flush=True)
             if not outcome.exact:  # what the workers said is where a cause shows
                 print("\n".join(f"  {note}" for note in outcome.notes), flush=True)
             if os.environ.get("NEMESIS_KEEP"):  # every run's logs; a failed run's are what to read

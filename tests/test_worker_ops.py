@@ -66,6 +66,21 @@ def test_faust_producer_warning_in_plain_words(caplog: pytest.LogCaptureFixture)
         " unreachable?)", "producer flush took 0.01"]
 
 
+def test_a_broker_away_is_said_once_in_a_while_not_on_every_retry(caplog: pytest.LogCaptureFixture) -> None:
+    quiet_faust()
+    client, fetcher = logging.getLogger("aiokafka"), logging.getLogger("aiokafka.consumer.fetcher")
+    with caplog.at_level(logging.ERROR):
+        for _ in range(1000):  # what a worker logged in about a second with the broker down
+            client.error("Unable connect to node with id %s: %s", 1, "[Errno 111] Connect call failed")
+            client.error("Unable to update metadata from %s", [1])
+            fetcher.error("Failed fetch messages from %s: %s", 1, "NodeNotReadyError")
+        client.error("Unexpected error in sender routine")
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["Unable connect to node with id 1: [Errno 111] Connect call failed",
+                    "Unable to update metadata from [1]", "Failed fetch messages from 1: NodeNotReadyError",
+                    "Unexpected error in sender routine"]
+
+
 @pytest.mark.kafka
 def test_a_busy_worker_says_each_thing_once(bootstrap: str, deploy: Any) -> None:
     site = deploy({"KAFKA_BOOTSTRAP": bootstrap}, partitions=4)

@@ -152,6 +152,7 @@ class Source:
         self.records: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()  # dead-letter reasons, grouped
         self.offsets: dict[str, int] | None = {} if offsets else None
+        self.redelivered = 0  # records skipped as at or below `offsets`: at-least-once delivery at work
         self._watermark = -math.inf  # the watermark the parts last saw
         # read once per record: kept at hand rather than looked up through the spec each time
         self._predictions, self._outcomes = spec.topics.predictions, spec.topics.outcomes
@@ -166,6 +167,7 @@ class Source:
         tracked = NO_OFFSET
         if self.offsets is not None and offset is not None:
             if offset <= self.offsets.get(topic, -1):  # delivered again after a restart: already counted
+                self.redelivered += 1
                 return None
             self.offsets[topic] = tracked = offset
         self.records[topic] += 1

@@ -91,6 +91,7 @@ class MetricsStage:
         self.assign, self.owns = self.ownership.assign, self.ownership.owns  # `Ownership` says why
         self.strays = 0  # deltas of a revoked partition, left to its new owner
         self.skipped = 0  # checkpoints given up for after `AHEAD_LIMIT` later ones waited for them
+        self.redelivered = 0  # deltas of checkpoints already merged, delivered again: merged no second time
         self._fired: list[Alert | EarlyAlert] = []
         self._catching: set[tuple[int, int]] = set()  # (partition, source) whose held deltas are being merged
         self._quiet = False
@@ -131,6 +132,7 @@ class MetricsStage:
         make its earlier ones look delivered again in the entries it touched, and they would be lost there."""
         merged = part.fences[delta.source].merged
         if merged is None or delta.seq <= merged + 1:
+            self.redelivered += merged is not None and delta.seq <= merged
             return True
         held = part.ahead.setdefault(delta.source, {})
         if not held:

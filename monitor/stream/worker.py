@@ -282,6 +282,9 @@ class Worker:
                 "held_deltas": sum(len(held) for part in self.metrics.partitions.values()  # until earlier ones come
                                    for held in part.ahead.values()),
                 "skipped_checkpoints": self.metrics.skipped,  # never came: `AHEAD_LIMIT` later ones waited
+                "redelivered_deltas": self.metrics.redelivered,  # merged before, so skipped
+                "redelivered_records": sum(part.source.redelivered for part in self.join.partitions.values()),
+                "offsets": {str(p): dict(part.source.offsets or {}) for p, part in self.join.partitions.items()},
                 "schema_registry": self.schemas and self.schemas.waiting,  # why records are held, if they are
                 "records": dict(self.join.record_counts()),  # taken by the join stage, per topic
                 "decisions": self.join.counts().as_dict(),  # how the join stage ended them
