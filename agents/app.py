@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Awaitable, ItemsView
 from typing import Any, cast
 
@@ -39,6 +40,7 @@ from monitor.infra.brokers import group_id
 from monitor.infra.connection import Connection
 from monitor.infra.web_access import WebAccess
 from monitor.stream.early_store import EARLY
+from monitor.stream.in_order import InOrder
 from monitor.stream.join_stage import SNAPSHOT_MIN_BYTES
 from monitor.stream.store import Write
 from monitor.stream.worker import Worker
@@ -187,8 +189,14 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
         return ChangelogTable(app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes))
 
     join_table, metrics_table = table("join"), table("metrics")
+    async def committed(partition: int) -> int:
+        return await consumer(app).committed_offset(TP(decisions.get_topic_name(), partition))
+
+    async def rewind(partition: int, offset: int) -> None:
+        await consumer(app).rewind(TP(decisions.get_topic_name(), partition), offset)
+
     worker = Worker(spec, join_table, metrics_table, sender, partitions, snapshot_bytes,
-                    replay_source=f"--bootstrap {kafka.bootstrap}")
+                    replay_source=f"--bootstrap {kafka.bootstrap}", order=InOrder(committed, rewind, time.monotonic))
     registry.register(MonitorCollector(spec, worker))
 
     async def take(tp: TP, batch: list[Any]) -> None:
@@ -208,7 +216,7 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
     async def metrics(stream: faust.StreamT[bytes]) -> None:
         manual = stream.noack()  # type: ignore[attr-defined]
         async for event in manual.events():
-            await worker.delta(event.message.partition, event.value, _acker(manual, event))
+            await worker.delta(event.message.partition, event.value, _acker(manual, event), event.message.offset)
 
     @app.timer(TICK_SECONDS)
     async def tick() -> None:

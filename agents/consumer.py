@@ -23,6 +23,17 @@ of the previous assignment. Records fetched then and dropped at the revocation w
 again. Seeking such partitions to the beginning (the group's `earliest` reset) delivers them again;
 the stages drop what they had already merged.
 
+**Per-event topics in order.** Faust drops a message below the last offset it handed over on a
+partition (its read offset), and counts the offsets it jumped over as acked (a "gap", meant for
+compacted topics). After a rebalance, messages it had fetched before can come after its seek back to the
+committed offset: they move the read offset forward, and the earlier messages the seek brings are dropped.
+On the metrics stage's topic, that mixed owners' histories and lost checkpoints (the nemesis on 8
+partitions: two runs in three). The worker now takes each metrics partition in offset order from its
+committed offset (`monitor/stream/in_order.py`): a message further on is fetched again in order (`rewind`,
+which also resets Faust's read offset). And gaps are never counted as acked: the topics on Faust's
+per-event path (the metrics stage's, the ticks) are neither compacted nor transactional, so an offset
+skipped there is a message not yet handled.
+
 **Fetch wait.** aiokafka keeps one fetch request in flight per broker, and leaves out of it the
 partitions whose last records are not yet taken. So while the join stage takes an input
 partition's batch, the next request may hold only quiet partitions (changelogs, ticks), and the
@@ -39,10 +50,10 @@ as they are (`offset`, `value`, `key`, `timestamp`, `headers`, as on a `Consumer
 topic keeps its `ConsumerRecord`s.
 
 Relies on faust-streaming 0.15.3's internals (`_wait_next_records`, `_new_offset`, `_acked`,
-`perform_seek` calling `seek_to_committed`, `_new_consumer_thread`, `_create_worker_consumer`) and
-aiokafka's (`_fetch_max_wait_ms`, read when the consumer starts; `fetcher.PartitionRecords` and its
-`_consumer_record`; a partition's fetch position in `_subscription`), pinned in pyproject.toml (aiokafka
-to 0.14.x) and checked by tests/test_faust_internals.py.
+`_read_offset`, `_committed_offset`, `_add_gap`, `perform_seek` calling `seek_to_committed`,
+`_new_consumer_thread`, `_create_worker_consumer`) and aiokafka's (`_fetch_max_wait_ms`, read when the
+consumer starts; `fetcher.PartitionRecords` and its `_consumer_record`; a partition's fetch position in
+`_subscription`), pinned in pyproject.toml (aiokafka to 0.14.x) and checked by tests/test_faust_internals.py.
 """
 
 from __future__ import annotations
@@ -163,6 +174,31 @@ class Consumer(aiokafka.Consumer):
             # committed offset), or already at or below the batch (Faust sought back first), stays.
             if state is not None and state.has_valid_position and state.position > offset:
                 consumer.seek(partition, offset)
+
+    async def rewind(self, tp: TP, offset: int) -> None:
+        """Fetch a per-event partition again from `offset` (see the module's notes); a partition no longer
+        assigned is left alone."""
+        if tp in self.assignment():
+            await self._thread.call_thread(self._seek_to, tp, offset)
+            self._read_offset[tp] = offset or None  # else Faust drops what the seek brings
+
+    async def _seek_to(self, tp: TP, offset: int) -> None:  # in the consumer's thread, as its calls are
+        consumer = self._thread._ensure_consumer()
+        partition = TopicPartition(tp.topic, tp.partition)
+        if partition in consumer.assignment():
+            consumer.seek(partition, offset)
+
+    async def committed_offset(self, tp: TP) -> int:
+        """The group's committed offset of `tp` on the broker (0 if none: the group then reads from the start)."""
+        return int(await self._thread.call_thread(self._committed_on_broker, tp))
+
+    async def _committed_on_broker(self, tp: TP) -> int:
+        offset = await self._thread._ensure_consumer().committed(TopicPartition(tp.topic, tp.partition))
+        return offset or 0
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Faust would count the offsets it skipped as acked; on these topics they are messages not yet
+        handled (see the module's notes)."""
 
     def commit_through(self, tp: TP, offset: int) -> None:
         """Let Faust commit `tp` up to and including `offset`, while this worker holds it."""

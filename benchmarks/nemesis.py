@@ -418,7 +418,7 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
         want = {"matched": join["matched"], "expired": join["expired"], "late": join["late"],
                 "duplicate": join["duplicates"], "orphan": join["orphans"], "invalid": join["invalid"]}
         outcome.replay = {k: float(v) for k, v in want.items()}
-        scraped = settle(group, outcome.replay, limit=180)
+        scraped = settle(group, outcome.replay, limit=180 + outcome.records / 5000)  # a long run may end behind
         probe.stop()
         ends = [*started_at[1:], max(produced, time.monotonic())]
         outcome.recoveries = [probe.recovery(start, end) for start, end in zip(started_at, ends, strict=True)]
@@ -465,7 +465,9 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
 
 
 NOISE = ("Heartbeat", "OffsetCommit failed", "Thread keepalive is not responding", "coordinator dead",
-         "producer buffer full")  # what a frozen worker's group logs each time, and a burst of sends
+         "producer buffer full",  # what a frozen worker's group logs each time, and a burst of sends
+         "NotLeaderForPartitionError", "NodeNotReadyError", "Unable connect to node", "Unable to update metadata",
+         "Connection at", "Failed fetch messages")  # and what every worker logs through a broker restart
 
 
 def notes(logs: Iterable[Path], limit: int = 40) -> list[str]:

@@ -158,3 +158,15 @@ def test_a_revoked_partition_is_forgotten_with_its_early_state() -> None:
     ChangelogTable(table).forget(app, {2}, "|", ("", "e"))  # type: ignore[arg-type]
     assert table.data == {b"12|5|b": b"3", b"3|5|b": b"4", b"e3|5|s": b"5"}
     assert recovery.active_offsets == {TP("metrics", 3): 7} and recovery.standby_offsets == {}
+
+
+def test_faust_drops_messages_below_its_read_offset_and_would_count_skipped_ones_as_acked() -> None:
+    # Why Consumer.rewind resets `_read_offset` and Consumer._add_gap counts nothing: a message below the read
+    # offset is dropped, and the offsets jumped over become a gap that `_new_offset` treats as acked.
+    drain = inspect.getsource(faust_consumer.Consumer._drain_messages)
+    assert "offset >= r_offset" in drain and "await self._add_gap(tp, r_offset + 1, offset)" in drain
+    assert "self._gap[tp]" in inspect.getsource(faust_consumer.Consumer._new_offset)
+    init = inspect.getsource(faust_consumer.Consumer.__init__)
+    assert "self._read_offset = defaultdict(lambda: None)" in init and "self._committed_offset" in init
+    assert Consumer._add_gap is not faust_consumer.Consumer._add_gap
+    assert asyncio.run(Consumer._add_gap(object(), object(), 1, 5)) is None  # type: ignore[arg-type]

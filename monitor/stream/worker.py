@@ -13,6 +13,8 @@ The rules that keep a worker exact across crashes and rebalances live here, once
 - a worker given partitions fences them before it restores any (`assign`): a worker that was frozen
   past its session timeout and still writes as their owner can then never be read or merged (the
   epochs of `monitor.stream.store`), and the metrics stage acks nothing while a fence holds deltas.
+- a metrics partition takes its deltas in offset order from its committed offset (`order`: the consumer
+  can hand them over out of order after a rebalance), and merges each source's checkpoints in sequence.
 
 `Table` and `Sender` are the I/O edges: Faust's changelog-backed tables and topics in a worker,
 dicts and lists in the tests. Records come in batches (all a fetch brought of one partition); saving
@@ -35,6 +37,7 @@ from monitor.engine.intake import DeadLetter
 from monitor.engine.join import JoinCounts
 from monitor.engine.rollup import Rollup
 from monitor.stream import wire
+from monitor.stream.in_order import InOrder
 from monitor.stream.join_stage import (
     CHECKPOINT_RECORDS,
     CHECKPOINT_SECONDS,
@@ -76,8 +79,9 @@ class Worker:
     def __init__(self, spec: Spec, join_table: Table, metrics_table: Table, sender: Sender, partitions: int,
                  snapshot_bytes: int = SNAPSHOT_MIN_BYTES, clock: Callable[[], float] = time.time,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS, replay_source: str = CAPTURE,
-                 save_seconds: float = SAVE_SECONDS) -> None:
+                 save_seconds: float = SAVE_SECONDS, order: InOrder | None = None) -> None:
         self.spec = spec
+        self.order = order  # a Kafka consumer's deltas in offset order; None where they come so already
         self.save_seconds = save_seconds
         self.join_table, self.metrics_table, self.sender, self.clock = join_table, metrics_table, sender, clock
         self.join = JoinStage(spec, join_table, partitions, snapshot_bytes, checkpoint_seconds)
@@ -102,6 +106,8 @@ class Worker:
                     {q for q in metrics if q in self.metrics.partitions and self.metrics.partitions[q].epoch != epoch})
         self.join.assign(inputs, epoch)
         self.metrics.assign(metrics, epoch)
+        if self.order is not None:
+            self.order.reset(metrics)  # read again from the committed offset, as Faust seeks
         return [self.sender.delta(q, wire.encode(wire.Delta.fence(p, epoch)))
                 for p in sorted(inputs) for q in range(self.join.reducers)]
 
@@ -140,6 +146,8 @@ class Worker:
         back even if the input has gone quiet."""
         if self.metrics.owns(partition):
             self.metrics.partition(partition)
+            if self.order is not None:
+                await self.order.poke(partition)
             self.save(partition)
         if self.join.owns(partition):
             now = self.clock()
@@ -176,9 +184,12 @@ class Worker:
                 await asyncio.gather(*self.join_table.write(partition, done.compaction))
 
     # -- the metrics stage -------------------------------------------------------------------------
-    async def delta(self, partition: int, raw: bytes, ack: Ack) -> None:
+    async def delta(self, partition: int, raw: bytes, ack: Ack, offset: int | None = None) -> None:
         """Merge one delta; it is acked once a save after its merge is durable, without holding up the next one.
-        A delta of a revoked partition is neither merged nor acked: its new owner reads it."""
+        A delta of a revoked partition is neither merged nor acked: its new owner reads it. One out of offset
+        order (`order`) is neither: it comes again in order."""
+        if offset is not None and self.order is not None and not await self.order.admit(partition, offset):
+            return
         self.metrics.handle(partition, raw)
         if not self.metrics.owns(partition):
             return
@@ -234,6 +245,8 @@ class Worker:
             self.unsaved.pop(partition, None)
             self.letters.pop(partition, None)
             self.saving.pop(partition, None)  # a checkpoint in flight belongs to the old owner: never wait for it
+        if self.order is not None:
+            self.order.reset(metrics)
         for partition in metrics:  # unsaved merges go with the partition: the new owner gets their deltas again
             self.merged.pop(partition, None)
             self.merged_since.pop(partition, None)
@@ -283,6 +296,8 @@ class Worker:
                                    for held in part.ahead.values()),
                 "skipped_checkpoints": self.metrics.skipped,  # never came: `AHEAD_LIMIT` later ones waited
                 "redelivered_deltas": self.metrics.redelivered,  # merged before, so skipped
+                "deltas_out_of_order": {"skipped": self.order.skipped, "ahead": self.order.ahead,
+                                        "given_up": self.order.given_up} if self.order else {},
                 "redelivered_records": sum(part.source.redelivered for part in self.join.partitions.values()),
                 "offsets": {str(p): dict(part.source.offsets or {}) for p, part in self.join.partitions.items()},
                 "schema_registry": self.schemas and self.schemas.waiting,  # why records are held, if they are
