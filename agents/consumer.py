@@ -58,6 +58,7 @@ consumer starts; `fetcher.PartitionRecords` and its `_consumer_record`; a partit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from time import monotonic
 from typing import Any, ClassVar, cast
@@ -67,6 +68,7 @@ from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka
 from faust.types import TP
 
+log = logging.getLogger(__name__)
 Intake = Callable[[TP, list[Any]], Awaitable[None]]  # a partition's fetched records (aiokafka ConsumerRecords)
 Fence = Callable[[set[TP], int], Awaitable[None]]  # an assignment and its generation, before Faust acts on it
 FETCH_MAX_WAIT_MS = 100  # the longest the broker holds a fetch for partitions without records (Faust: 1,500)
@@ -189,8 +191,16 @@ class Consumer(aiokafka.Consumer):
             consumer.seek(partition, offset)
 
     async def committed_offset(self, tp: TP) -> int:
-        """The group's committed offset of `tp` on the broker (0 if none: the group then reads from the start)."""
-        return int(await self._thread.call_thread(self._committed_on_broker, tp))
+        """The group's committed offset of `tp` on the broker (0 if none: the group then reads from the start).
+        If the broker does not answer, the last one this worker knows, which is never past it: more is read
+        again, and merged once."""
+        try:
+            return int(await self._thread.call_thread(self._committed_on_broker, tp))
+        except Exception as exc:  # a broker restart, say: never stop the metrics agent for it
+            known = self._committed_offset.get(tp) or 0
+            log.warning("could not read the committed offset of %s[%d] (%r); reading again from %d", tp.topic,
+                        tp.partition, exc, known)
+            return known
 
     async def _committed_on_broker(self, tp: TP) -> int:
         offset = await self._thread._ensure_consumer().committed(TopicPartition(tp.topic, tp.partition))
