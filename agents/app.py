@@ -189,6 +189,7 @@ def create_app(spec: Spec, kafka: Connection, partitions: int, web_port: int = 6
         return ChangelogTable(app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes))
 
     join_table, metrics_table = table("join"), table("metrics")
+
     async def committed(partition: int) -> int:
         return await consumer(app).committed_offset(TP(decisions.get_topic_name(), partition))
 

@@ -26,7 +26,7 @@ EVERY = 0.5  # seconds between samples
 RECOVERED = 1.0  # a fault is recovered from once the lag is back under this many seconds
 
 
-def healthz(port: int, timeout: float = 1.0) -> dict[str, Any]:
+def healthz(port: int, timeout: float = 5.0) -> dict[str, Any]:
     """A worker's /healthz, or {} if it does not answer in time (stopped, frozen, starting)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as response:
@@ -80,7 +80,7 @@ class LagProbe(threading.Thread):
                     consumer.close()
                 consumer = None
                 continue
-            self.sample(time.monotonic(), ends, {port: healthz(port) for port in list(self.ports)})
+            self.sample(time.monotonic(), ends, {port: healthz(port, timeout=1.0) for port in list(self.ports)})
         if consumer is not None:
             consumer.close()
 

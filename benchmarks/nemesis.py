@@ -46,7 +46,7 @@ from kafka.partitioner.default import murmur2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.lagprobe import LagProbe  # noqa: E402
+from benchmarks.lagprobe import LagProbe, healthz  # noqa: E402
 from monitor.apps.simulate import simulate, write_jsonl  # noqa: E402
 from monitor.contract.spec import Spec, load  # noqa: E402
 from monitor.testing import edit_spec, free_port  # noqa: E402
@@ -143,14 +143,6 @@ def scrape(port: int) -> list[tuple[str, dict[str, str], float]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def healthz(port: int) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return dict(json.loads(response.read()))
-    except OSError:
-        return {}
 
 
 def join_counts(scraped: list[list[tuple[str, dict[str, str], float]]]) -> dict[str, float]:
@@ -375,7 +367,7 @@ def run(bootstrap: str, seed: int, decisions: int, rate: float, partitions: int,
                 victim = group.procs[group.slots[victim_slot]]
                 victim.send_signal(signal.SIGSTOP)
                 frozen = time.monotonic()
-                took_over = wait_rebalanced(group, victim_slot, partitions, session * 3)
+                took_over = wait_rebalanced(group, victim_slot, partitions, max(session * 3, 90.0))  # loaded: slower
                 time.sleep(max(0.0, frozen + session * 1.5 - time.monotonic()))
                 victim.send_signal(signal.SIGCONT)  # back while records flow, unaware that its partitions moved
                 outcome.faults.append(f"freeze slot {victim_slot} ({'rebalanced' if took_over else 'NOT rebalanced'})")
