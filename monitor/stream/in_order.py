@@ -52,12 +52,8 @@ class InOrder:
         """Fetch the partition again if a message came past the offset it expects and the last rewind is
         `REWIND_SECONDS` old: the rewind may have come before the last message of a stale run, with none after."""
         expecting = self.expecting.get(partition)
-        if expecting is None or expecting.since is None:
-            return
-        now = self.clock()
-        if expecting.rewound_at is None or now - expecting.rewound_at >= REWIND_SECONDS:
-            expecting.rewound_at = now
-            await self.rewind(partition, expecting.offset)
+        if expecting is not None and expecting.since is not None:
+            await self._rewind(partition, expecting, self.clock())
 
     async def admit(self, partition: int, offset: int) -> bool:
         expecting = self.expecting.get(partition)
@@ -71,14 +67,20 @@ class InOrder:
             expecting.since = now if expecting.since is None else expecting.since
             if now - expecting.since < GIVE_UP_SECONDS:
                 self.ahead += 1
-                if expecting.rewound_at is None or now - expecting.rewound_at >= REWIND_SECONDS:
-                    expecting.rewound_at = now
-                    log.info("metrics partition %d: offset %d came before %d; fetching again from %d", partition,
-                             offset, expecting.offset, expecting.offset)
-                    await self.rewind(partition, expecting.offset)
+                await self._rewind(partition, expecting, now, offset)
                 return False
             self.given_up += offset - expecting.offset
             log.error("metrics partition %d: offsets %d to %d never came in %.0f s; going on from %d", partition,
                       expecting.offset, offset - 1, GIVE_UP_SECONDS, offset)
         self.expecting[partition] = _Expecting(offset + 1)
         return True
+
+    async def _rewind(self, partition: int, expecting: _Expecting, now: float, came: int | None = None) -> None:
+        """Fetch the partition again from the offset it expects, unless that was asked for `REWIND_SECONDS` ago."""
+        if expecting.rewound_at is not None and now - expecting.rewound_at < REWIND_SECONDS:
+            return
+        expecting.rewound_at = now
+        if came is not None:
+            log.info("metrics partition %d: offset %d came before %d; fetching again from %d", partition, came,
+                     expecting.offset, expecting.offset)
+        await self.rewind(partition, expecting.offset)
